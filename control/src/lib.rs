@@ -1,0 +1,3 @@
+//! tlsfleet control plane.
+
+pub mod store;

@@ -1,0 +1,118 @@
+//! The storage port and its two adapters.
+//!
+//! Policies live under a key namespace as opaque bytes (the control plane's JSON
+//! `StoredPolicy`); keys are bucket names. Every write returns the store revision at which it
+//! committed; revisions increase monotonically. A write is acknowledged only once it is
+//! durable (etcd committed it; the embedded store fsynced it).
+//!
+//! The agent registry lives beside the policies, with a time to live (an etcd lease), so any
+//! control server can answer "which agents enforce revision R".
+
+use std::{pin::Pin, time::Duration};
+
+use futures::Stream;
+
+pub mod embedded;
+pub mod etcd;
+
+/// A store revision (etcd's revision for etcd; a counter for the embedded store). 0 = none.
+pub type Revision = i64;
+
+/// One stored policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyValue {
+    /// The bucket name.
+    pub key: String,
+    pub value: Vec<u8>,
+    pub create_revision: Revision,
+    pub mod_revision: Revision,
+}
+
+/// One change, as seen by a watch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Put(KeyValue),
+    Delete { key: String, mod_revision: Revision },
+}
+
+impl Event {
+    pub fn key(&self) -> &str {
+        match self {
+            Event::Put(kv) => &kv.key,
+            Event::Delete { key, .. } => key,
+        }
+    }
+    pub fn revision(&self) -> Revision {
+        match self {
+            Event::Put(kv) => kv.mod_revision,
+            Event::Delete { mod_revision, .. } => *mod_revision,
+        }
+    }
+}
+
+/// Events of one or more revisions, in revision order; `revision` is the revision of the
+/// last event (a watch may also send an empty batch to report progress).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchBatch {
+    pub revision: Revision,
+    pub events: Vec<Event>,
+}
+
+/// Every policy at one revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub revision: Revision,
+    pub items: Vec<KeyValue>,
+}
+
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchBatch, StoreError>> + Send>>;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached (or did not answer in time). Nothing was written.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The history asked for is gone; relist.
+    #[error("revision {requested} is compacted (history starts after {compact_revision})")]
+    Compacted {
+        requested: Revision,
+        compact_revision: Revision,
+    },
+    #[error("store error: {0}")]
+    Other(String),
+}
+
+/// The storage port. Both adapters pass the same conformance suite
+/// (`tests/tests/store_conformance.rs`).
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores `value` under `key`; returns the revision of the commit.
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError>;
+
+    /// Deletes `key`; returns the revision of the delete (the current revision when nothing
+    /// was stored) and whether the key existed.
+    async fn delete(&self, key: &str) -> Result<(Revision, bool), StoreError>;
+
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
+
+    /// Every policy at one revision, sorted by key.
+    async fn list(&self) -> Result<Snapshot, StoreError>;
+
+    /// Changes with revision > `after`, as they commit, until the stream is dropped.
+    /// `Err(Compacted)` (at once or as a stream item) when that history is gone.
+    async fn watch(&self, after: Revision) -> Result<WatchStream, StoreError>;
+
+    /// Forgets history at and below `revision` (watches from below it get `Compacted`).
+    async fn compact(&self, revision: Revision) -> Result<(), StoreError>;
+
+    /// The current revision.
+    async fn revision(&self) -> Result<Revision, StoreError>;
+
+    /// Agent registry: stores `value` for `node_id`; it expires `ttl` after the last put.
+    async fn put_agent(&self, node_id: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError>;
+
+    async fn remove_agent(&self, node_id: &str) -> Result<(), StoreError>;
+
+    /// Every live registry entry, sorted by node id.
+    async fn list_agents(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+}

@@ -1,0 +1,21 @@
+//! The tlsfleet domain, free of I/O.
+//!
+//! * [`BucketName`]: an OSS bucket name, parsed.
+//! * [`HttpsConfig`]: the stored policy, exactly the OSS `HttpsConfiguration` schema.
+//! * [`EffectivePolicy`]: what rustls can serve of a policy, with the reasons anything was dropped.
+//! * [`xml`]: the OSS XML codec.
+//! * [`suites`]: every TLS 1.2/1.3 cipher-suite name OpenSSL knows (OpenSSL and IANA spellings)
+//!   and which of them rustls serves.
+//! * [`tls`]: the mapping of an effective policy to rustls protocol versions and suites.
+
+pub mod bucket;
+pub mod config;
+pub mod effective;
+pub mod suites;
+pub mod tls;
+pub mod xml;
+
+pub use bucket::{BucketName, InvalidBucketName};
+pub use config::{CipherSuiteConfig, HttpsConfig, TlsConfig, TlsVersion};
+pub use effective::{Dropped, EffectivePolicy, PolicyKey, ServedVersion, ValidationError, ValidationErrorKind};
+pub use suites::{CipherSuiteInfo, ServedSuite, SuiteProtocol};
