@@ -1,3 +1,12 @@
-//! tlsfleet control plane.
+//! tlsfleet control plane: the HttpsConfig API over OSS REST and gRPC, the storage port and
+//! its adapters, the in-memory index, and the fan-out to agents.
 
+pub mod auth;
+pub mod config;
+pub mod grpc;
+pub mod index;
+pub mod registry;
+pub mod rest;
+pub mod server;
+pub mod service;
 pub mod store;

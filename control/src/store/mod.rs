@@ -108,6 +108,14 @@ pub trait Store: Send + Sync + 'static {
     /// The current revision.
     async fn revision(&self) -> Result<Revision, StoreError>;
 
+    /// The keys put or deleted after `after`, up to the returned current revision, sorted and
+    /// de-duplicated. `Err(Compacted)` when that history is gone. (Lets a restarted control
+    /// server answer an agent that resumes from an old revision with a delta.)
+    /// etcd: the diff of a prefix range read at revision `after` (MVCC) and one now
+    /// (compacted => `Compacted`); embedded: a scan of the event log. Added after the first
+    /// brief: both adapters implement it and the conformance suite covers it.
+    async fn changes_since(&self, after: Revision) -> Result<(Revision, Vec<String>), StoreError>;
+
     /// Agent registry: stores `value` for `node_id`; it expires `ttl` after the last put.
     async fn put_agent(&self, node_id: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError>;
 

@@ -1,0 +1,21 @@
+//! The gRPC front end: `HttpsConfigService` (admin), `FleetService` (agents), health and
+//! reflection. Errors are mapped to `tonic::Status` here and nowhere else.
+
+use tonic::Status;
+
+use crate::service::PolicyError;
+
+pub mod admin;
+pub mod fleet;
+
+pub use admin::AdminService;
+pub use fleet::FleetServer;
+
+/// The one mapping of policy errors to gRPC status codes.
+pub(crate) fn status(e: PolicyError) -> Status {
+    match e {
+        PolicyError::Invalid(v) => Status::invalid_argument(v.message),
+        PolicyError::Unavailable(m) => Status::unavailable(m),
+        PolicyError::Internal(m) => Status::internal(m),
+    }
+}

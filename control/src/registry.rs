@@ -1,0 +1,251 @@
+//! The agent registry: which agents are connected to which control server, and which revision
+//! each one applied. Each server keeps its own agents in memory and writes them to the store
+//! under a time to live, so any server can answer `ListAgents` and `GetRolloutStatus`.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use prost::Message;
+use tlsfleet_proto::v1::{AgentHello, AgentState, AgentStatus, BucketError, Nack};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::store::Store;
+
+/// How long a registry entry outlives its last refresh in the store.
+pub const ENTRY_TTL: Duration = Duration::from_secs(30);
+/// Changes are written at most this often (ACK storms coalesce).
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+struct Entry {
+    status: AgentStatus,
+    session: u64,
+    dirty: bool,
+    /// Written once more as disconnected, then forgotten locally (the store's TTL ends it).
+    gone: bool,
+}
+
+struct Inner {
+    control_id: String,
+    store: Arc<dyn Store>,
+    local: Mutex<HashMap<String, Entry>>,
+    changed: Notify,
+    sessions: AtomicU64,
+}
+
+/// Handle to the registry; cheap to clone.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+/// One agent's stream, as the registry sees it.
+pub struct Session {
+    inner: Arc<Inner>,
+    node_id: String,
+    id: u64,
+}
+
+fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    now.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
+}
+
+impl Registry {
+    pub fn new(store: Arc<dyn Store>, control_id: String) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                control_id,
+                store,
+                local: Mutex::new(HashMap::new()),
+                changed: Notify::new(),
+                sessions: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        lock(&self.inner)
+    }
+
+    /// Records a new stream; a reconnect replaces the agent's previous session.
+    pub fn connect(&self, hello: &AgentHello) -> Session {
+        let id = self.inner.sessions.fetch_add(1, Ordering::Relaxed);
+        let now = now_ms();
+        let status = AgentStatus {
+            node_id: hello.node_id.clone(),
+            labels: hello.labels.clone(),
+            applied_revision: hello.last_revision,
+            sent_revision: 0,
+            state: AgentState::Applying as i32,
+            errors: vec![],
+            nack_revision: 0,
+            control_id: self.inner.control_id.clone(),
+            connected_at_unix_ms: now,
+            last_seen_unix_ms: now,
+        };
+        self.lock().insert(
+            hello.node_id.clone(),
+            Entry { status, session: id, dirty: true, gone: false },
+        );
+        self.inner.changed.notify_one();
+        Session { inner: self.inner.clone(), node_id: hello.node_id.clone(), id }
+    }
+
+    /// Every known agent, sorted by node id: this server's, then the store's for the rest.
+    pub async fn list(&self) -> Vec<AgentStatus> {
+        let mut all: BTreeMap<String, AgentStatus> = BTreeMap::new();
+        match self.inner.store.list_agents().await {
+            Ok(entries) => {
+                for (node, bytes) in entries {
+                    match AgentStatus::decode(bytes.as_slice()) {
+                        Ok(s) => {
+                            all.insert(node, s);
+                        }
+                        Err(e) => warn!(node, error = %e, "undecodable registry entry"),
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "registry: store unreachable, listing local agents only"),
+        }
+        for (node, e) in self.lock().iter() {
+            all.insert(node.clone(), e.status.clone());
+        }
+        all.into_values().collect()
+    }
+
+    /// Writes changed entries (and refreshes live ones) until `shutdown`.
+    pub fn spawn_flusher(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let mut refresh = tokio::time::interval(ENTRY_TTL / 3);
+            loop {
+                let all = tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = inner.changed.notified() => false,
+                    _ = refresh.tick() => true,
+                };
+                flush(&inner, all).await;
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(FLUSH_EVERY) => {}
+                }
+            }
+            // Agents of a server that stops are disconnected from it.
+            let nodes: Vec<String> = lock(&inner).keys().cloned().collect();
+            for node in nodes {
+                let _ = inner.store.remove_agent(&node).await;
+            }
+            debug!("registry flusher stopped");
+        })
+    }
+}
+
+fn lock(inner: &Inner) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+    // Entries are replaced field by field under the lock; a panic elsewhere cannot leave
+    // one half-written in a way that matters for a status listing.
+    inner.local.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn flush(inner: &Inner, all: bool) {
+    let batch: Vec<(String, Vec<u8>, bool)> = {
+        let mut local = lock(inner);
+        local
+            .iter_mut()
+            .filter(|(_, e)| e.dirty || all)
+            .map(|(k, e)| {
+                e.dirty = false;
+                (k.clone(), e.status.encode_to_vec(), e.gone)
+            })
+            .collect()
+    };
+    for (node, bytes, gone) in batch {
+        match inner.store.put_agent(&node, bytes, ENTRY_TTL).await {
+            Ok(()) => {
+                if gone {
+                    let mut local = lock(inner);
+                    if local.get(&node).is_some_and(|e| e.gone && !e.dirty) {
+                        local.remove(&node);
+                    }
+                }
+            }
+            Err(e) => {
+                debug!(node, error = %e, "registry write failed; will retry");
+                if let Some(entry) = lock(inner).get_mut(&node) {
+                    entry.dirty = true;
+                }
+            }
+        }
+    }
+}
+
+impl Session {
+    fn update(&self, f: impl FnOnce(&mut AgentStatus)) {
+        let mut local = lock(&self.inner);
+        if let Some(e) = local.get_mut(&self.node_id).filter(|e| e.session == self.id) {
+            f(&mut e.status);
+            e.status.last_seen_unix_ms = now_ms();
+            e.dirty = true;
+        }
+        drop(local);
+        self.inner.changed.notify_one();
+    }
+
+    /// A revision was sent.
+    pub fn sent(&self, revision: i64) {
+        self.update(|s| {
+            s.sent_revision = revision;
+            if s.applied_revision < revision {
+                s.state = AgentState::Applying as i32;
+            }
+        });
+    }
+
+    pub fn ack(&self, revision: i64) {
+        self.update(|s| {
+            s.applied_revision = s.applied_revision.max(revision);
+            s.errors.clear();
+            s.nack_revision = 0;
+            s.state = if s.applied_revision >= s.sent_revision {
+                AgentState::InSync as i32
+            } else {
+                AgentState::Applying as i32
+            };
+        });
+    }
+
+    /// The agent applied the revision except for the buckets it names.
+    pub fn nack(&self, nack: Nack) {
+        warn!(node = %self.node_id, revision = nack.revision, errors = ?nack.errors, "agent NACKed a revision");
+        self.update(|s| {
+            s.applied_revision = s.applied_revision.max(nack.revision);
+            s.nack_revision = nack.revision;
+            s.errors = nack
+                .errors
+                .into_iter()
+                .take(100)
+                .map(|e| BucketError { bucket: e.bucket, reason: e.reason })
+                .collect();
+            s.state = AgentState::Degraded as i32;
+        });
+    }
+
+    pub fn disconnected(&self) {
+        let mut local = lock(&self.inner);
+        if let Some(e) = local.get_mut(&self.node_id).filter(|e| e.session == self.id) {
+            e.status.state = AgentState::Disconnected as i32;
+            e.status.last_seen_unix_ms = now_ms();
+            e.dirty = true;
+            e.gone = true;
+        }
+        drop(local);
+        self.inner.changed.notify_one();
+    }
+}

@@ -1,0 +1,167 @@
+//! Wiring: store, index, registry, REST and gRPC listeners, shutdown.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use tlsfleet_proto::v1::{
+    fleet_service_server::FleetServiceServer, https_config_service_server::HttpsConfigServiceServer,
+    FILE_DESCRIPTOR_SET,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::{
+    auth::{Authenticator, Credentials},
+    config::{ControlArgs, StoreUrl},
+    grpc::{AdminService, FleetServer},
+    index::Index,
+    registry::Registry,
+    rest::{self, RestState},
+    service::Policies,
+    store::{embedded::EmbeddedStore, etcd::EtcdStore, Store},
+};
+
+/// Errors that stop the server from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("credentials: {0}")]
+    Credentials(String),
+    #[error("store: {0}")]
+    Store(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("gRPC TLS: {0}")]
+    Tls(String),
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("REST server: {0}")]
+    Rest(std::io::Error),
+}
+
+/// A bound, not yet running, control server.
+pub struct ControlServer {
+    args: ControlArgs,
+    store: Arc<dyn Store>,
+    auth: Arc<Authenticator>,
+    http: TcpListener,
+    grpc: TcpListener,
+}
+
+impl ControlServer {
+    /// Loads credentials, opens the store and binds both listeners.
+    pub async fn bind(args: ControlArgs) -> Result<Self, ServerError> {
+        let creds = Credentials::load(&args.credentials)
+            .map_err(|e| ServerError::Credentials(e.to_string()))?;
+        let store: Arc<dyn Store> = match &args.store {
+            StoreUrl::Etcd(endpoints) => Arc::new(
+                EtcdStore::connect(endpoints, &args.etcd_prefix)
+                    .await
+                    .map_err(|e| ServerError::Store(e.to_string()))?,
+            ),
+            StoreUrl::File(dir) => Arc::new(
+                EmbeddedStore::open(dir).map_err(|e| ServerError::Store(e.to_string()))?,
+            ),
+        };
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })
+        };
+        Ok(Self {
+            http: bind(args.http_listen).await?,
+            grpc: bind(args.grpc_listen).await?,
+            auth: Arc::new(Authenticator::new(creds)),
+            store,
+            args,
+        })
+    }
+
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.local_addr().ok()
+    }
+
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc.local_addr().ok()
+    }
+
+    /// Serves until `shutdown` is cancelled; every task it started has ended when it returns.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServerError> {
+        let Self { args, store, auth, http, grpc } = self;
+        let grpc_addr = grpc.local_addr().map_err(ServerError::Rest)?;
+        let http_addr = http.local_addr().map_err(ServerError::Rest)?;
+        let control_id = args.control_id.clone().unwrap_or_else(|| grpc_addr.to_string());
+
+        let (index, index_task) = Index::spawn(store.clone(), shutdown.child_token());
+        let policies = Policies::new(store.clone(), index.clone());
+        let registry = Registry::new(store.clone(), control_id);
+        let flusher = registry.spawn_flusher(shutdown.child_token());
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_not_serving::<HttpsConfigServiceServer<AdminService>>().await;
+        health.set_not_serving::<FleetServiceServer<FleetServer>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| ServerError::Tls(format!("reflection: {e}")))?;
+
+        // Report SERVING once the index has loaded.
+        let ready = tokio::spawn({
+            let index = index.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    r = index.ready_view(std::time::Duration::MAX) => if r.is_ok() {
+                        health.set_serving::<HttpsConfigServiceServer<AdminService>>().await;
+                        health.set_serving::<FleetServiceServer<FleetServer>>().await;
+                    },
+                }
+            }
+        });
+
+        let mut builder = tonic::transport::Server::builder();
+        if let (Some(cert), Some(key)) = (&args.grpc_tls_cert, &args.grpc_tls_key) {
+            builder = builder.tls_config(tls_config(cert, key, args.grpc_tls_client_ca.as_deref())?)?;
+        }
+        let grpc_server = builder
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(HttpsConfigServiceServer::new(AdminService::new(policies.clone(), auth.clone())))
+            .add_service(FleetServiceServer::new(FleetServer::new(
+                index.clone(),
+                auth.clone(),
+                registry,
+                shutdown.child_token(),
+            )))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc),
+                shutdown.clone().cancelled_owned(),
+            );
+        let rest_state = RestState { policies, auth, domains: args.domains.clone() };
+        let rest_server = rest::serve(http, rest_state, shutdown.clone());
+
+        info!(http = %http_addr, grpc = %grpc_addr, store = %args.store, "tlsfleet-control serving");
+        let (grpc_result, rest_result) = tokio::join!(grpc_server, rest_server);
+        // Both servers return only on shutdown (or a fatal error): stop everything else too.
+        shutdown.cancel();
+        let _ = tokio::join!(index_task, flusher, ready);
+        grpc_result?;
+        rest_result.map_err(ServerError::Rest)?;
+        Ok(())
+    }
+}
+
+fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    client_ca: Option<&std::path::Path>,
+) -> Result<tonic::transport::ServerTlsConfig, ServerError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| ServerError::Tls(format!("{}: {e}", p.display())))
+    };
+    let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+    let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = client_ca {
+        tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+    }
+    Ok(tls)
+}

@@ -1,0 +1,129 @@
+//! The policy application service shared by the REST and gRPC front ends: validate, store,
+//! then wait until this server's index has the write (a server reads its own writes).
+
+use std::{sync::Arc, time::Duration};
+
+use tlsfleet_policy::{BucketName, EffectivePolicy, HttpsConfig, ValidationError};
+
+use crate::{
+    index::{Index, PolicyEntry},
+    store::{Revision, Store, StoreError},
+};
+
+/// The value stored per bucket: the config exactly as sent plus who changed it and when.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredPolicy {
+    pub config: HttpsConfig,
+    /// Access key id of the last writer.
+    pub updated_by: String,
+    pub updated_at_unix_ms: i64,
+}
+
+/// Why a policy operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PolicyError {
+    /// The policy is refused (`400`, gRPC `InvalidArgument`); nothing was written.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The store is unreachable (`503`, gRPC `Unavailable`); nothing was written.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Anything else (`500`, gRPC `Internal`).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for PolicyError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => PolicyError::Unavailable(m),
+            other => PolicyError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// The result of a successful put.
+#[derive(Clone, Debug)]
+pub struct PutOutcome {
+    pub revision: Revision,
+    pub effective: EffectivePolicy,
+}
+
+/// One page of [`Policies::list`].
+#[derive(Clone, Debug)]
+pub struct ListPage {
+    pub entries: Vec<Arc<PolicyEntry>>,
+    /// Index revision the page was read from.
+    pub revision: Revision,
+    /// Whether entries remain after the last one returned.
+    pub more: bool,
+}
+
+/// Policies: the one place that writes them.
+#[derive(Clone)]
+pub struct Policies {
+    store: Arc<dyn Store>,
+    index: Index,
+    /// How long a write waits for this server's index to catch up before answering anyway.
+    read_your_writes: Duration,
+}
+
+impl Policies {
+    pub fn new(store: Arc<dyn Store>, index: Index) -> Self {
+        Self { store, index, read_your_writes: Duration::from_secs(5) }
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Validates and stores `config` for `bucket`; returns once the store committed it.
+    pub async fn put(
+        &self,
+        bucket: &BucketName,
+        mut config: HttpsConfig,
+        actor: &str,
+    ) -> Result<PutOutcome, PolicyError> {
+        config.dedup();
+        let effective = config.effective()?;
+        let value = StoredPolicy { config, updated_by: actor.to_owned(), updated_at_unix_ms: now_ms() };
+        let bytes = serde_json::to_vec(&value).map_err(|e| PolicyError::Internal(e.to_string()))?;
+        let revision = self.store.put(bucket.as_str(), bytes).await?;
+        self.index.wait_for(revision, self.read_your_writes).await;
+        Ok(PutOutcome { revision, effective })
+    }
+
+    /// Deletes a bucket's policy (it falls back to the default: management disabled).
+    pub async fn delete(&self, bucket: &BucketName) -> Result<(Revision, bool), PolicyError> {
+        let (revision, existed) = self.store.delete(bucket.as_str()).await?;
+        self.index.wait_for(revision, self.read_your_writes).await;
+        Ok((revision, existed))
+    }
+
+    /// The bucket's entry (None: never set) and the index revision, from memory.
+    /// Waits for the index's first load; `Unavailable` if it has not loaded yet.
+    pub async fn get(
+        &self,
+        bucket: &BucketName,
+    ) -> Result<(Option<Arc<PolicyEntry>>, Revision), PolicyError> {
+        let view = self.index.ready_view(self.read_your_writes).await?;
+        Ok((view.get(bucket.as_str()), view.revision()))
+    }
+
+    /// Entries whose bucket starts with `prefix`, after `start_after`, at most `limit`.
+    pub async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, PolicyError> {
+        let view = self.index.ready_view(self.read_your_writes).await?;
+        let (entries, more) = view.range(prefix, start_after, limit);
+        Ok(ListPage { entries, revision: view.revision(), more })
+    }
+}
+
+fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    now.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
+}
