@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what it needs (etcd, protoc, openssl,
+# the official OSS Python SDKs, pytest), checks formatting and lints, builds, then runs every
+# Rust test (unit, property, in-process and end-to-end with real etcd and real processes) and
+# the official-SDK suite. CI runs exactly this (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! python3 -c 'import oss2, alibabacloud_oss_v2, pytest' >/dev/null 2>&1; then
+  echo "==> installing the official OSS SDKs (oss2, alibabacloud-oss-v2) and pytest"
+  python3 -m pip install -q --disable-pip-version-check oss2 alibabacloud-oss-v2 pytest
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "==> installing cargo-nextest"
+  cargo install --locked -q cargo-nextest
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "==> build"
+cargo build --workspace --bins --tests
+echo "==> Rust tests (unit, property, end-to-end)"
+cargo nextest run --workspace --no-fail-fast
+echo "==> official SDK tests (pytest)"
+TLSFLEET_BIN_DIR="$PWD/target/debug" python3 -m pytest -q tests/sdk

@@ -1,0 +1,156 @@
+//! A real `tlsfleet-control` process.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use crate::{
+    ports::free_port,
+    procs::{bin, eventually, http_get, Proc},
+};
+
+/// Access keys every test credentials file holds.
+pub mod keys {
+    /// Every grant on every bucket.
+    pub const ADMIN: (&str, &str) = ("AKIDADMIN", "admin-secret");
+    /// Get only.
+    pub const READER: (&str, &str) = ("AKIDREADER", "reader-secret");
+    /// Put and Get on `logs-*` only.
+    pub const LOGS: (&str, &str) = ("AKIDLOGS", "logs-secret");
+    /// `tlsfleet:Sync` only: what an agent holds.
+    pub const AGENT: (&str, &str) = ("AKIDAGENT", "agent-secret");
+}
+
+/// Writes the standard test credentials file into `dir`.
+pub fn write_credentials(dir: &Path) -> PathBuf {
+    let path = dir.join("credentials.toml");
+    let toml = format!(
+        r#"
+[[key]]
+id = "{}"
+secret = "{}"
+allow = ["oss:*", "tlsfleet:*"]
+buckets = ["*"]
+
+[[key]]
+id = "{}"
+secret = "{}"
+allow = ["oss:GetBucketHttpsConfig"]
+buckets = ["*"]
+
+[[key]]
+id = "{}"
+secret = "{}"
+allow = ["oss:PutBucketHttpsConfig", "oss:GetTLSVersion", "tlsfleet:ListBucketHttpsConfigs"]
+buckets = ["logs-*"]
+
+[[key]]
+id = "{}"
+secret = "{}"
+allow = ["tlsfleet:Sync"]
+buckets = ["*"]
+"#,
+        keys::ADMIN.0,
+        keys::ADMIN.1,
+        keys::READER.0,
+        keys::READER.1,
+        keys::LOGS.0,
+        keys::LOGS.1,
+        keys::AGENT.0,
+        keys::AGENT.1
+    );
+    std::fs::write(&path, toml).expect("write credentials");
+    path
+}
+
+/// The domain every test uses.
+pub const DOMAIN: &str = "oss.test";
+
+/// A running control server.
+pub struct Control {
+    proc: Proc,
+    store: String,
+    credentials: PathBuf,
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Control {
+    /// On the embedded store in a fresh temp dir.
+    pub fn embedded() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = format!("file:{}", dir.path().join("data").display());
+        let creds = write_credentials(dir.path());
+        Self::start(store, creds, Some(dir))
+    }
+
+    /// On etcd at `endpoint` (HOST:PORT).
+    pub fn on_etcd(endpoint: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let creds = write_credentials(dir.path());
+        Self::start(format!("etcd://{endpoint}"), creds, Some(dir))
+    }
+
+    fn start(store: String, credentials: PathBuf, dir: Option<tempfile::TempDir>) -> Self {
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let proc = spawn(&store, &credentials, http, grpc);
+        let mut c = Self { proc, store, credentials, http, grpc, _dir: dir };
+        c.wait_ready();
+        c
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    fn wait_ready(&mut self) {
+        let http = self.http;
+        let ok = eventually(Duration::from_secs(30), || {
+            matches!(http_get(http, "/-/readyz"), Ok((200, _)))
+        });
+        assert!(ok && self.proc.is_running(), "tlsfleet-control did not become ready on {http}");
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
+    /// SIGTERM; asserts a clean exit.
+    pub fn stop(&mut self) {
+        assert!(self.proc.terminate(Duration::from_secs(10)), "tlsfleet-control exited with an error");
+    }
+
+    /// Starts again on the same ports and store.
+    pub fn restart(&mut self) {
+        self.proc.kill();
+        self.proc = spawn(&self.store, &self.credentials, self.http, self.grpc);
+        self.wait_ready();
+    }
+}
+
+fn spawn(store: &str, creds: &Path, http: SocketAddr, grpc: SocketAddr) -> Proc {
+    Proc::spawn(
+        "tlsfleet-control",
+        Command::new(bin("tlsfleet-control"))
+            .arg("--store")
+            .arg(store)
+            .arg("--http-listen")
+            .arg(http.to_string())
+            .arg("--grpc-listen")
+            .arg(grpc.to_string())
+            .arg("--domain")
+            .arg(DOMAIN)
+            .arg("--credentials")
+            .arg(creds),
+    )
+}
