@@ -84,7 +84,7 @@ impl Policies {
         mut config: HttpsConfig,
         actor: &str,
     ) -> Result<PutOutcome, PolicyError> {
-        config.dedup();
+        config.normalize();
         let effective = config.effective()?;
         let value = StoredPolicy { config, updated_by: actor.to_owned(), updated_at_unix_ms: now_ms() };
         let bytes = serde_json::to_vec(&value).map_err(|e| PolicyError::Internal(e.to_string()))?;

@@ -4,7 +4,9 @@ use std::{fmt, str::FromStr};
 
 /// An OSS bucket name: 3–63 characters of lowercase letters, digits and hyphens,
 /// starting and ending with a letter or digit.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct BucketName(String);
 
@@ -95,7 +97,17 @@ mod tests {
 
     #[test]
     fn rejects_bad_names() {
-        for bad in ["ab", "-abc", "abc-", "ABC", "a_b", "a.b.c", "", &"a".repeat(64), "bück"] {
+        for bad in [
+            "ab",
+            "-abc",
+            "abc-",
+            "ABC",
+            "a_b",
+            "a.b.c",
+            "",
+            &"a".repeat(64),
+            "bück",
+        ] {
             assert!(bad.parse::<BucketName>().is_err(), "{bad}");
         }
     }

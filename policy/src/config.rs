@@ -40,7 +40,9 @@ pub struct CipherSuiteConfig {
 }
 
 /// A TLS version as OSS spells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "&'static str")]
 pub enum TlsVersion {
     Tls10,
@@ -102,6 +104,17 @@ impl HttpsConfig {
     /// The effective default for a bucket that never had a config: management disabled.
     pub fn disabled() -> Self {
         Self::default()
+    }
+
+    /// Brings a policy to its stored form, as OSS echoes it: lists de-duplicated (see
+    /// [`HttpsConfig::dedup`]) and no versions while management is disabled (OSS drops them
+    /// on a PUT with `<Enable>false</Enable>`). [`crate::xml::parse`] returns this form;
+    /// other entry points (gRPC, CLI) should call it before storing.
+    pub fn normalize(&mut self) {
+        self.dedup();
+        if !self.tls.enable {
+            self.tls.tls_versions.clear();
+        }
     }
 
     /// Removes duplicates from every list, keeping the first occurrence and the order.

@@ -53,7 +53,7 @@ impl TryFrom<v1::HttpsConfig> for policy::HttpsConfig {
                 tls13_custom_cipher_suites: cs.tls13_custom_cipher_suites,
             }),
         };
-        out.dedup();
+        out.normalize();
         Ok(out)
     }
 }
