@@ -1,9 +1,11 @@
 //! Test harness: starts real etcd, control servers and agents on free loopback ports, and
 //! talks to them with real clients. Processes are killed when their handles drop.
 
+pub mod agent;
 pub mod control;
 pub mod etcd;
 pub mod grpc;
 pub mod ports;
 pub mod procs;
 pub mod rest;
+pub mod tls;
