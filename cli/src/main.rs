@@ -1,1 +1,41 @@
-fn main() {}
+//! `tlsfleetctl`: the operator CLI of a tlsfleet control plane (gRPC). See `--help` and
+//! cli/README.md; exit codes are listed in both.
+
+mod app;
+mod args;
+mod client;
+mod commands;
+mod error;
+mod output;
+mod signer;
+
+#[cfg(test)]
+mod fake_server_tests;
+#[cfg(test)]
+mod test_pki;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    // Exits 2 on usage errors, 0 for --help and --version.
+    let cli = args::Cli::parse();
+    match app::run(cli).await {
+        Ok(out) => match std::io::stdout().lock().write_all(out.as_bytes()) {
+            Ok(()) => ExitCode::SUCCESS,
+            // `tlsfleetctl list | head` closes the pipe early: not a failure of the command.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tlsfleetctl: cannot write the output: {e}");
+                ExitCode::from(error::Exit::Other as u8)
+            }
+        },
+        Err(err) => {
+            eprintln!("tlsfleetctl: error: {err}");
+            ExitCode::from(err.exit() as u8)
+        }
+    }
+}

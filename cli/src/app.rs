@@ -1,0 +1,33 @@
+//! One invocation: credentials, connection, command, rendering.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::{
+    args::Cli,
+    client::{Client, ConnectOptions},
+    commands,
+    error::CliError,
+    output,
+    signer::{Credentials, Signer},
+};
+
+/// Runs the parsed command line and returns what to print on stdout.
+pub async fn run(cli: Cli) -> Result<String, CliError> {
+    let Cli { global, command } = cli;
+    let credentials = Credentials::new(global.access_key_id, global.access_key_secret)?;
+    let opts = ConnectOptions {
+        url: &global.control,
+        ca: global.ca.as_deref(),
+        timeout: Duration::from_secs(global.timeout),
+    };
+    let client = Client::connect(&opts, Signer::new(credentials)).await?;
+    let outcome = commands::execute(&client, &command).await?;
+    Ok(output::render(&outcome, global.output, now_unix_ms()))
+}
+
+fn now_unix_ms() -> i64 {
+    // Before 1970 only on a broken clock: ages then print as "0s ago".
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

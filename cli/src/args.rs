@@ -1,0 +1,390 @@
+//! The command line: every flag, its environment variable and its help text.
+//!
+//! Only syntax is checked here (what clap can: required flags, conflicts, TLS version
+//! spellings). Whether a policy makes sense is the control plane's decision.
+
+use std::path::PathBuf;
+
+use clap::builder::{NonEmptyStringValueParser, PossibleValuesParser, TypedValueParser};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tlsfleet_policy::TlsVersion;
+use tonic::transport::Uri;
+
+/// Shown after `--help`: scripts branch on these.
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  1  any other failure (an unexpected server error or answer)
+  2  usage: bad flags or arguments, no access key, unreadable --ca file
+  3  invalid argument: the control plane refused the request (an invalid bucket name,
+     an unknown cipher suite, a policy that would serve nothing, ...)
+  4  unauthenticated or permission denied: unknown key, wrong secret, clock more than
+     15 minutes off, or the key lacks the grant for this call
+  5  unavailable: the control plane cannot be reached, its store is down, or the call
+     timed out
+
+Environment:
+  TLSFLEET_CONTROL, TLSFLEET_ACCESS_KEY_ID, TLSFLEET_ACCESS_KEY_SECRET (see the flags).
+
+Examples:
+  tlsfleetctl put --bucket logs --tls-versions TLSv1.2,TLSv1.3 --strong
+  tlsfleetctl get --bucket logs --output json
+  tlsfleetctl rollout";
+
+/// Operate a tlsfleet control plane: set, read, list and delete per-bucket TLS policies,
+/// and watch the fleet of edge agents apply them.
+#[derive(Debug, Parser)]
+#[command(name = "tlsfleetctl", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes, before or after the command name.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
+pub struct GlobalArgs {
+    /// Control plane gRPC URL. https:// connects with TLS (trusting --ca, else the system CA
+    /// bundle); http:// connects in plain text.
+    #[arg(
+        long,
+        env = "TLSFLEET_CONTROL",
+        default_value = "http://127.0.0.1:7443",
+        value_name = "URL",
+        value_parser = parse_control_url,
+        global = true
+    )]
+    pub control: Uri,
+
+    /// PEM file of the CA certificate(s) that signed the control plane's certificate
+    /// (https:// only). Default: the system bundle ($SSL_CERT_FILE or the distribution's).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub ca: Option<PathBuf>,
+
+    /// Access key id the calls are signed with.
+    #[arg(long, env = "TLSFLEET_ACCESS_KEY_ID", value_name = "ID", global = true)]
+    pub access_key_id: Option<String>,
+
+    /// Secret of the access key. Prefer the environment variable: a flag shows in the
+    /// process list.
+    #[arg(
+        long,
+        env = "TLSFLEET_ACCESS_KEY_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    pub access_key_secret: Option<String>,
+
+    /// Output format: human (aligned text) or json (one JSON document on stdout).
+    #[arg(long, value_enum, default_value_t = Format::Human, global = true)]
+    pub output: Format,
+
+    /// Seconds to wait for the connection and for each call.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=3600),
+        global = true
+    )]
+    pub timeout: u64,
+}
+
+/// How results are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned text for people.
+    Human,
+    /// One JSON document per command, field names as in the gRPC API (snake_case).
+    Json,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Store a bucket's TLS policy (HttpsConfigService.Put) and print the revision and what
+    /// the edge will serve of it.
+    Put(PutArgs),
+    /// Print a bucket's stored policy, what the edge serves of it, and its revision.
+    Get(BucketArgs),
+    /// List stored policies (every page unless --one-page or --page-token).
+    List(ListArgs),
+    /// Turn TLS version management off for a bucket (a Put with TLS disabled): the edge
+    /// then serves its default policy to that bucket.
+    Disable(BucketArgs),
+    /// Delete a bucket's stored policy.
+    Delete(BucketArgs),
+    /// List the edge agents: state, applied and sent revisions, labels, last NACK.
+    Agents,
+    /// Show which agents enforce a revision, which are pending and which failed.
+    Rollout(RolloutArgs),
+}
+
+/// The bucket a command acts on.
+#[derive(Debug, Args)]
+pub struct BucketArgs {
+    /// Bucket name (the control plane checks it against the OSS naming rules).
+    #[arg(long, value_name = "BUCKET")]
+    pub bucket: String,
+}
+
+/// `put`.
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// Bucket name (the control plane checks it against the OSS naming rules).
+    #[arg(long, value_name = "BUCKET")]
+    pub bucket: String,
+
+    /// TLS versions to allow, comma-separated, exactly as OSS spells them. TLSv1.0 and TLSv1.1
+    /// are stored but not served (the answer says so).
+    #[arg(
+        long,
+        value_name = "VERSIONS",
+        value_delimiter = ',',
+        required = true,
+        value_parser = tls_version_parser()
+    )]
+    pub tls_versions: Vec<TlsVersion>,
+
+    /// TLS 1.2 cipher suites to allow, comma-separated, OpenSSL or IANA names
+    /// (e.g. ECDHE-ECDSA-AES128-GCM-SHA256). Enables custom cipher suites.
+    #[arg(
+        long,
+        value_name = "SUITES",
+        value_delimiter = ',',
+        value_parser = NonEmptyStringValueParser::new()
+    )]
+    pub cipher_suites: Vec<String>,
+
+    /// TLS 1.3 cipher suites to allow, comma-separated (e.g. TLS_AES_256_GCM_SHA384).
+    /// Enables custom cipher suites.
+    #[arg(
+        long,
+        value_name = "SUITES",
+        value_delimiter = ',',
+        value_parser = NonEmptyStringValueParser::new()
+    )]
+    pub tls13_cipher_suites: Vec<String>,
+
+    /// Allow only the strong cipher-suite set. Without --strong or a custom list, every
+    /// suite is allowed.
+    #[arg(long, conflicts_with_all = ["cipher_suites", "tls13_cipher_suites"])]
+    pub strong: bool,
+}
+
+/// `list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only buckets whose name starts with this prefix.
+    #[arg(long, value_name = "PREFIX", default_value = "")]
+    pub prefix: String,
+
+    /// Policies per List call (0: the server's default, 100). The command still fetches
+    /// every page unless --one-page or --page-token is given.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        value_parser = clap::value_parser!(u32).range(0..=1000)
+    )]
+    pub page_size: u32,
+
+    /// Fetch every page (the default; accepted so scripts can say so).
+    #[arg(long, conflicts_with_all = ["one_page", "page_token"])]
+    pub all: bool,
+
+    /// Fetch only the first page and print the token of the next one.
+    #[arg(long)]
+    pub one_page: bool,
+
+    /// Fetch only the page at this token (from a previous --one-page answer).
+    #[arg(long, value_name = "TOKEN", value_parser = NonEmptyStringValueParser::new())]
+    pub page_token: Option<String>,
+}
+
+impl ListArgs {
+    /// Whether to follow `next_page_token` to the end.
+    pub fn every_page(&self) -> bool {
+        !self.one_page && self.page_token.is_none()
+    }
+}
+
+/// `rollout`.
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    /// Revision to report on (0: the current store revision).
+    #[arg(long, value_name = "R", default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
+    pub revision: i64,
+}
+
+/// The OSS spellings, listed in `--help` and in clap's error for anything else.
+fn tls_version_parser() -> impl TypedValueParser<Value = TlsVersion> {
+    PossibleValuesParser::new(TlsVersion::ALL.map(TlsVersion::as_str)).try_map(|s| s.parse())
+}
+
+fn parse_control_url(s: &str) -> Result<Uri, String> {
+    let uri: Uri = s.parse().map_err(|e| format!("not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err("expected an http:// or https:// URL".to_owned()),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("the URL has no host".to_owned());
+    }
+    if uri
+        .path_and_query()
+        .is_some_and(|p| p.as_str() != "/" && !p.as_str().is_empty())
+    {
+        // gRPC paths are absolute: a path here would be silently dropped.
+        return Err("the URL must not have a path".to_owned());
+    }
+    Ok(uri)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{error::ErrorKind, CommandFactory};
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("tlsfleetctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn put_parses_versions_and_suites() {
+        let cli = parse(&[
+            "put",
+            "--bucket",
+            "logs",
+            "--tls-versions",
+            "TLSv1.2,TLSv1.3",
+            "--cipher-suites",
+            "ECDHE-RSA-AES128-GCM-SHA256,ECDHE-ECDSA-AES256-GCM-SHA384",
+            "--tls13-cipher-suites",
+            "TLS_AES_256_GCM_SHA384",
+        ])
+        .unwrap();
+        let Command::Put(put) = cli.command else {
+            panic!("not put")
+        };
+        assert_eq!(put.tls_versions, [TlsVersion::Tls12, TlsVersion::Tls13]);
+        assert_eq!(
+            put.cipher_suites,
+            [
+                "ECDHE-RSA-AES128-GCM-SHA256",
+                "ECDHE-ECDSA-AES256-GCM-SHA384"
+            ]
+        );
+        assert_eq!(put.tls13_cipher_suites, ["TLS_AES_256_GCM_SHA384"]);
+        assert!(!put.strong);
+    }
+
+    #[test]
+    fn put_refuses_bad_input() {
+        let cases: &[&[&str]] = &[
+            &["put", "--bucket", "b", "--tls-versions", "TLSv1.4"],
+            &["put", "--bucket", "b", "--tls-versions", "tlsv1.2"],
+            &["put", "--bucket", "b"],
+            &["put", "--tls-versions", "TLSv1.2"],
+            &[
+                "put",
+                "--bucket",
+                "b",
+                "--tls-versions",
+                "TLSv1.2",
+                "--strong",
+                "--cipher-suites",
+                "X",
+            ],
+            &[
+                "put",
+                "--bucket",
+                "b",
+                "--tls-versions",
+                "TLSv1.2",
+                "--strong",
+                "--tls13-cipher-suites",
+                "X",
+            ],
+            &[
+                "put",
+                "--bucket",
+                "b",
+                "--tls-versions",
+                "TLSv1.2",
+                "--cipher-suites",
+                "",
+            ],
+        ];
+        for args in cases {
+            let err = parse(args).expect_err(&format!("{args:?} must be refused"));
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn globals_work_after_the_command_and_default_sensibly() {
+        let cli = parse(&["get", "--bucket", "b", "--output", "json", "--timeout", "3"]).unwrap();
+        assert_eq!(cli.global.output, Format::Json);
+        assert_eq!(cli.global.timeout, 3);
+        let cli = parse(&["agents"]).unwrap();
+        // The test environment may set TLSFLEET_CONTROL; only check the default when it doesn't.
+        if std::env::var_os("TLSFLEET_CONTROL").is_none() {
+            assert_eq!(cli.global.control.to_string(), "http://127.0.0.1:7443/");
+        }
+        assert_eq!(cli.global.output, Format::Human);
+        assert_eq!(cli.global.timeout, 10);
+    }
+
+    #[test]
+    fn control_url_must_be_http_or_https_without_path() {
+        assert!(parse_control_url("https://control.example:7443").is_ok());
+        assert!(parse_control_url("http://[::1]:7443/").is_ok());
+        for bad in [
+            "ftp://x",
+            "127.0.0.1:7443",
+            "http://",
+            "http://x/api",
+            "not a url",
+        ] {
+            assert!(parse_control_url(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse(&["--timeout", "0", "agents"]).unwrap_err().kind(),
+            ErrorKind::ValueValidation
+        );
+    }
+
+    #[test]
+    fn list_paging_flags() {
+        let every = |args: &[&str]| match parse(args).unwrap().command {
+            Command::List(l) => l.every_page(),
+            _ => panic!("not list"),
+        };
+        assert!(every(&["list"]));
+        assert!(every(&["list", "--all", "--page-size", "10"]));
+        assert!(!every(&["list", "--one-page"]));
+        assert!(!every(&["list", "--page-token", "abc"]));
+        assert!(parse(&["list", "--all", "--one-page"]).is_err());
+        assert!(parse(&["list", "--page-size", "1001"]).is_err());
+    }
+
+    #[test]
+    fn help_documents_exit_codes_and_hides_the_secret() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("Exit codes:"), "{help}");
+        assert!(help.contains("TLSFLEET_ACCESS_KEY_SECRET"), "{help}");
+        if let Ok(secret) = std::env::var("TLSFLEET_ACCESS_KEY_SECRET") {
+            assert!(!help.contains(&secret) || secret.is_empty());
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Each command: the request it sends and the [`Outcome`] it hands to the output module.
+
+use tlsfleet_policy::{CipherSuiteConfig, HttpsConfig, TlsConfig};
+use tlsfleet_proto::v1::{
+    self, DeleteRequest, DeleteResponse, GetRequest, GetResponse, GetRolloutStatusRequest,
+    GetRolloutStatusResponse, ListAgentsResponse, ListRequest, PutRequest, PutResponse,
+};
+
+use crate::{
+    args::{Command, ListArgs, PutArgs},
+    client::Client,
+    error::CliError,
+};
+
+/// What a command got back, ready to print.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Put {
+        bucket: String,
+        response: PutResponse,
+    },
+    Disable {
+        bucket: String,
+        response: PutResponse,
+    },
+    Get(GetResponse),
+    List(Listing),
+    Delete {
+        bucket: String,
+        response: DeleteResponse,
+    },
+    Agents(ListAgentsResponse),
+    Rollout(GetRolloutStatusResponse),
+}
+
+/// One or more List pages joined.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Listing {
+    pub policies: Vec<v1::BucketPolicy>,
+    /// Empty unless a single page was asked for and more follow.
+    pub next_page_token: String,
+    /// Index revision of the last page read. Pages are separate reads: a write between two of
+    /// them may show in one and not in the other.
+    pub revision: i64,
+}
+
+/// Runs one command against the control plane.
+pub async fn execute(client: &Client, command: &Command) -> Result<Outcome, CliError> {
+    Ok(match command {
+        Command::Put(args) => Outcome::Put {
+            bucket: args.bucket.clone(),
+            response: client.put(put_request(args)).await?,
+        },
+        Command::Disable(args) => Outcome::Disable {
+            bucket: args.bucket.clone(),
+            response: client.put(disable_request(&args.bucket)).await?,
+        },
+        Command::Get(args) => Outcome::Get(
+            client
+                .get(GetRequest {
+                    bucket: args.bucket.clone(),
+                })
+                .await?,
+        ),
+        Command::List(args) => Outcome::List(list(client, args).await?),
+        Command::Delete(args) => Outcome::Delete {
+            bucket: args.bucket.clone(),
+            response: client
+                .delete(DeleteRequest {
+                    bucket: args.bucket.clone(),
+                })
+                .await?,
+        },
+        Command::Agents => Outcome::Agents(client.list_agents().await?),
+        Command::Rollout(args) => Outcome::Rollout(
+            client
+                .rollout_status(GetRolloutStatusRequest {
+                    revision: args.revision,
+                })
+                .await?,
+        ),
+    })
+}
+
+/// TLS management on with the given versions; a `<CipherSuite>` section only when the
+/// operator restricts suites (no section means every suite, as in OSS).
+pub fn put_request(args: &PutArgs) -> PutRequest {
+    let restricts_suites =
+        args.strong || !args.cipher_suites.is_empty() || !args.tls13_cipher_suites.is_empty();
+    let config = HttpsConfig {
+        tls: TlsConfig {
+            enable: true,
+            tls_versions: args.tls_versions.clone(),
+        },
+        cipher_suite: restricts_suites.then(|| CipherSuiteConfig {
+            enable: Some(true),
+            strong_cipher_suite: Some(args.strong),
+            custom_cipher_suites: args.cipher_suites.clone(),
+            tls13_custom_cipher_suites: args.tls13_cipher_suites.clone(),
+        }),
+    };
+    PutRequest {
+        bucket: args.bucket.clone(),
+        config: Some((&config).into()),
+    }
+}
+
+/// TLS management off: what OSS calls `<TLS><Enable>false</Enable></TLS>`.
+pub fn disable_request(bucket: &str) -> PutRequest {
+    PutRequest {
+        bucket: bucket.to_owned(),
+        config: Some((&HttpsConfig::disabled()).into()),
+    }
+}
+
+/// The first List request of `args`.
+pub fn list_request(args: &ListArgs) -> ListRequest {
+    ListRequest {
+        prefix: args.prefix.clone(),
+        page_size: args.page_size,
+        page_token: args.page_token.clone().unwrap_or_default(),
+    }
+}
+
+async fn list(client: &Client, args: &ListArgs) -> Result<Listing, CliError> {
+    let mut request = list_request(args);
+    let mut listing = Listing::default();
+    loop {
+        let page = client.list(request.clone()).await?;
+        listing.policies.extend(page.policies);
+        listing.revision = page.revision;
+        if !args.every_page() {
+            listing.next_page_token = page.next_page_token;
+            return Ok(listing);
+        }
+        if page.next_page_token.is_empty() {
+            return Ok(listing);
+        }
+        // A server handing back the token it was given would keep us here forever.
+        if page.next_page_token == request.page_token {
+            return Err(CliError::BadAnswer(format!(
+                "List returned the same page token twice ({:?})",
+                page.next_page_token
+            )));
+        }
+        request.page_token = page.next_page_token;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::args::Cli;
+
+    fn command(args: &[&str]) -> Command {
+        Cli::try_parse_from(std::iter::once("tlsfleetctl").chain(args.iter().copied()))
+            .unwrap()
+            .command
+    }
+
+    fn put(args: &[&str]) -> PutRequest {
+        match command(args) {
+            Command::Put(p) => put_request(&p),
+            other => panic!("not put: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn put_without_suites_sends_no_cipher_section() {
+        let req = put(&[
+            "put",
+            "--bucket",
+            "logs",
+            "--tls-versions",
+            "TLSv1.3,TLSv1.2",
+        ]);
+        assert_eq!(req.bucket, "logs");
+        let config = req.config.unwrap();
+        let tls = config.tls.unwrap();
+        assert!(tls.enable);
+        assert_eq!(
+            tls.tls_versions,
+            ["TLSv1.3", "TLSv1.2"],
+            "order is the operator's"
+        );
+        assert_eq!(config.cipher_suite, None);
+    }
+
+    #[test]
+    fn put_strong_enables_the_strong_set() {
+        let req = put(&[
+            "put",
+            "--bucket",
+            "b1",
+            "--tls-versions",
+            "TLSv1.2",
+            "--strong",
+        ]);
+        let cs = req.config.unwrap().cipher_suite.unwrap();
+        assert_eq!(cs.enable, Some(true));
+        assert_eq!(cs.strong_cipher_suite, Some(true));
+        assert!(cs.custom_cipher_suites.is_empty() && cs.tls13_custom_cipher_suites.is_empty());
+    }
+
+    #[test]
+    fn put_custom_lists_are_sent_exactly_as_given() {
+        let req = put(&[
+            "put",
+            "--bucket",
+            "b1",
+            "--tls-versions",
+            "TLSv1.2",
+            "--tls-versions",
+            "TLSv1.3",
+            "--cipher-suites",
+            "ECDHE-RSA-AES128-GCM-SHA256,TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+            "--tls13-cipher-suites",
+            "TLS_AES_256_GCM_SHA384",
+        ]);
+        let config = req.config.unwrap();
+        assert_eq!(config.tls.unwrap().tls_versions, ["TLSv1.2", "TLSv1.3"]);
+        let cs = config.cipher_suite.unwrap();
+        assert_eq!(cs.enable, Some(true));
+        assert_eq!(cs.strong_cipher_suite, Some(false));
+        assert_eq!(
+            cs.custom_cipher_suites,
+            [
+                "ECDHE-RSA-AES128-GCM-SHA256",
+                "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"
+            ]
+        );
+        assert_eq!(cs.tls13_custom_cipher_suites, ["TLS_AES_256_GCM_SHA384"]);
+    }
+
+    #[test]
+    fn put_with_only_a_tls13_list_still_enables_custom_suites() {
+        let req = put(&[
+            "put",
+            "--bucket",
+            "b1",
+            "--tls-versions",
+            "TLSv1.3",
+            "--tls13-cipher-suites",
+            "TLS_CHACHA20_POLY1305_SHA256",
+        ]);
+        let cs = req.config.unwrap().cipher_suite.unwrap();
+        assert_eq!(cs.enable, Some(true));
+        assert!(cs.custom_cipher_suites.is_empty());
+    }
+
+    #[test]
+    fn disable_turns_management_off_without_cipher_section() {
+        let req = disable_request("logs");
+        let config = req.config.unwrap();
+        let tls = config.tls.unwrap();
+        assert!(!tls.enable);
+        assert!(tls.tls_versions.is_empty());
+        assert_eq!(config.cipher_suite, None);
+    }
+
+    #[test]
+    fn list_request_carries_prefix_size_and_token() {
+        let Command::List(args) = command(&[
+            "list",
+            "--prefix",
+            "logs-",
+            "--page-size",
+            "50",
+            "--page-token",
+            "t1",
+        ]) else {
+            panic!("not list")
+        };
+        let req = list_request(&args);
+        assert_eq!(req.prefix, "logs-");
+        assert_eq!(req.page_size, 50);
+        assert_eq!(req.page_token, "t1");
+        let Command::List(args) = command(&["list"]) else {
+            panic!("not list")
+        };
+        assert_eq!(list_request(&args), ListRequest::default());
+    }
+}

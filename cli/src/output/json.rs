@@ -1,0 +1,322 @@
+//! JSON output: the gRPC response, field for field, in snake_case. Scripts depend on these
+//! names, so they change only with the proto. Differences from the proto3 JSON mapping, for
+//! easier scripting: int64 fields are numbers, absent messages are `null`, the agent state is
+//! a short snake_case word (`in_sync`), and `put`, `disable` and `delete` add the `bucket`.
+
+use serde_json::{json, Map, Value};
+use tlsfleet_proto::v1::{
+    AgentState, AgentStatus, BucketError, BucketPolicy, CipherSuiteConfig, EffectivePolicy,
+    GetRolloutStatusResponse, HttpsConfig, TlsConfig,
+};
+
+use crate::commands::Outcome;
+
+pub(super) fn render(outcome: &Outcome) -> Value {
+    match outcome {
+        Outcome::Put { bucket, response } | Outcome::Disable { bucket, response } => json!({
+            "bucket": bucket,
+            "revision": response.revision,
+            "effective": response.effective.as_ref().map(effective),
+        }),
+        Outcome::Get(r) => json!({
+            "policy": r.policy.as_ref().map(bucket_policy),
+            "revision": r.revision,
+        }),
+        Outcome::List(l) => json!({
+            "policies": l.policies.iter().map(bucket_policy).collect::<Vec<_>>(),
+            "next_page_token": l.next_page_token,
+            "revision": l.revision,
+        }),
+        Outcome::Delete { bucket, response } => json!({
+            "bucket": bucket,
+            "revision": response.revision,
+            "existed": response.existed,
+        }),
+        Outcome::Agents(r) => json!({
+            "agents": r.agents.iter().map(agent).collect::<Vec<_>>(),
+            "revision": r.revision,
+        }),
+        Outcome::Rollout(r) => rollout(r),
+    }
+}
+
+fn bucket_policy(p: &BucketPolicy) -> Value {
+    json!({
+        "bucket": p.bucket,
+        "config": p.config.as_ref().map(https_config),
+        "effective": p.effective.as_ref().map(effective),
+        "mod_revision": p.mod_revision,
+        "create_revision": p.create_revision,
+    })
+}
+
+fn https_config(c: &HttpsConfig) -> Value {
+    json!({
+        "tls": c.tls.as_ref().map(tls),
+        "cipher_suite": c.cipher_suite.as_ref().map(cipher_suite),
+    })
+}
+
+fn tls(t: &TlsConfig) -> Value {
+    json!({ "enable": t.enable, "tls_versions": t.tls_versions })
+}
+
+fn cipher_suite(c: &CipherSuiteConfig) -> Value {
+    json!({
+        "enable": c.enable,
+        "strong_cipher_suite": c.strong_cipher_suite,
+        "custom_cipher_suites": c.custom_cipher_suites,
+        "tls13_custom_cipher_suites": c.tls13_custom_cipher_suites,
+    })
+}
+
+fn effective(e: &EffectivePolicy) -> Value {
+    json!({
+        "tls_versions": e.tls_versions,
+        "cipher_suites": e.cipher_suites,
+        "dropped": e.dropped,
+    })
+}
+
+fn agent(a: &AgentStatus) -> Value {
+    // A BTreeMap-backed object: labels come out sorted, whatever the HashMap order.
+    let labels: Map<String, Value> = a
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+        .collect();
+    json!({
+        "node_id": a.node_id,
+        "labels": labels,
+        "applied_revision": a.applied_revision,
+        "sent_revision": a.sent_revision,
+        "state": state_name(a.state),
+        "errors": a.errors.iter().map(bucket_error).collect::<Vec<_>>(),
+        "nack_revision": a.nack_revision,
+        "control_id": a.control_id,
+        "connected_at_unix_ms": a.connected_at_unix_ms,
+        "last_seen_unix_ms": a.last_seen_unix_ms,
+    })
+}
+
+fn bucket_error(e: &BucketError) -> Value {
+    json!({ "bucket": e.bucket, "reason": e.reason })
+}
+
+fn rollout(r: &GetRolloutStatusResponse) -> Value {
+    json!({
+        "revision": r.revision,
+        "agents_total": r.agents_total,
+        "enforcing": r.enforcing,
+        "pending": r.pending,
+        "failed": r.failed,
+    })
+}
+
+/// Stable words for scripts; a state this CLI does not know yet is `unknown`.
+pub(super) fn state_name(state: i32) -> &'static str {
+    match AgentState::try_from(state) {
+        Ok(AgentState::InSync) => "in_sync",
+        Ok(AgentState::Applying) => "applying",
+        Ok(AgentState::Degraded) => "degraded",
+        Ok(AgentState::Disconnected) => "disconnected",
+        Ok(AgentState::Unspecified) => "unspecified",
+        Err(_) => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tlsfleet_proto::v1::{DeleteResponse, GetResponse, ListAgentsResponse, PutResponse};
+
+    use super::*;
+    use crate::{args::Format, commands::Listing, output};
+
+    fn parse(outcome: &Outcome) -> Value {
+        let text = output::render(outcome, Format::Json, 0);
+        assert!(text.ends_with("}\n"), "{text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn effective_policy() -> EffectivePolicy {
+        EffectivePolicy {
+            tls_versions: vec!["TLSv1.3".into()],
+            cipher_suites: vec!["TLS13_AES_256_GCM_SHA384".into()],
+            dropped: vec!["TLSv1.1: not served".into()],
+        }
+    }
+
+    pub(crate) fn sample_policy() -> BucketPolicy {
+        BucketPolicy {
+            bucket: "logs".into(),
+            config: Some(HttpsConfig {
+                tls: Some(TlsConfig {
+                    enable: true,
+                    tls_versions: vec!["TLSv1.1".into(), "TLSv1.3".into()],
+                }),
+                cipher_suite: Some(CipherSuiteConfig {
+                    enable: Some(true),
+                    strong_cipher_suite: None,
+                    custom_cipher_suites: vec![],
+                    tls13_custom_cipher_suites: vec!["TLS_AES_256_GCM_SHA384".into()],
+                }),
+            }),
+            effective: Some(effective_policy()),
+            mod_revision: 7,
+            create_revision: 3,
+        }
+    }
+
+    #[test]
+    fn put_mirrors_the_response_and_names_the_bucket() {
+        let out = parse(&Outcome::Put {
+            bucket: "logs".into(),
+            response: PutResponse {
+                revision: 42,
+                effective: Some(effective_policy()),
+            },
+        });
+        assert_eq!(
+            out,
+            json!({
+                "bucket": "logs",
+                "revision": 42,
+                "effective": {
+                    "tls_versions": ["TLSv1.3"],
+                    "cipher_suites": ["TLS13_AES_256_GCM_SHA384"],
+                    "dropped": ["TLSv1.1: not served"],
+                },
+            })
+        );
+    }
+
+    #[test]
+    fn get_has_the_whole_bucket_policy() {
+        let out = parse(&Outcome::Get(GetResponse {
+            policy: Some(sample_policy()),
+            revision: 9,
+        }));
+        assert_eq!(out["revision"], 9);
+        let p = &out["policy"];
+        assert_eq!(p["bucket"], "logs");
+        assert_eq!(p["mod_revision"], 7);
+        assert_eq!(p["create_revision"], 3);
+        assert_eq!(
+            p["config"]["tls"],
+            json!({"enable": true, "tls_versions": ["TLSv1.1", "TLSv1.3"]})
+        );
+        assert_eq!(
+            p["config"]["cipher_suite"],
+            json!({
+                "enable": true,
+                "strong_cipher_suite": null,
+                "custom_cipher_suites": [],
+                "tls13_custom_cipher_suites": ["TLS_AES_256_GCM_SHA384"],
+            })
+        );
+        assert_eq!(p["effective"]["tls_versions"], json!(["TLSv1.3"]));
+    }
+
+    #[test]
+    fn absent_messages_are_null() {
+        let out = parse(&Outcome::Get(GetResponse {
+            policy: None,
+            revision: 1,
+        }));
+        assert_eq!(out, json!({"policy": null, "revision": 1}));
+        let mut p = sample_policy();
+        p.config.as_mut().unwrap().cipher_suite = None;
+        let out = parse(&Outcome::Get(GetResponse {
+            policy: Some(p),
+            revision: 1,
+        }));
+        assert_eq!(out["policy"]["config"]["cipher_suite"], Value::Null);
+    }
+
+    #[test]
+    fn list_delete_and_rollout_shapes() {
+        let out = parse(&Outcome::List(Listing {
+            policies: vec![sample_policy()],
+            next_page_token: "".into(),
+            revision: 12,
+        }));
+        assert_eq!(out["policies"].as_array().unwrap().len(), 1);
+        assert_eq!(out["next_page_token"], "");
+        assert_eq!(out["revision"], 12);
+
+        let out = parse(&Outcome::Delete {
+            bucket: "logs".into(),
+            response: DeleteResponse {
+                revision: 13,
+                existed: true,
+            },
+        });
+        assert_eq!(
+            out,
+            json!({"bucket": "logs", "revision": 13, "existed": true})
+        );
+
+        let out = parse(&Outcome::Rollout(GetRolloutStatusResponse {
+            revision: 13,
+            agents_total: 3,
+            enforcing: vec!["a".into(), "b".into()],
+            pending: vec!["c".into()],
+            failed: vec![],
+        }));
+        assert_eq!(
+            out,
+            json!({"revision": 13, "agents_total": 3, "enforcing": ["a", "b"], "pending": ["c"], "failed": []})
+        );
+    }
+
+    #[test]
+    fn agents_have_sorted_labels_state_words_and_errors() {
+        let out = parse(&Outcome::Agents(ListAgentsResponse {
+            agents: vec![AgentStatus {
+                node_id: "edge-1".into(),
+                labels: [("zone", "a"), ("region", "eu")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+                applied_revision: 5,
+                sent_revision: 6,
+                state: AgentState::Degraded as i32,
+                errors: vec![BucketError {
+                    bucket: "logs".into(),
+                    reason: "no suite".into(),
+                }],
+                nack_revision: 6,
+                control_id: "control-1".into(),
+                connected_at_unix_ms: 1000,
+                last_seen_unix_ms: 2000,
+            }],
+            revision: 6,
+        }));
+        let a = &out["agents"][0];
+        assert_eq!(a["state"], "degraded");
+        assert_eq!(
+            a["errors"],
+            json!([{"bucket": "logs", "reason": "no suite"}])
+        );
+        let keys: Vec<_> = a["labels"].as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, ["region", "zone"]);
+        for field in [
+            "node_id",
+            "applied_revision",
+            "sent_revision",
+            "nack_revision",
+            "control_id",
+            "connected_at_unix_ms",
+            "last_seen_unix_ms",
+        ] {
+            assert!(!a[field].is_null(), "{field}");
+        }
+        assert_eq!(out["revision"], 6);
+    }
+
+    #[test]
+    fn unknown_states_do_not_break_output() {
+        assert_eq!(state_name(AgentState::InSync as i32), "in_sync");
+        assert_eq!(state_name(99), "unknown");
+    }
+}
