@@ -7,5 +7,8 @@ use std::net::{Ipv4Addr, TcpListener};
 /// it; harnesses that start servers retry with fresh ports when that happens.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address of a bound socket").port()
+    listener
+        .local_addr()
+        .expect("local address of a bound socket")
+        .port()
 }

@@ -1,1 +1,243 @@
-//! embedded adapter
+//! The embedded adapter: one redb file, for a single control server (`--store file:DIR`).
+//!
+//! Durability: each write is one redb transaction committed with `Durability::Immediate`
+//! (fsync) before the call returns. Revisions are a counter in the same transaction, so they
+//! strictly increase, are dense (each write adds one), and survive restarts. An event log
+//! (revision -> change) serves watches from any revision not yet compacted; live changes go
+//! out on a broadcast channel after each commit (see `watch.rs` for the seam between the two).
+//!
+//! The agent registry is kept in memory, not in the file: with a single control server every
+//! agent is connected to this process, the entries expire within a TTL anyway, and after a
+//! restart agents reconnect and register again, so persisting them would only add fsyncs to
+//! every heartbeat and resurrect stale entries.
+//!
+//! redb locks the file: a second `open` of the same directory (from this or another process)
+//! fails at once with `StoreError::Other`, it does not wait.
+
+mod tables;
+mod watch;
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use redb::{Database, DatabaseError};
+use tokio::sync::broadcast;
+
+use crate::store::{KeyValue, Revision, Snapshot, Store, StoreError, WatchStream};
+
+/// The database file inside the store directory.
+pub const FILE_NAME: &str = "tlsfleet.redb";
+
+/// Live events buffered per watcher; a watcher further behind re-reads the log.
+const LIVE_BUFFER: usize = 256;
+
+/// redb's default page cache is 1 GiB; policies are small.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The single-node store in a directory. Cheap to clone (clones share the database).
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Arc<Database>,
+    path: PathBuf,
+    live: broadcast::Sender<crate::store::Event>,
+    /// Held from the start of a write transaction until its event is published, so events
+    /// go out in revision order.
+    write_order: Mutex<()>,
+    agents: Mutex<HashMap<String, Agent>>,
+}
+
+struct Agent {
+    value: Vec<u8>,
+    /// `None` when the TTL is too large to represent: never expires.
+    expires: Option<Instant>,
+}
+
+impl EmbeddedStore {
+    /// Opens (creating it if needed) the store in `dir`. Blocks on file I/O: call it at start
+    /// up, or from `spawn_blocking`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Other(format!(
+                "cannot create store directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let path = dir.join(FILE_NAME);
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| match e {
+                DatabaseError::DatabaseAlreadyOpen => StoreError::Other(format!(
+                    "{} is already open (by another process, or another store in this one): \
+                     one process owns a store directory",
+                    path.display()
+                )),
+                e => StoreError::Other(format!("cannot open {}: {e}", path.display())),
+            })?;
+        tables::init(&db)?;
+        let (live, _) = broadcast::channel(LIVE_BUFFER);
+        Ok(EmbeddedStore {
+            inner: Arc::new(Inner {
+                db: Arc::new(db),
+                path,
+                live,
+                write_order: Mutex::new(()),
+                agents: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs blocking database work that publishes nothing.
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = self.inner.db.clone();
+        blocking(move || f(&db)).await
+    }
+
+    /// Runs a blocking write, then publishes its event (if any) in commit order.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<(T, Option<crate::store::Event>), StoreError>
+            + Send
+            + 'static,
+    {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let _order = inner
+                .write_order
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let (out, event) = f(&inner.db)?;
+            if let Some(event) = event {
+                // An error only means that no watch is listening.
+                let _ = inner.live.send(event);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    fn agents(&self) -> std::sync::MutexGuard<'_, HashMap<String, Agent>> {
+        // The map stays consistent even if a holder panicked: every update is one insert or
+        // remove.
+        self.inner
+            .agents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Runs blocking database work off the async threads.
+async fn blocking<T, F>(f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Other(format!("embedded store task failed: {e}")))?
+}
+
+#[async_trait::async_trait]
+impl Store for EmbeddedStore {
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError> {
+        let key = key.to_owned();
+        self.write(move |db| {
+            let event = tables::put(db, &key, &value)?;
+            Ok((event.revision(), Some(event)))
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(Revision, bool), StoreError> {
+        let key = key.to_owned();
+        self.write(move |db| {
+            let (revision, event) = tables::delete(db, &key)?;
+            Ok(((revision, event.is_some()), event))
+        })
+        .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let key = key.to_owned();
+        self.run(move |db| tables::get(db, &key)).await
+    }
+
+    async fn list(&self) -> Result<Snapshot, StoreError> {
+        self.run(tables::list).await
+    }
+
+    async fn watch(&self, after: Revision) -> Result<WatchStream, StoreError> {
+        let after = after.max(0);
+        // Subscribe before reading anything (see watch.rs).
+        let live = self.inner.live.subscribe();
+        let compacted = self.run(tables::compact_revision).await?;
+        if after < compacted {
+            return Err(StoreError::Compacted {
+                requested: after,
+                compact_revision: compacted,
+            });
+        }
+        Ok(watch::Watch::new(self.inner.db.clone(), live, after).into_stream())
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        self.run(move |db| tables::compact(db, revision)).await
+    }
+
+    async fn revision(&self) -> Result<Revision, StoreError> {
+        self.run(tables::revision).await
+    }
+
+    async fn changes_since(&self, after: Revision) -> Result<(Revision, Vec<String>), StoreError> {
+        self.run(move |db| tables::changes_since(db, after.max(0)))
+            .await
+    }
+
+    async fn put_agent(
+        &self,
+        node_id: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let expires = Instant::now().checked_add(ttl);
+        self.agents()
+            .insert(node_id.to_owned(), Agent { value, expires });
+        Ok(())
+    }
+
+    async fn remove_agent(&self, node_id: &str) -> Result<(), StoreError> {
+        self.agents().remove(node_id);
+        Ok(())
+    }
+
+    async fn list_agents(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let now = Instant::now();
+        let mut agents = self.agents();
+        agents.retain(|_, agent| agent.expires.is_none_or(|at| at > now));
+        let mut live: Vec<_> = agents
+            .iter()
+            .map(|(id, agent)| (id.clone(), agent.value.clone()))
+            .collect();
+        drop(agents);
+        live.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(live)
+    }
+}

@@ -1,1 +1,421 @@
-//! etcd adapter
+//! The etcd adapter (etcd v3 API through `etcd-client`).
+//!
+//! Layout: policies under `{prefix}policies/{bucket}`, registry entries under
+//! `{prefix}agents/{node_id}` attached to a lease. Revisions are etcd's: the header revision
+//! of a put or delete is the revision it committed at, and `list` is one range read whose
+//! header revision is the revision of the whole snapshot. etcd's revision is cluster-wide, so
+//! registry writes advance it too: policy revisions are increasing but not dense.
+//!
+//! Deadlines: every call tries for at most [`CALL_DEADLINE`], each attempt for at most
+//! [`ATTEMPT_TIMEOUT`], retrying errors that mean "cannot reach a leader right now"
+//! (`Unavailable` and friends, transport errors, timeouts) with a short backoff. When that
+//! runs out the call fails with `StoreError::Unavailable`, so a REST write answers 503 within
+//! seconds while etcd is down. A put is acknowledged only once etcd answered, i.e. committed.
+//! A put whose answer was lost (timeout) may still have committed; a retry then writes the
+//! same value again at a later revision, which is harmless for whole-document puts.
+//!
+//! Agent registry: each `put_agent` grants a fresh lease of `ttl` (whole seconds, at least 1)
+//! and puts the entry on it; putting a key on a new lease detaches it from the old one, which
+//! then expires with nothing attached. That costs a lease grant per heartbeat (instead of
+//! keeping one lease per agent alive) but has no per-agent state to get wrong across control
+//! servers: any server can refresh any agent's entry.
+
+mod watch;
+
+use std::{collections::BTreeSet, future::Future, time::Duration};
+
+use etcd_client::{
+    Client, CompactionOptions, ConnectOptions, DeleteOptions, GetOptions, KvClient, LeaseClient,
+    PutOptions, ResponseHeader, WatchClient, WatchOptions,
+};
+use tokio::time::Instant;
+use tonic::Code;
+
+use crate::store::{KeyValue, Revision, Snapshot, Store, StoreError, WatchStream};
+
+/// The key prefix used when none is configured.
+pub const DEFAULT_PREFIX: &str = "/tlsfleet/";
+
+/// Longest wait for one attempt of a call.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait for a whole call, retries included.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(5);
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_millis(800);
+/// A full list of policies comes back in one message; tonic's default cap is 4 MiB.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The store in an etcd cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct EtcdStore {
+    kv: KvClient,
+    watch: WatchClient,
+    lease: LeaseClient,
+    policies: String,
+    agents: String,
+}
+
+/// How one attempt of a call ended, when it did not succeed.
+enum Attempt {
+    /// etcd could not be reached or had no leader: try again while the deadline allows.
+    Retry(String),
+    /// A definite answer: return it.
+    Fail(StoreError),
+}
+
+impl From<etcd_client::Error> for Attempt {
+    fn from(e: etcd_client::Error) -> Self {
+        use etcd_client::Error as E;
+        let transient = match &e {
+            E::GRpcStatus(status) => matches!(
+                status.code(),
+                Code::Unavailable
+                    | Code::DeadlineExceeded
+                    | Code::Cancelled
+                    | Code::Unknown
+                    | Code::ResourceExhausted
+            ),
+            E::TransportError(_) | E::IoError(_) | E::WatchError(_) => true,
+            _ => false,
+        };
+        if transient {
+            Attempt::Retry(e.to_string())
+        } else {
+            Attempt::Fail(StoreError::Other(format!("etcd: {e}")))
+        }
+    }
+}
+
+fn header_revision(header: Option<&ResponseHeader>) -> Result<Revision, Attempt> {
+    header
+        .map(ResponseHeader::revision)
+        .ok_or_else(|| Attempt::Fail(StoreError::Other("etcd answered without a header".into())))
+}
+
+/// etcd's answer to a read at, or a compaction of, a revision it no longer has.
+fn is_compacted(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s)
+        if s.code() == Code::OutOfRange && s.message().contains("compacted"))
+}
+
+impl EtcdStore {
+    /// A store on the cluster at `endpoints` (`host:port` or URLs), under `prefix` (e.g.
+    /// [`DEFAULT_PREFIX`]). Does not contact etcd: the first call does (and fails with
+    /// `Unavailable` if it cannot).
+    pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Self, StoreError> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(ATTEMPT_TIMEOUT)
+            // Notices a silently dead connection under a long-lived watch.
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            // A member cut off from its leader fails calls and watches at once instead of
+            // serving them late: the caller retries, another member answers.
+            .with_require_leader(true);
+        let client = Client::connect(endpoints, Some(options))
+            .await
+            .map_err(|e| StoreError::Other(format!("etcd client: {e}")))?;
+        Ok(EtcdStore {
+            kv: client
+                .kv_client()
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            watch: client
+                .watch_client()
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            lease: client.lease_client(),
+            policies: format!("{prefix}policies/"),
+            agents: format!("{prefix}agents/"),
+        })
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the call deadline passes.
+    async fn call<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Attempt>>,
+    {
+        let deadline = Instant::now() + CALL_DEADLINE;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let why = match tokio::time::timeout(left.min(ATTEMPT_TIMEOUT), attempt()).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(Attempt::Fail(e))) => return Err(e),
+                Ok(Err(Attempt::Retry(why))) => why,
+                Err(_) => "no answer in time".to_owned(),
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left <= backoff * 2 {
+                return Err(StoreError::Unavailable(format!("etcd {what}: {why}")));
+            }
+            tracing::debug!(what, why, "etcd call failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    fn policy_key(&self, bucket: &str) -> String {
+        format!("{}{bucket}", self.policies)
+    }
+
+    /// The range read behind `list`, `revision` and `changes_since`, at `revision` (0 = now).
+    async fn range(
+        &self,
+        revision: Revision,
+        options: GetOptions,
+    ) -> Result<etcd_client::GetResponse, StoreError> {
+        self.call("range", || {
+            let (mut kv, prefix) = (self.kv.clone(), self.policies.clone());
+            let options = options.clone().with_prefix().with_revision(revision);
+            async move {
+                match kv.get(prefix, Some(options)).await {
+                    Ok(resp) => Ok(resp),
+                    // The exact compact revision is not in etcd's answer; see changes_since.
+                    Err(e) if is_compacted(&e) => Err(Attempt::Fail(StoreError::Compacted {
+                        requested: revision,
+                        compact_revision: revision + 1,
+                    })),
+                    Err(e) => Err(e.into()),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Policies as (bucket, mod_revision), keys only, at `revision` (0 = now).
+    async fn keys_at(
+        &self,
+        revision: Revision,
+    ) -> Result<(Revision, Vec<(String, Revision)>), StoreError> {
+        let resp = self
+            .range(revision, GetOptions::new().with_keys_only())
+            .await?;
+        let now = header_revision(resp.header()).map_err(attempt_error)?;
+        let keys = resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| Some((watch::strip(&self.policies, kv.key())?, kv.mod_revision())))
+            .collect();
+        Ok((now, keys))
+    }
+
+    /// The compaction that hides revision `after`, found by watching from it (etcd does not
+    /// report its compact revision otherwise). At least `after + 1` if the watch says nothing.
+    async fn compaction_hiding(&self, after: Revision) -> StoreError {
+        let fallback = StoreError::Compacted {
+            requested: after,
+            compact_revision: after + 1,
+        };
+        let mut stream = match self.watch(after).await {
+            Ok(stream) => stream,
+            Err(e @ StoreError::Compacted { .. }) => return e,
+            Err(_) => return fallback,
+        };
+        let first = tokio::time::timeout(ATTEMPT_TIMEOUT, futures::StreamExt::next(&mut stream));
+        match first.await {
+            Ok(Some(Err(e @ StoreError::Compacted { .. }))) => e,
+            _ => fallback,
+        }
+    }
+}
+
+fn attempt_error(attempt: Attempt) -> StoreError {
+    match attempt {
+        Attempt::Retry(why) => StoreError::Unavailable(why),
+        Attempt::Fail(e) => e,
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for EtcdStore {
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError> {
+        let key = self.policy_key(key);
+        self.call("put", || {
+            let (mut kv, key, value) = (self.kv.clone(), key.clone(), value.clone());
+            async move { header_revision(kv.put(key, value, None).await?.header()) }
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(Revision, bool), StoreError> {
+        let key = self.policy_key(key);
+        self.call("delete", || {
+            let (mut kv, key) = (self.kv.clone(), key.clone());
+            async move {
+                let resp = kv.delete(key, None).await?;
+                Ok((header_revision(resp.header())?, resp.deleted() > 0))
+            }
+        })
+        .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let full_key = self.policy_key(key);
+        let resp = self
+            .call("get", || {
+                let (mut kv, key) = (self.kv.clone(), full_key.clone());
+                async move { Ok(kv.get(key, None).await?) }
+            })
+            .await?;
+        Ok(resp.kvs().first().map(|kv| KeyValue {
+            key: key.to_owned(),
+            value: kv.value().to_vec(),
+            create_revision: kv.create_revision(),
+            mod_revision: kv.mod_revision(),
+        }))
+    }
+
+    async fn list(&self) -> Result<Snapshot, StoreError> {
+        let resp = self.range(0, GetOptions::new()).await?;
+        let revision = header_revision(resp.header()).map_err(attempt_error)?;
+        // etcd returns a range in key order, and every key shares the prefix.
+        let items = resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                Some(KeyValue {
+                    key: watch::strip(&self.policies, kv.key())?,
+                    value: kv.value().to_vec(),
+                    create_revision: kv.create_revision(),
+                    mod_revision: kv.mod_revision(),
+                })
+            })
+            .collect();
+        Ok(Snapshot { revision, items })
+    }
+
+    async fn watch(&self, after: Revision) -> Result<WatchStream, StoreError> {
+        let after = after.max(0);
+        // Watching from `after` itself (not `after + 1`) makes etcd refuse exactly when
+        // `after` is below its compact revision, which is this port's rule; the event at
+        // `after` is then dropped. (etcd's start revision 0 means "from now", hence max 1.)
+        let start = after.max(1);
+        let stream = self
+            .call("watch", || {
+                let (mut client, prefix) = (self.watch.clone(), self.policies.clone());
+                let options = WatchOptions::new().with_prefix().with_start_revision(start);
+                async move { watch::open(&mut client, prefix, options, after).await }
+            })
+            .await?;
+        Ok(watch::Watch::new(stream, self.policies.clone(), after).into_stream())
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        self.call("compact", || {
+            let mut kv = self.kv.clone();
+            async move {
+                match kv
+                    .compact(revision, Some(CompactionOptions::new().with_physical()))
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    // Already compacted at or above `revision`: nothing left to do.
+                    Err(e) if is_compacted(&e) => Ok(()),
+                    Err(e) => Err(e.into()),
+                }
+            }
+        })
+        .await
+    }
+
+    async fn revision(&self) -> Result<Revision, StoreError> {
+        let resp = self.range(0, GetOptions::new().with_count_only()).await?;
+        header_revision(resp.header()).map_err(attempt_error)
+    }
+
+    async fn changes_since(&self, after: Revision) -> Result<(Revision, Vec<String>), StoreError> {
+        let after = after.max(0);
+        let (now, current) = self.keys_at(0).await?;
+        if after > now {
+            // A revision from the future means the asker knew another history: relist.
+            return Err(StoreError::Compacted {
+                requested: after,
+                compact_revision: now,
+            });
+        }
+        // Revision 1 is etcd's empty initial state, and 0 would mean "now".
+        let before = match self.keys_at(after.max(1)).await {
+            Ok((_, keys)) => keys,
+            Err(StoreError::Compacted { .. }) => return Err(self.compaction_hiding(after).await),
+            Err(e) => return Err(e),
+        };
+        let mut changed: BTreeSet<String> = current
+            .iter()
+            .filter(|(_, mod_revision)| *mod_revision > after)
+            .map(|(key, _)| key.clone())
+            .collect();
+        let still_there: BTreeSet<&String> = current.iter().map(|(key, _)| key).collect();
+        changed.extend(
+            before
+                .into_iter()
+                .map(|(key, _)| key)
+                .filter(|k| !still_there.contains(k)),
+        );
+        Ok((now, changed.into_iter().collect()))
+    }
+
+    async fn put_agent(
+        &self,
+        node_id: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let key = format!("{}{node_id}", self.agents);
+        let ttl_secs = ttl
+            .as_secs()
+            .saturating_add(u64::from(ttl.subsec_nanos() > 0))
+            .max(1);
+        let ttl_secs = i64::try_from(ttl_secs).unwrap_or(i64::MAX);
+        self.call("put_agent", || {
+            let (mut kv, mut lease) = (self.kv.clone(), self.lease.clone());
+            let (key, value) = (key.clone(), value.clone());
+            async move {
+                let id = lease.grant(ttl_secs, None).await?.id();
+                kv.put(key, value, Some(PutOptions::new().with_lease(id)))
+                    .await?;
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn remove_agent(&self, node_id: &str) -> Result<(), StoreError> {
+        let key = format!("{}{node_id}", self.agents);
+        self.call("remove_agent", || {
+            let (mut kv, mut lease, key) = (self.kv.clone(), self.lease.clone(), key.clone());
+            async move {
+                let resp = kv
+                    .delete(key, Some(DeleteOptions::new().with_prev_key()))
+                    .await?;
+                // The entry is gone either way; revoking only spares etcd an expiry later.
+                for id in resp
+                    .prev_kvs()
+                    .iter()
+                    .map(|kv| kv.lease())
+                    .filter(|id| *id != 0)
+                {
+                    let _ = lease.revoke(id).await;
+                }
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn list_agents(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let resp = self
+            .call("list_agents", || {
+                let (mut kv, prefix) = (self.kv.clone(), self.agents.clone());
+                async move {
+                    Ok(kv
+                        .get(prefix, Some(GetOptions::new().with_prefix()))
+                        .await?)
+                }
+            })
+            .await?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| Some((watch::strip(&self.agents, kv.key())?, kv.value().to_vec())))
+            .collect())
+    }
+}
