@@ -1,1 +1,121 @@
-fn main() {}
+//! `tlsfleet-agent`: parse the flags, install the crypto provider, start the data plane and the
+//! sync client, run until SIGINT or SIGTERM, map the outcome to an exit code.
+
+use std::{io::IsTerminal, process::ExitCode, sync::Arc};
+
+use anyhow::Context;
+use clap::Parser;
+use tlsfleet_agent::{
+    cache::Cache,
+    config::Args,
+    metrics::{Metrics, SyncState},
+    server::DataPlane,
+    sync::SyncClient,
+    table::PolicyTable,
+};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    // Fails only if a provider is already installed, which is then the one in use.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let outcome = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+        .and_then(|runtime| runtime.block_on(run(args)));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let sync_config = args.sync()?;
+    let metrics = Arc::new(Metrics::new());
+    let plane = DataPlane::bind(args.data_plane(), metrics.clone())
+        .await
+        .context("starting the data plane")?;
+    let table = plane.table();
+    let sync = SyncClient::new(sync_config, table.clone(), metrics.clone())?;
+    let cache = args.cache_dir.map(Cache::new);
+    if let Some(cache) = &cache {
+        // Before the listener runs, so no handshake is refused for want of a table we have.
+        let (cache, table, metrics) = (cache.clone(), table.clone(), metrics.clone());
+        tokio::task::spawn_blocking(move || restore(&cache, &table, &metrics)).await?;
+    }
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+
+    let admin = plane
+        .admin_addr()
+        .map_or_else(|| "none".to_owned(), |a| a.to_string());
+    info!(
+        "tlsfleet-agent listening on {} (admin {admin})",
+        plane.local_addr()
+    );
+
+    let shutdown = CancellationToken::new();
+    let sync = tokio::spawn(sync.run(cache, shutdown.clone()));
+    let signals = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::select! {
+                _ = sigterm.recv() => info!("SIGTERM: shutting down"),
+                _ = sigint.recv() => info!("SIGINT: shutting down"),
+                _ = shutdown.cancelled() => {}
+            }
+            shutdown.cancel();
+        }
+    });
+    let served = plane.run(shutdown.clone()).await;
+    // The data plane also returns on its own errors: stop the rest either way.
+    shutdown.cancel();
+    let (synced, signalled) = tokio::join!(sync, signals);
+    served.context("data plane")?;
+    synced.context("sync task")?;
+    signalled.context("signal task")?;
+    info!("stopped");
+    Ok(())
+}
+
+/// Applies the last-known-good cache, if any. A cache that cannot be read is reported and
+/// ignored: the agent then waits for its first snapshot, refusing TLS until then.
+fn restore(cache: &Cache, table: &PolicyTable, metrics: &Metrics) {
+    let snapshot = match cache.load() {
+        Ok(Some(snapshot)) => snapshot,
+        Ok(None) => {
+            info!(dir = %cache.dir().display(), "no last-known-good cache yet");
+            return;
+        }
+        Err(e) => {
+            error!(error = %e, "ignoring the last-known-good cache");
+            return;
+        }
+    };
+    let (revision, count) = (snapshot.revision, snapshot.policies.len());
+    let outcome = table.apply_snapshot(revision, snapshot.policies);
+    for e in &outcome.errors {
+        warn!(bucket = %e.bucket, reason = %e.reason, "cached policy cannot be served");
+    }
+    metrics.set_applied_revision(revision);
+    metrics.set_sync_state(SyncState::ServingFromCache);
+    info!(
+        revision,
+        policies = count,
+        "serving from cache at revision {revision}"
+    );
+}

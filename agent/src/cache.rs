@@ -1,0 +1,194 @@
+//! The last-known-good cache: the policy table as last applied, on local disk, so an agent that
+//! starts while the control plane is unreachable serves what it enforced before (invariant 4)
+//! instead of refusing every handshake.
+//!
+//! One file, `snapshot.json`, replaced atomically: the new content goes to a temporary file in
+//! the same directory, is fsynced, renamed over the old file, and the directory is fsynced so
+//! the rename itself survives a power cut. A reader therefore sees the old snapshot or the new
+//! one, never a mix; a temporary file left by a crash is simply overwritten by the next store.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, Write},
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+use tlsfleet_policy::{BucketName, HttpsConfig};
+
+/// The version of the on-disk format this build reads and writes. A file of any other
+/// version is refused (as corrupt) rather than misread.
+pub const FORMAT_VERSION: u32 = 1;
+
+const FILE_NAME: &str = "snapshot.json";
+// A fixed name rather than a random one: there is one writer per cache directory, and a file
+// left behind by a crash is truncated by the next store instead of accumulating.
+const TEMP_NAME: &str = "snapshot.json.tmp";
+
+/// A whole policy table at one revision.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CachedSnapshot {
+    /// The control-plane revision the table was at.
+    pub revision: i64,
+    /// Every bucket's stored policy.
+    pub policies: Vec<(BucketName, HttpsConfig)>,
+}
+
+/// Why the cache could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cache {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cache {path} is corrupt: {source}")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cache {path} has format version {found}, this agent reads version {FORMAT_VERSION}")]
+    UnsupportedFormat { path: PathBuf, found: u32 },
+    #[error("cache {path} has a negative revision {revision}")]
+    BadRevision { path: PathBuf, revision: i64 },
+}
+
+/// A cache directory. Cheap to clone; no I/O until [`Cache::load`] or [`Cache::store`].
+#[derive(Clone, Debug)]
+pub struct Cache {
+    dir: PathBuf,
+}
+
+impl Cache {
+    /// A cache kept in `dir` (created on the first store if missing).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The snapshot file.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(FILE_NAME)
+    }
+
+    /// The stored snapshot; `None` when nothing was ever stored.
+    pub fn load(&self) -> Result<Option<CachedSnapshot>, CacheError> {
+        let path = self.path();
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(CacheError::Io { path, source }),
+        };
+        // Read the version alone first, so a future format is reported as such and not as
+        // whatever field of it this build happens to trip over.
+        let header: Header = match serde_json::from_slice(&bytes) {
+            Ok(header) => header,
+            Err(source) => return Err(CacheError::Corrupt { path, source }),
+        };
+        if header.format != FORMAT_VERSION {
+            return Err(CacheError::UnsupportedFormat {
+                path,
+                found: header.format,
+            });
+        }
+        let file: FileV1 = match serde_json::from_slice(&bytes) {
+            Ok(file) => file,
+            Err(source) => return Err(CacheError::Corrupt { path, source }),
+        };
+        if file.revision < 0 {
+            return Err(CacheError::BadRevision {
+                path,
+                revision: file.revision,
+            });
+        }
+        Ok(Some(CachedSnapshot {
+            revision: file.revision,
+            policies: file
+                .policies
+                .into_iter()
+                .map(|e| (e.bucket, e.config))
+                .collect(),
+        }))
+    }
+
+    /// Replaces the stored snapshot atomically and durably (see the module docs). Blocking:
+    /// call it from a blocking-capable thread.
+    pub fn store(&self, snapshot: &CachedSnapshot) -> Result<(), CacheError> {
+        let io_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| CacheError::Io { path, source }
+        };
+        fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
+        let file = FileRefV1 {
+            format: FORMAT_VERSION,
+            revision: snapshot.revision,
+            policies: snapshot
+                .policies
+                .iter()
+                .map(|(bucket, config)| EntryRef { bucket, config })
+                .collect(),
+        };
+        let temp = self.dir.join(TEMP_NAME);
+        let written = write_synced(&temp, &file);
+        if let Err(source) = written {
+            // Best effort: the next store truncates it anyway.
+            let _ = fs::remove_file(&temp);
+            return Err(CacheError::Io { path: temp, source });
+        }
+        let path = self.path();
+        fs::rename(&temp, &path).map_err(io_err(&path))?;
+        File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io_err(&self.dir))
+    }
+}
+
+fn write_synced(path: &Path, file: &FileRefV1<'_>) -> io::Result<()> {
+    let out = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    let mut out = io::BufWriter::new(out);
+    serde_json::to_writer(&mut out, file).map_err(io::Error::other)?;
+    out.write_all(b"\n")?;
+    let out = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+    out.sync_all()
+}
+
+#[derive(Deserialize)]
+struct Header {
+    format: u32,
+}
+
+// `format` is checked through `Header`.
+#[derive(Deserialize)]
+struct FileV1 {
+    revision: i64,
+    policies: Vec<Entry>,
+}
+
+#[derive(Deserialize)]
+struct Entry {
+    bucket: BucketName,
+    config: HttpsConfig,
+}
+
+#[derive(Serialize)]
+struct FileRefV1<'a> {
+    format: u32,
+    revision: i64,
+    policies: Vec<EntryRef<'a>>,
+}
+
+#[derive(Serialize)]
+struct EntryRef<'a> {
+    bucket: &'a BucketName,
+    config: &'a HttpsConfig,
+}

@@ -1,0 +1,412 @@
+//! The agent's Prometheus metrics and readiness state.
+//!
+//! Every counter the hot path touches (handshakes, refusals, refused requests) is resolved
+//! from its family once, at construction: a `Family::get_or_create` takes a read lock, and
+//! handshakes take none.
+
+use std::sync::{
+    atomic::{AtomicU8, Ordering},
+    Mutex,
+};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use tlsfleet_policy::{ServedSuite, ServedVersion};
+
+use crate::table::PolicyTable;
+
+/// Where the agent stands with the control plane (set by the sync client).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SyncState {
+    /// Dialing a control server; nothing applied in this session yet.
+    Connecting,
+    /// Streaming from a control server and up to date.
+    Synced,
+    /// The stream broke; the table keeps enforcing the last applied revision.
+    Disconnected,
+    /// No control server reached since start; serving the last-known-good cache.
+    ServingFromCache,
+}
+
+impl SyncState {
+    /// Every state, in the order of their discriminants.
+    pub const ALL: [SyncState; 4] = [
+        Self::Connecting,
+        Self::Synced,
+        Self::Disconnected,
+        Self::ServingFromCache,
+    ];
+
+    /// The label value in `sync_state{state=..}`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connecting => "connecting",
+            Self::Synced => "synced",
+            Self::Disconnected => "disconnected",
+            Self::ServingFromCache => "serving_from_cache",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a handshake was refused before any TLS was spoken (the TCP connection is dropped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No snapshot and no cache applied yet: fail closed.
+    NotReady,
+    /// SNI is neither a `--domain`, nor `<bucket>.<domain>`.
+    UnknownSni,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 2] = [Self::NotReady, Self::UnknownSni];
+
+    /// The label value in `handshake_refusals_total{reason=..}`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotReady => "not_ready",
+            Self::UnknownSni => "unknown_sni",
+        }
+    }
+}
+
+/// How a handshake that was not refused ended without a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// A TLS error: no common version or suite, a bad ClientHello, the peer went away.
+    Error,
+    /// The one timeout bounding ClientHello + handshake expired.
+    Timeout,
+}
+
+/// A request answered by the agent itself instead of being served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestRefusal {
+    /// 400: no usable host or bucket in the request.
+    BadRequest,
+    /// 403: the bucket's current policy refuses the connection's version or suite.
+    Forbidden,
+    /// 421: the request's host is not the connection's SNI.
+    Misdirected,
+}
+
+impl RequestRefusal {
+    const ALL: [RequestRefusal; 3] = [Self::BadRequest, Self::Forbidden, Self::Misdirected];
+
+    /// The HTTP status, also the label value in `requests_refused_total{status=..}`.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::BadRequest => 400,
+            Self::Forbidden => 403,
+            Self::Misdirected => 421,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandshakeLabels {
+    version: &'static str,
+    suite: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+/// The default `/readyz` reason before anything was applied.
+pub const NOT_READY_REASON: &str = "no snapshot and no cache: refusing TLS";
+
+/// The agent's metrics registry and readiness state. Share it as `Arc<Metrics>`.
+pub struct Metrics {
+    registry: Registry,
+    /// `[version][suite]`, indexed by `ServedVersion as usize` and `ServedSuite as usize`.
+    handshakes_ok: [[Counter; 9]; 2],
+    handshakes_error: Counter,
+    handshakes_timeout: Counter,
+    refusals: [Counter; 2],
+    requests_refused: [Counter; 3],
+    requests_served: Counter,
+    upstream_errors: Counter,
+    cert_reloads: Family<OutcomeLabels, Counter>,
+    applied_revision: Gauge,
+    policies_loaded: Gauge,
+    distinct_configs: Gauge,
+    sync_state_gauges: [Gauge; 4],
+    sync_state: AtomicU8,
+    nacks: Counter,
+    not_ready_reason: Mutex<String>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every family registered (no prefix: `handshakes_total`, ...).
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+
+        let handshakes = Family::<HandshakeLabels, Counter>::default();
+        registry.register(
+            "handshakes",
+            "TLS handshakes by negotiated version, suite and outcome",
+            handshakes.clone(),
+        );
+        let ok = |v: ServedVersion, s: ServedSuite| {
+            handshakes
+                .get_or_create(&HandshakeLabels {
+                    version: v.as_str(),
+                    suite: s.iana_name(),
+                    outcome: "ok",
+                })
+                .clone()
+        };
+        let handshakes_ok = [ServedVersion::Tls12, ServedVersion::Tls13]
+            .map(|v| std::array::from_fn(|i| ok(v, suite_at(i))));
+        let failed = |outcome| {
+            handshakes
+                .get_or_create(&HandshakeLabels {
+                    version: "none",
+                    suite: "none",
+                    outcome,
+                })
+                .clone()
+        };
+        let handshakes_error = failed("error");
+        let handshakes_timeout = failed("timeout");
+
+        let refusal_family = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "handshake_refusals",
+            "Connections dropped before the handshake, by reason",
+            refusal_family.clone(),
+        );
+        let refusals = Refusal::ALL.map(|r| {
+            refusal_family
+                .get_or_create(&ReasonLabels { reason: r.as_str() })
+                .clone()
+        });
+
+        let refused_family = Family::<StatusLabels, Counter>::default();
+        registry.register(
+            "requests_refused",
+            "Requests answered by the agent with an error, by status",
+            refused_family.clone(),
+        );
+        let requests_refused = RequestRefusal::ALL.map(|r| {
+            refused_family
+                .get_or_create(&StatusLabels {
+                    status: r.status().to_string(),
+                })
+                .clone()
+        });
+
+        let requests_served = Counter::default();
+        registry.register(
+            "requests_served",
+            "Requests allowed by policy (proxied or answered by the responder)",
+            requests_served.clone(),
+        );
+        let upstream_errors = Counter::default();
+        registry.register(
+            "upstream_errors",
+            "Allowed requests the upstream did not answer (502)",
+            upstream_errors.clone(),
+        );
+        let cert_reloads = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "certificate_reloads",
+            "Certificate reload attempts after the files changed, by outcome",
+            cert_reloads.clone(),
+        );
+
+        let applied_revision = Gauge::default();
+        registry.register(
+            "applied_revision",
+            "Store revision of the policy table being enforced (-1: none)",
+            applied_revision.clone(),
+        );
+        applied_revision.set(-1);
+        let policies_loaded = Gauge::default();
+        registry.register(
+            "policies_loaded",
+            "Buckets with a policy",
+            policies_loaded.clone(),
+        );
+        let distinct_configs = Gauge::default();
+        registry.register(
+            "distinct_configs",
+            "Distinct rustls ServerConfigs serving bucket policies",
+            distinct_configs.clone(),
+        );
+
+        let state_family = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "sync_state",
+            "1 for the agent's current state with the control plane",
+            state_family.clone(),
+        );
+        let sync_state_gauges = SyncState::ALL.map(|s| {
+            state_family
+                .get_or_create(&StateLabels { state: s.as_str() })
+                .clone()
+        });
+        sync_state_gauges[SyncState::Connecting.index()].set(1);
+
+        let nacks = Counter::default();
+        registry.register("nacks", "Revisions answered with a NACK", nacks.clone());
+
+        Self {
+            registry,
+            handshakes_ok,
+            handshakes_error,
+            handshakes_timeout,
+            refusals,
+            requests_refused,
+            requests_served,
+            upstream_errors,
+            cert_reloads,
+            applied_revision,
+            policies_loaded,
+            distinct_configs,
+            sync_state_gauges,
+            sync_state: AtomicU8::new(SyncState::Connecting as u8),
+            nacks,
+            not_ready_reason: Mutex::new(NOT_READY_REASON.to_owned()),
+        }
+    }
+
+    /// Records the sync client's state (exported as `sync_state{state=..} 1`).
+    pub fn set_sync_state(&self, state: SyncState) {
+        let previous = self.sync_state.swap(state as u8, Ordering::Relaxed);
+        if let Some(g) = self.sync_state_gauges.get(usize::from(previous)) {
+            g.set(0);
+        }
+        self.sync_state_gauges[state.index()].set(1);
+    }
+
+    /// The last state set with [`Metrics::set_sync_state`].
+    pub fn sync_state(&self) -> SyncState {
+        let i = usize::from(self.sync_state.load(Ordering::Relaxed));
+        SyncState::ALL
+            .get(i)
+            .copied()
+            .unwrap_or(SyncState::Connecting)
+    }
+
+    /// Records the revision the agent applied (also refreshed from the table at each scrape).
+    pub fn set_applied_revision(&self, revision: i64) {
+        self.applied_revision.set(revision);
+    }
+
+    /// Counts one NACK sent to the control plane.
+    pub fn inc_nacks(&self) {
+        self.nacks.inc();
+    }
+
+    /// The `/readyz` body while the table is not ready, e.g. "control plane unreachable
+    /// and no cache: refusing TLS".
+    pub fn set_not_ready_reason(&self, reason: impl Into<String>) {
+        if let Ok(mut r) = self.not_ready_reason.lock() {
+            *r = reason.into();
+        }
+    }
+
+    /// The reason set with [`Metrics::set_not_ready_reason`] (default [`NOT_READY_REASON`]).
+    pub fn not_ready_reason(&self) -> String {
+        self.not_ready_reason
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_else(|_| NOT_READY_REASON.to_owned())
+    }
+
+    pub(crate) fn handshake_ok(&self, version: ServedVersion, suite: ServedSuite) {
+        self.handshakes_ok[version as usize][suite as usize].inc();
+    }
+
+    pub(crate) fn handshake_failed(&self, failure: HandshakeFailure) {
+        match failure {
+            HandshakeFailure::Error => self.handshakes_error.inc(),
+            HandshakeFailure::Timeout => self.handshakes_timeout.inc(),
+        };
+    }
+
+    pub(crate) fn refused(&self, reason: Refusal) {
+        self.refusals[reason as usize].inc();
+    }
+
+    pub(crate) fn request_refused(&self, refusal: RequestRefusal) {
+        self.requests_refused[refusal as usize].inc();
+    }
+
+    pub(crate) fn request_served(&self) {
+        self.requests_served.inc();
+    }
+
+    pub(crate) fn upstream_error(&self) {
+        self.upstream_errors.inc();
+    }
+
+    pub(crate) fn cert_reload(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.cert_reloads
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// The Prometheus text exposition, with the table gauges refreshed from `table`.
+    pub fn encode(&self, table: Option<&PolicyTable>) -> String {
+        if let Some(table) = table {
+            if let Some(rev) = table.revision() {
+                self.applied_revision.set(rev);
+            }
+            self.policies_loaded.set(saturating_i64(table.len()));
+            self.distinct_configs
+                .set(saturating_i64(table.distinct_configs()));
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail; an encoder error would leave a partial body,
+        // which a scraper rejects anyway.
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+}
+
+fn suite_at(i: usize) -> ServedSuite {
+    // `ServedSuite` discriminants are 0..9, the order of `ServedSuite::ALL` sorted by value.
+    ServedSuite::ALL
+        .into_iter()
+        .find(|s| *s as usize == i)
+        .unwrap_or(ServedSuite::Tls13Aes128GcmSha256)
+}
+
+fn saturating_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}

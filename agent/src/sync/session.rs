@@ -1,0 +1,310 @@
+//! One Sync stream: connect, say hello, then apply each control message and answer it with
+//! an ACK or a NACK, until the stream ends or the agent shuts down.
+
+use std::collections::HashMap;
+
+use tlsfleet_policy::{BucketName, HttpsConfig};
+use tlsfleet_proto::{
+    convert,
+    v1::{
+        self as pb, agent_message, control_message, fleet_service_client::FleetServiceClient, Ack,
+        AgentHello, AgentMessage, BucketPolicy, Delta, Nack, Snapshot,
+    },
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{connect::ControlEndpoint, Progress, Shared};
+use crate::table::{ApplyOutcome, BucketError, PolicyTable};
+
+/// A snapshot of a million policies is some hundreds of MiB on the wire; tonic's default
+/// 4 MiB limit would refuse any real fleet's snapshot.
+const MAX_MESSAGE_BYTES: usize = 1 << 30;
+
+/// Why a session ended.
+#[derive(Debug)]
+pub(super) enum End {
+    /// The agent is shutting down.
+    Shutdown,
+    /// No stream could be opened: connection refused, TLS failure, timeout.
+    Unreachable(String),
+    /// The server ended the stream cleanly (it is draining or shutting down).
+    Closed,
+    /// The call failed with a gRPC status (before or after it opened).
+    Failed(tonic::Status),
+    /// This stream cannot go on (a delta that does not start at our revision, an apply that
+    /// panicked); a new stream from our revision lets the server resynchronise us.
+    Resync(String),
+}
+
+/// How a session went.
+#[derive(Debug)]
+pub(super) struct Outcome {
+    pub end: End,
+    /// Whether the Sync call was accepted (response headers received).
+    pub opened: bool,
+}
+
+/// Runs one session against `ep`, reporting each step to `progress`.
+pub(super) async fn run(
+    shared: &Shared,
+    ep: &ControlEndpoint,
+    progress: &mut Progress,
+    shutdown: &CancellationToken,
+) -> Outcome {
+    let mut session = Session {
+        shared,
+        progress,
+        opened: false,
+    };
+    let end = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => End::Shutdown,
+        end = session.stream(ep) => end,
+    };
+    Outcome {
+        end,
+        opened: session.opened,
+    }
+}
+
+struct Session<'a> {
+    shared: &'a Shared,
+    progress: &'a mut Progress,
+    opened: bool,
+}
+
+impl Session<'_> {
+    // Cancel-safe: dropped at any await when the agent shuts down, which drops the channel
+    // and resets the stream.
+    async fn stream(&mut self, ep: &ControlEndpoint) -> End {
+        let shared = self.shared;
+        let timeout = shared.timeouts.connect;
+        let channel = match tokio::time::timeout(timeout, ep.endpoint.connect()).await {
+            Ok(Ok(channel)) => channel,
+            Ok(Err(e)) => return End::Unreachable(error_chain(&e)),
+            Err(_) => return End::Unreachable(format!("no connection within {timeout:?}")),
+        };
+        let (tx, rx) = mpsc::channel(8);
+        let hello = AgentMessage {
+            kind: Some(agent_message::Kind::Hello(AgentHello {
+                node_id: shared.node_id.clone(),
+                labels: shared
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                last_revision: shared.table.revision().unwrap_or(0),
+                agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            })),
+        };
+        if tx.send(hello).await.is_err() {
+            // The receiver is held just above; a closed channel here is impossible.
+            return End::Unreachable("request stream closed before the hello".to_owned());
+        }
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        if let Some(creds) = &shared.credentials {
+            if let Err(e) = super::connect::sign(request.metadata_mut(), creds) {
+                return End::Failed(tonic::Status::unauthenticated(e.to_string()));
+            }
+        }
+        let mut client =
+            FleetServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let mut inbound = match tokio::time::timeout(timeout, client.sync(request)).await {
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => return End::Failed(status),
+            Err(_) => return End::Unreachable(format!("Sync not answered within {timeout:?}")),
+        };
+        self.opened = true;
+        self.progress.opened(&ep.url);
+        loop {
+            let message = match inbound.message().await {
+                Ok(Some(message)) => message,
+                Ok(None) => return End::Closed,
+                Err(status) => return End::Failed(status),
+            };
+            let applied = match message.kind {
+                Some(control_message::Kind::Snapshot(snapshot)) => self.snapshot(snapshot).await,
+                Some(control_message::Kind::Delta(delta)) => self.delta(delta).await,
+                None => {
+                    // A message kind from a newer control server: nothing to apply or answer.
+                    warn!("ignoring a control message of an unknown kind");
+                    continue;
+                }
+            };
+            let outcome = match applied {
+                Ok(outcome) => outcome,
+                Err(end) => return end,
+            };
+            self.progress
+                .applied(outcome.revision, !outcome.errors.is_empty());
+            if tx.send(answer(outcome)).await.is_err() {
+                // tonic dropped the request stream: the call is over; its status follows.
+                return match inbound.message().await {
+                    Err(status) => End::Failed(status),
+                    Ok(_) => End::Closed,
+                };
+            }
+        }
+    }
+
+    async fn snapshot(&self, snapshot: Snapshot) -> Result<ApplyOutcome, End> {
+        let revision = snapshot.revision;
+        let count = snapshot.policies.len();
+        let table = self.shared.table.clone();
+        let (policies, bad) = convert_all(snapshot.policies);
+        let outcome = tokio::task::spawn_blocking(move || {
+            let policies = keep_previous(&table, policies, &bad);
+            merge(table.apply_snapshot(revision, policies), bad)
+        })
+        .await
+        .map_err(panicked)?;
+        info!(
+            revision,
+            policies = count,
+            errors = outcome.errors.len(),
+            "applied snapshot"
+        );
+        Ok(outcome)
+    }
+
+    async fn delta(&self, delta: Delta) -> Result<ApplyOutcome, End> {
+        let ours = self.shared.table.revision().unwrap_or(0);
+        if delta.from_revision != ours || delta.revision < delta.from_revision {
+            warn!(
+                ours,
+                from = delta.from_revision,
+                to = delta.revision,
+                "delta does not follow our revision; reconnecting to resynchronise"
+            );
+            return Err(End::Resync(format!(
+                "delta {}..{} while at revision {ours}",
+                delta.from_revision, delta.revision
+            )));
+        }
+        let revision = delta.revision;
+        let (upserts, mut bad) = convert_all(delta.upserts);
+        let mut deletes = Vec::with_capacity(delta.deletes.len());
+        for name in delta.deletes {
+            match name.parse::<BucketName>() {
+                Ok(bucket) => deletes.push(bucket),
+                Err(e) => bad.push(BucketError {
+                    bucket: name,
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        let (n_up, n_del) = (upserts.len(), deletes.len());
+        let table = self.shared.table.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            merge(table.apply_delta(revision, upserts, deletes), bad)
+        })
+        .await
+        .map_err(panicked)?;
+        debug!(
+            revision,
+            upserts = n_up,
+            deletes = n_del,
+            errors = outcome.errors.len(),
+            "applied delta"
+        );
+        Ok(outcome)
+    }
+}
+
+/// The table is left as it was published before the panicking apply (it publishes only
+/// finished tables); starting over from our revision is the one sensible retry.
+fn panicked(e: tokio::task::JoinError) -> End {
+    End::Resync(format!("applying a revision panicked: {e}"))
+}
+
+/// Converts wire policies; the ones that do not convert become NACK entries (their buckets
+/// keep their previous config, as for a policy the table cannot build).
+fn convert_all(policies: Vec<BucketPolicy>) -> (Vec<(BucketName, HttpsConfig)>, Vec<BucketError>) {
+    let mut good = Vec::with_capacity(policies.len());
+    let mut bad = Vec::new();
+    for policy in policies {
+        let bucket = policy.bucket.clone();
+        match convert::bucket_policy(policy) {
+            Ok(entry) => good.push(entry),
+            Err(e) => bad.push(BucketError {
+                bucket,
+                reason: e.to_string(),
+            }),
+        }
+    }
+    (good, bad)
+}
+
+/// A snapshot replaces the whole table, so a bucket left out because its policy did not
+/// convert would lose its config; carry the current one over instead (invariant 4).
+fn keep_previous(
+    table: &PolicyTable,
+    mut policies: Vec<(BucketName, HttpsConfig)>,
+    bad: &[BucketError],
+) -> Vec<(BucketName, HttpsConfig)> {
+    if bad.is_empty() {
+        return policies;
+    }
+    let mut current: HashMap<BucketName, HttpsConfig> = table.policies().into_iter().collect();
+    for error in bad {
+        if let Some(kept) = error
+            .bucket
+            .parse()
+            .ok()
+            .and_then(|b| current.remove_entry(&b))
+        {
+            policies.push(kept);
+        }
+    }
+    policies
+}
+
+fn merge(mut outcome: ApplyOutcome, bad: Vec<BucketError>) -> ApplyOutcome {
+    outcome.errors.extend(bad);
+    outcome
+}
+
+fn answer(outcome: ApplyOutcome) -> AgentMessage {
+    let kind = if outcome.errors.is_empty() {
+        agent_message::Kind::Ack(Ack {
+            revision: outcome.revision,
+        })
+    } else {
+        for e in &outcome.errors {
+            warn!(revision = outcome.revision, bucket = %e.bucket, reason = %e.reason, "NACK");
+        }
+        agent_message::Kind::Nack(Nack {
+            revision: outcome.revision,
+            errors: outcome
+                .errors
+                .into_iter()
+                .map(|e| pb::BucketError {
+                    bucket: e.bucket,
+                    reason: e.reason,
+                })
+                .collect(),
+        })
+    };
+    AgentMessage { kind: Some(kind) }
+}
+
+/// An error and its causes on one line: tonic's transport errors hide the useful part
+/// ("connection refused") in their sources. Hyper repeats some levels; those are skipped.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut last = out.clone();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if text != last {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        last = text;
+        source = cause.source();
+    }
+    out
+}

@@ -1,0 +1,166 @@
+//! The TLS listener: reads the ClientHello, picks the bucket's `ServerConfig` by SNI from the
+//! published table (no lock), completes the handshake and hands the connection to HTTP.
+//!
+//! SNI routing, for each `--domain D`:
+//! * no SNI, or SNI `D`: the endpoint config (TLS 1.2 + 1.3, every suite);
+//! * SNI `<bucket>.D` with a policy: that policy's config;
+//! * SNI `<bucket>.D` for a valid bucket name without a policy: the endpoint config (a bucket
+//!   that never had a policy accepts everything, as in OSS);
+//! * anything else: the TCP connection is dropped before any TLS is spoken.
+//!
+//! Until the table is ready every connection is dropped that way (fail closed).
+
+use std::{sync::Arc, time::Duration};
+
+use rustls::{server::Acceptor, ServerConfig};
+use tlsfleet_policy::{tls, BucketName};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{server::TlsStream, LazyConfigAcceptor};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument;
+
+use crate::{
+    http::{self, host::normalize_name, ConnInfo, Context, Domains, HostKind},
+    metrics::{HandshakeFailure, Refusal},
+    table::TableSnapshot,
+};
+
+/// Backoff after a failed `accept` (e.g. out of file descriptors), so the loop does not spin.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The config a ClientHello's SNI selects, or why the connection is refused.
+pub fn select_config(
+    table: &TableSnapshot,
+    domains: &Domains,
+    sni: Option<&str>,
+) -> Result<Arc<ServerConfig>, Refusal> {
+    if !table.is_ready() {
+        return Err(Refusal::NotReady);
+    }
+    let Some(sni) = sni else {
+        return Ok(table.endpoint().clone());
+    };
+    match domains.classify(sni) {
+        HostKind::Bare => Ok(table.endpoint().clone()),
+        HostKind::Bucket(label) => match table.server_config(label) {
+            Some(config) => Ok(config.clone()),
+            None if label.parse::<BucketName>().is_ok() => Ok(table.endpoint().clone()),
+            None => Err(Refusal::UnknownSni),
+        },
+        HostKind::Other => Err(Refusal::UnknownSni),
+    }
+}
+
+/// Accepts connections until `shutdown`; each connection runs on `tracker` and ends on
+/// `force` (after the grace period) if still open.
+pub async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<Context>,
+    handshake_timeout: Duration,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    force: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let conn = connection(
+                    tcp,
+                    ctx.clone(),
+                    handshake_timeout,
+                    shutdown.clone(),
+                    force.clone(),
+                );
+                tracker.spawn(conn.instrument(tracing::debug_span!("conn", %peer)));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(ACCEPT_ERROR_BACKOFF) => {}
+                }
+            }
+        }
+    }
+}
+
+enum Handshake {
+    Done(Box<TlsStream<TcpStream>>, Option<String>),
+    Refused(Refusal, Option<String>),
+}
+
+async fn connection(
+    tcp: TcpStream,
+    ctx: Arc<Context>,
+    handshake_timeout: Duration,
+    shutdown: CancellationToken,
+    force: CancellationToken,
+) {
+    let Ok(peer) = tcp.peer_addr() else { return };
+    let _ = tcp.set_nodelay(true);
+    let handshake = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        r = tokio::time::timeout(handshake_timeout, handshake(tcp, &ctx)) => r,
+    };
+    let (stream, sni) = match handshake {
+        Ok(Ok(Handshake::Done(stream, sni))) => (stream, sni),
+        Ok(Ok(Handshake::Refused(reason, sni))) => {
+            ctx.metrics.refused(reason);
+            tracing::debug!(sni, reason = reason.as_str(), "handshake refused");
+            return;
+        }
+        Ok(Err(e)) => {
+            ctx.metrics.handshake_failed(HandshakeFailure::Error);
+            tracing::debug!(error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            ctx.metrics.handshake_failed(HandshakeFailure::Timeout);
+            tracing::debug!("handshake timed out");
+            return;
+        }
+    };
+    let (_, tls_conn) = stream.get_ref();
+    let negotiated = tls_conn
+        .protocol_version()
+        .and_then(tls::served_version)
+        .zip(
+            tls_conn
+                .negotiated_cipher_suite()
+                .and_then(|s| tls::served_suite(s.suite())),
+        );
+    let Some((version, suite)) = negotiated else {
+        // Every config serves only these versions and suites; anything else is a bug, and
+        // a request must not be checked against a connection it cannot describe.
+        ctx.metrics.handshake_failed(HandshakeFailure::Error);
+        tracing::error!("handshake negotiated a version or suite outside the policy model");
+        return;
+    };
+    ctx.metrics.handshake_ok(version, suite);
+    let info = Arc::new(ConnInfo {
+        peer,
+        sni,
+        version,
+        suite,
+    });
+    http::serve(*stream, ctx, info, shutdown, force).await;
+}
+
+/// ClientHello, config choice, handshake: the caller bounds all of it with one timeout.
+async fn handshake(tcp: TcpStream, ctx: &Context) -> std::io::Result<Handshake> {
+    let start = LazyConfigAcceptor::new(Acceptor::default(), tcp).await?;
+    let sni = start.client_hello().server_name().map(normalize_name);
+    let config = select_config(&ctx.table.snapshot(), &ctx.domains, sni.as_deref());
+    match config {
+        // Dropping `start` closes the TCP connection without a TLS alert.
+        Err(reason) => Ok(Handshake::Refused(reason, sni)),
+        Ok(config) => {
+            let stream = start.into_stream(config).await?;
+            Ok(Handshake::Done(Box::new(stream), sni))
+        }
+    }
+}
