@@ -20,7 +20,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 if ! python3 -c 'import oss2, alibabacloud_oss_v2, pytest' >/dev/null 2>&1; then
   echo "==> installing the official OSS SDKs (oss2, alibabacloud-oss-v2) and pytest"
-  python3 -m pip install -q --disable-pip-version-check oss2 alibabacloud-oss-v2 pytest
+  python3 -m pip install -q --disable-pip-version-check -r tests/sdk/requirements.txt
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "==> installing cargo-nextest"

@@ -157,6 +157,8 @@ pub struct Metrics {
     sync_state_gauges: [Gauge; 4],
     sync_state: AtomicU8,
     nacks: Counter,
+    snapshots: Counter,
+    deltas: Counter,
     not_ready_reason: Mutex<String>,
 }
 
@@ -167,9 +169,10 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A registry with every family registered (no prefix: `handshakes_total`, ...).
+    /// A registry with every family registered, prefixed `tlsfleet_agent_`
+    /// (`tlsfleet_agent_handshakes_total`, ...).
     pub fn new() -> Self {
-        let mut registry = Registry::default();
+        let mut registry = Registry::with_prefix("tlsfleet_agent");
 
         let handshakes = Family::<HandshakeLabels, Counter>::default();
         registry.register(
@@ -280,6 +283,18 @@ impl Metrics {
 
         let nacks = Counter::default();
         registry.register("nacks", "Revisions answered with a NACK", nacks.clone());
+        let snapshots = Counter::default();
+        registry.register(
+            "sync_snapshots",
+            "Full snapshots received from the control plane",
+            snapshots.clone(),
+        );
+        let deltas = Counter::default();
+        registry.register(
+            "sync_deltas",
+            "Deltas received from the control plane",
+            deltas.clone(),
+        );
 
         Self {
             registry,
@@ -297,6 +312,8 @@ impl Metrics {
             sync_state_gauges,
             sync_state: AtomicU8::new(SyncState::Connecting as u8),
             nacks,
+            snapshots,
+            deltas,
             not_ready_reason: Mutex::new(NOT_READY_REASON.to_owned()),
         }
     }
@@ -322,6 +339,16 @@ impl Metrics {
     /// Records the revision the agent applied (also refreshed from the table at each scrape).
     pub fn set_applied_revision(&self, revision: i64) {
         self.applied_revision.set(revision);
+    }
+
+    /// Counts one snapshot received.
+    pub fn inc_snapshots(&self) {
+        self.snapshots.inc();
+    }
+
+    /// Counts one delta received.
+    pub fn inc_deltas(&self) {
+        self.deltas.inc();
     }
 
     /// Counts one NACK sent to the control plane.

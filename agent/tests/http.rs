@@ -425,12 +425,12 @@ async fn the_admin_endpoint_reports_health_and_metrics() {
     let (status, metrics) = agent.admin_get("/metrics").await;
     assert_eq!(status, 200);
     for line in [
-        "applied_revision 12",
-        "policies_loaded 3",
-        "distinct_configs 2",
-        "sync_state{state=\"synced\"} 1",
-        "sync_state{state=\"connecting\"} 0",
-        "nacks_total 1",
+        "tlsfleet_agent_applied_revision 12",
+        "tlsfleet_agent_policies_loaded 3",
+        "tlsfleet_agent_distinct_configs 2",
+        "tlsfleet_agent_sync_state{state=\"synced\"} 1",
+        "tlsfleet_agent_sync_state{state=\"connecting\"} 0",
+        "tlsfleet_agent_nacks_total 1",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),

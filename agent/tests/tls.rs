@@ -78,7 +78,7 @@ async fn sni_selects_the_bucket_policy() {
     let (_, metrics) = agent.admin_get("/metrics").await;
     assert!(
         metrics.contains(
-            "handshakes_total{version=\"TLSv1.3\",suite=\"TLS_AES_256_GCM_SHA384\",outcome=\"ok\"} 1"
+            "tlsfleet_agent_handshakes_total{version=\"TLSv1.3\",suite=\"TLS_AES_256_GCM_SHA384\",outcome=\"ok\"} 1"
         ),
         "{metrics}"
     );

@@ -17,8 +17,12 @@ impl FromStr for StoreUrl {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if let Some(rest) = s.strip_prefix("etcd://") {
-            let endpoints: Vec<String> =
-                rest.split(',').map(str::trim).filter(|e| !e.is_empty()).map(String::from).collect();
+            let endpoints: Vec<String> = rest
+                .split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(String::from)
+                .collect();
             if endpoints.is_empty() {
                 return Err("etcd:// needs at least one HOST:PORT".into());
             }
@@ -29,7 +33,9 @@ impl FromStr for StoreUrl {
             }
             Ok(StoreUrl::File(PathBuf::from(dir)))
         } else {
-            Err(format!("unknown store {s:?}: use etcd://HOST:PORT[,HOST:PORT…] or file:DIR"))
+            Err(format!(
+                "unknown store {s:?}: use etcd://HOST:PORT[,HOST:PORT…] or file:DIR"
+            ))
         }
     }
 }
@@ -99,7 +105,10 @@ mod tests {
             "etcd://a:1,b:2".parse::<StoreUrl>(),
             Ok(StoreUrl::Etcd(vec!["a:1".into(), "b:2".into()]))
         );
-        assert_eq!("file:/x".parse::<StoreUrl>(), Ok(StoreUrl::File("/x".into())));
+        assert_eq!(
+            "file:/x".parse::<StoreUrl>(),
+            Ok(StoreUrl::File("/x".into()))
+        );
         assert!("etcd://".parse::<StoreUrl>().is_err());
         assert!("file:".parse::<StoreUrl>().is_err());
         assert!("redis://x".parse::<StoreUrl>().is_err());

@@ -98,7 +98,12 @@ pub struct Update {
 impl Update {
     /// No change, at `revision`.
     pub fn empty(revision: Revision) -> Self {
-        Self { from_revision: revision, revision, upserts: vec![], deletes: vec![] }
+        Self {
+            from_revision: revision,
+            revision,
+            upserts: vec![],
+            deletes: vec![],
+        }
     }
 }
 
@@ -161,7 +166,10 @@ impl From<NotLoaded> for crate::service::PolicyError {
 
 impl Index {
     /// Starts the writer task; it ends when `shutdown` is cancelled.
-    pub fn spawn(store: Arc<dyn Store>, shutdown: CancellationToken) -> (Self, tokio::task::JoinHandle<()>) {
+    pub fn spawn(
+        store: Arc<dyn Store>,
+        shutdown: CancellationToken,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let (view_tx, views) = watch::channel(None);
         let (updates, _) = broadcast::channel(UPDATE_BUFFER);
         let inner = Arc::new(Inner {
@@ -202,7 +210,10 @@ impl Index {
     pub async fn ready_view(&self, timeout: Duration) -> Result<View, NotLoaded> {
         let mut rx = self.views.clone();
         let waited = tokio::time::timeout(timeout, async {
-            rx.wait_for(Option::is_some).await.ok().and_then(|v| v.clone())
+            rx.wait_for(Option::is_some)
+                .await
+                .ok()
+                .and_then(|v| v.clone())
         })
         .await;
         waited.ok().flatten().ok_or(NotLoaded)
@@ -212,7 +223,9 @@ impl Index {
     pub async fn wait_for(&self, revision: Revision, timeout: Duration) -> bool {
         let mut rx = self.views.clone();
         let reached = tokio::time::timeout(timeout, async {
-            rx.wait_for(|v| v.as_ref().is_some_and(|v| v.revision >= revision)).await.is_ok()
+            rx.wait_for(|v| v.as_ref().is_some_and(|v| v.revision >= revision))
+                .await
+                .is_ok()
         })
         .await
         .unwrap_or(false);
@@ -281,8 +294,12 @@ fn delta_since(state: &State, view: &View, after: Revision, older: Vec<String>) 
             keys.insert(bucket.clone());
         }
     }
-    let mut update =
-        Update { from_revision: after, revision: view.revision, upserts: vec![], deletes: vec![] };
+    let mut update = Update {
+        from_revision: after,
+        revision: view.revision,
+        upserts: vec![],
+        deletes: vec![],
+    };
     for key in keys {
         match view.entries.get(&key) {
             Some(e) => update.upserts.push(e.clone()),
@@ -338,7 +355,11 @@ async fn run(inner: &Inner) {
                 }
             }
         }
-        resume = if relist { None } else { Some(lock(inner).view.revision) };
+        resume = if relist {
+            None
+        } else {
+            Some(lock(inner).view.revision)
+        };
         backoff.wait().await;
     }
 }
@@ -393,7 +414,11 @@ fn replace_all(inner: &Inner, revision: Revision, items: Vec<KeyValue>) {
             deletes: vec![],
         };
         for (k, v) in &new_view.entries {
-            if old.entries.get(k).is_none_or(|o| o.mod_revision != v.mod_revision) {
+            if old
+                .entries
+                .get(k)
+                .is_none_or(|o| o.mod_revision != v.mod_revision)
+            {
                 update.upserts.push(v.clone());
             }
         }
@@ -452,7 +477,11 @@ fn apply_events(inner: &Inner, revision: Revision, events: Vec<Event>) {
     state.view = view.clone();
     while state.tombstones.len() > MAX_TOMBSTONES {
         // Forget the oldest delete; subscribers from before it get a snapshot.
-        let oldest = state.tombstones.iter().min_by_key(|(_, r)| **r).map(|(k, r)| (k.clone(), *r));
+        let oldest = state
+            .tombstones
+            .iter()
+            .min_by_key(|(_, r)| **r)
+            .map(|(k, r)| (k.clone(), *r));
         if let Some((k, r)) = oldest {
             state.tombstones.remove(&k);
             state.floor = state.floor.max(r);

@@ -9,14 +9,15 @@ use tokio_util::sync::CancellationToken;
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = ControlArgs::parse();
-    let server = ControlServer::bind(args).await.context("starting tlsfleet-control")?;
+    let server = ControlServer::bind(args)
+        .await
+        .context("starting tlsfleet-control")?;
     let shutdown = CancellationToken::new();
     tokio::spawn({
         let shutdown = shutdown.clone();
@@ -25,7 +26,10 @@ async fn main() -> anyhow::Result<()> {
             shutdown.cancel();
         }
     });
-    server.run(shutdown).await.context("tlsfleet-control stopped with an error")
+    server
+        .run(shutdown)
+        .await
+        .context("tlsfleet-control stopped with an error")
 }
 
 async fn wait_for_signal() {

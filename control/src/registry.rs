@@ -55,7 +55,8 @@ pub struct Session {
 
 fn now_ms() -> i64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-    now.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
+    now.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 impl Registry {
@@ -93,10 +94,19 @@ impl Registry {
         };
         self.lock().insert(
             hello.node_id.clone(),
-            Entry { status, session: id, dirty: true, gone: false },
+            Entry {
+                status,
+                session: id,
+                dirty: true,
+                gone: false,
+            },
         );
         self.inner.changed.notify_one();
-        Session { inner: self.inner.clone(), node_id: hello.node_id.clone(), id }
+        Session {
+            inner: self.inner.clone(),
+            node_id: hello.node_id.clone(),
+            id,
+        }
     }
 
     /// Every known agent, sorted by node id: this server's, then the store's for the rest.
@@ -189,7 +199,10 @@ async fn flush(inner: &Inner, all: bool) {
 impl Session {
     fn update(&self, f: impl FnOnce(&mut AgentStatus)) {
         let mut local = lock(&self.inner);
-        if let Some(e) = local.get_mut(&self.node_id).filter(|e| e.session == self.id) {
+        if let Some(e) = local
+            .get_mut(&self.node_id)
+            .filter(|e| e.session == self.id)
+        {
             f(&mut e.status);
             e.status.last_seen_unix_ms = now_ms();
             e.dirty = true;
@@ -231,7 +244,10 @@ impl Session {
                 .errors
                 .into_iter()
                 .take(100)
-                .map(|e| BucketError { bucket: e.bucket, reason: e.reason })
+                .map(|e| BucketError {
+                    bucket: e.bucket,
+                    reason: e.reason,
+                })
                 .collect();
             s.state = AgentState::Degraded as i32;
         });
@@ -239,7 +255,10 @@ impl Session {
 
     pub fn disconnected(&self) {
         let mut local = lock(&self.inner);
-        if let Some(e) = local.get_mut(&self.node_id).filter(|e| e.session == self.id) {
+        if let Some(e) = local
+            .get_mut(&self.node_id)
+            .filter(|e| e.session == self.id)
+        {
             e.status.state = AgentState::Disconnected as i32;
             e.status.last_seen_unix_ms = now_ms();
             e.dirty = true;

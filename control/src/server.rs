@@ -3,8 +3,8 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use tlsfleet_proto::v1::{
-    fleet_service_server::FleetServiceServer, https_config_service_server::HttpsConfigServiceServer,
-    FILE_DESCRIPTOR_SET,
+    fleet_service_server::FleetServiceServer,
+    https_config_service_server::HttpsConfigServiceServer, FILE_DESCRIPTOR_SET,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -29,7 +29,10 @@ pub enum ServerError {
     #[error("store: {0}")]
     Store(String),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("gRPC TLS: {0}")]
     Tls(String),
     #[error("gRPC server: {0}")]
@@ -58,12 +61,14 @@ impl ControlServer {
                     .await
                     .map_err(|e| ServerError::Store(e.to_string()))?,
             ),
-            StoreUrl::File(dir) => Arc::new(
-                EmbeddedStore::open(dir).map_err(|e| ServerError::Store(e.to_string()))?,
-            ),
+            StoreUrl::File(dir) => {
+                Arc::new(EmbeddedStore::open(dir).map_err(|e| ServerError::Store(e.to_string()))?)
+            }
         };
         let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })
         };
         Ok(Self {
             http: bind(args.http_listen).await?,
@@ -84,10 +89,19 @@ impl ControlServer {
 
     /// Serves until `shutdown` is cancelled; every task it started has ended when it returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServerError> {
-        let Self { args, store, auth, http, grpc } = self;
+        let Self {
+            args,
+            store,
+            auth,
+            http,
+            grpc,
+        } = self;
         let grpc_addr = grpc.local_addr().map_err(ServerError::Rest)?;
         let http_addr = http.local_addr().map_err(ServerError::Rest)?;
-        let control_id = args.control_id.clone().unwrap_or_else(|| grpc_addr.to_string());
+        let control_id = args
+            .control_id
+            .clone()
+            .unwrap_or_else(|| grpc_addr.to_string());
 
         let (index, index_task) = Index::spawn(store.clone(), shutdown.child_token());
         let policies = Policies::new(store.clone(), index.clone());
@@ -95,8 +109,12 @@ impl ControlServer {
         let flusher = registry.spawn_flusher(shutdown.child_token());
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_not_serving::<HttpsConfigServiceServer<AdminService>>().await;
-        health.set_not_serving::<FleetServiceServer<FleetServer>>().await;
+        health
+            .set_not_serving::<HttpsConfigServiceServer<AdminService>>()
+            .await;
+        health
+            .set_not_serving::<FleetServiceServer<FleetServer>>()
+            .await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -120,12 +138,16 @@ impl ControlServer {
 
         let mut builder = tonic::transport::Server::builder();
         if let (Some(cert), Some(key)) = (&args.grpc_tls_cert, &args.grpc_tls_key) {
-            builder = builder.tls_config(tls_config(cert, key, args.grpc_tls_client_ca.as_deref())?)?;
+            builder =
+                builder.tls_config(tls_config(cert, key, args.grpc_tls_client_ca.as_deref())?)?;
         }
         let grpc_server = builder
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(HttpsConfigServiceServer::new(AdminService::new(policies.clone(), auth.clone())))
+            .add_service(HttpsConfigServiceServer::new(AdminService::new(
+                policies.clone(),
+                auth.clone(),
+            )))
             .add_service(FleetServiceServer::new(FleetServer::new(
                 index.clone(),
                 auth.clone(),
@@ -136,7 +158,11 @@ impl ControlServer {
                 tokio_stream::wrappers::TcpListenerStream::new(grpc),
                 shutdown.clone().cancelled_owned(),
             );
-        let rest_state = RestState { policies, auth, domains: args.domains.clone() };
+        let rest_state = RestState {
+            policies,
+            auth,
+            domains: args.domains.clone(),
+        };
         let rest_server = rest::serve(http, rest_state, shutdown.clone());
 
         info!(http = %http_addr, grpc = %grpc_addr, store = %args.store, "tlsfleet-control serving");

@@ -70,7 +70,11 @@ pub struct Policies {
 
 impl Policies {
     pub fn new(store: Arc<dyn Store>, index: Index) -> Self {
-        Self { store, index, read_your_writes: Duration::from_secs(5) }
+        Self {
+            store,
+            index,
+            read_your_writes: Duration::from_secs(5),
+        }
     }
 
     pub fn index(&self) -> &Index {
@@ -86,11 +90,18 @@ impl Policies {
     ) -> Result<PutOutcome, PolicyError> {
         config.normalize();
         let effective = config.effective()?;
-        let value = StoredPolicy { config, updated_by: actor.to_owned(), updated_at_unix_ms: now_ms() };
+        let value = StoredPolicy {
+            config,
+            updated_by: actor.to_owned(),
+            updated_at_unix_ms: now_ms(),
+        };
         let bytes = serde_json::to_vec(&value).map_err(|e| PolicyError::Internal(e.to_string()))?;
         let revision = self.store.put(bucket.as_str(), bytes).await?;
         self.index.wait_for(revision, self.read_your_writes).await;
-        Ok(PutOutcome { revision, effective })
+        Ok(PutOutcome {
+            revision,
+            effective,
+        })
     }
 
     /// Deletes a bucket's policy (it falls back to the default: management disabled).
@@ -119,11 +130,16 @@ impl Policies {
     ) -> Result<ListPage, PolicyError> {
         let view = self.index.ready_view(self.read_your_writes).await?;
         let (entries, more) = view.range(prefix, start_after, limit);
-        Ok(ListPage { entries, revision: view.revision(), more })
+        Ok(ListPage {
+            entries,
+            revision: view.revision(),
+            more,
+        })
     }
 }
 
 fn now_ms() -> i64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-    now.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
+    now.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }

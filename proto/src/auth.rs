@@ -78,7 +78,13 @@ pub fn verify(secret: &str, header: &SignedHeader, method_path: &str) -> bool {
 
 impl SignedHeader {
     /// Signs a call: `date` is `YYYYMMDDTHHMMSSZ` (UTC), `nonce` a fresh random hex string.
-    pub fn sign(access_key_id: &str, secret: &str, date: &str, nonce: &str, method_path: &str) -> Self {
+    pub fn sign(
+        access_key_id: &str,
+        secret: &str,
+        date: &str,
+        nonce: &str,
+        method_path: &str,
+    ) -> Self {
         Self {
             access_key_id: access_key_id.to_owned(),
             date: date.to_owned(),
@@ -100,7 +106,9 @@ impl SignedHeader {
             if field.is_empty() {
                 continue;
             }
-            let (k, v) = field.split_once('=').ok_or(MalformedHeader("field without '='"))?;
+            let (k, v) = field
+                .split_once('=')
+                .ok_or(MalformedHeader("field without '='"))?;
             let v = v.trim().to_owned();
             match k.trim() {
                 "Credential" => id = Some(v),
@@ -137,17 +145,40 @@ mod tests {
 
     #[test]
     fn sign_parse_verify_round_trip() {
-        let h = SignedHeader::sign("AK", "secret", "20261128T210715Z", "00ff", "/tlsfleet.v1.HttpsConfigService/Put");
+        let h = SignedHeader::sign(
+            "AK",
+            "secret",
+            "20261128T210715Z",
+            "00ff",
+            "/tlsfleet.v1.HttpsConfigService/Put",
+        );
         let parsed = SignedHeader::parse(&h.to_header_value()).expect("parses");
         assert_eq!(parsed, h);
-        assert!(verify("secret", &parsed, "/tlsfleet.v1.HttpsConfigService/Put"));
-        assert!(!verify("other", &parsed, "/tlsfleet.v1.HttpsConfigService/Put"));
-        assert!(!verify("secret", &parsed, "/tlsfleet.v1.HttpsConfigService/Delete"));
+        assert!(verify(
+            "secret",
+            &parsed,
+            "/tlsfleet.v1.HttpsConfigService/Put"
+        ));
+        assert!(!verify(
+            "other",
+            &parsed,
+            "/tlsfleet.v1.HttpsConfigService/Put"
+        ));
+        assert!(!verify(
+            "secret",
+            &parsed,
+            "/tlsfleet.v1.HttpsConfigService/Delete"
+        ));
     }
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["", "Bearer x", "TLSFLEET-HMAC-SHA256 Credential=AK", "TLSFLEET-HMAC-SHA256 Credential=AK, Date=d, Nonce=n, Signature=s, X=1"] {
+        for bad in [
+            "",
+            "Bearer x",
+            "TLSFLEET-HMAC-SHA256 Credential=AK",
+            "TLSFLEET-HMAC-SHA256 Credential=AK, Date=d, Nonce=n, Signature=s, X=1",
+        ] {
             assert!(SignedHeader::parse(bad).is_err(), "{bad}");
         }
     }

@@ -21,7 +21,12 @@ impl From<&policy::HttpsConfig> for v1::HttpsConfig {
         v1::HttpsConfig {
             tls: Some(v1::TlsConfig {
                 enable: c.tls.enable,
-                tls_versions: c.tls.tls_versions.iter().map(|v| v.as_str().to_owned()).collect(),
+                tls_versions: c
+                    .tls
+                    .tls_versions
+                    .iter()
+                    .map(|v| v.as_str().to_owned())
+                    .collect(),
             }),
             cipher_suite: c.cipher_suite.as_ref().map(|cs| v1::CipherSuiteConfig {
                 enable: cs.enable,
@@ -45,7 +50,10 @@ impl TryFrom<v1::HttpsConfig> for policy::HttpsConfig {
             .map(|v| v.parse())
             .collect::<Result<Vec<_>, _>>()?;
         let mut out = policy::HttpsConfig {
-            tls: policy::TlsConfig { enable: tls.enable, tls_versions },
+            tls: policy::TlsConfig {
+                enable: tls.enable,
+                tls_versions,
+            },
             cipher_suite: c.cipher_suite.map(|cs| policy::CipherSuiteConfig {
                 enable: cs.enable,
                 strong_cipher_suite: cs.strong_cipher_suite,
@@ -61,16 +69,31 @@ impl TryFrom<v1::HttpsConfig> for policy::HttpsConfig {
 impl From<&policy::EffectivePolicy> for v1::EffectivePolicy {
     fn from(e: &policy::EffectivePolicy) -> Self {
         v1::EffectivePolicy {
-            tls_versions: e.key.versions().iter().map(|v| v.as_str().to_owned()).collect(),
-            cipher_suites: e.key.suites().iter().map(|s| s.iana_name().to_owned()).collect(),
+            tls_versions: e
+                .key
+                .versions()
+                .iter()
+                .map(|v| v.as_str().to_owned())
+                .collect(),
+            cipher_suites: e
+                .key
+                .suites()
+                .iter()
+                .map(|s| s.iana_name().to_owned())
+                .collect(),
             dropped: e.dropped.iter().map(ToString::to_string).collect(),
         }
     }
 }
 
 /// The bucket and domain config of a wire `BucketPolicy` (what an agent applies).
-pub fn bucket_policy(p: v1::BucketPolicy) -> Result<(policy::BucketName, policy::HttpsConfig), ConvertError> {
+pub fn bucket_policy(
+    p: v1::BucketPolicy,
+) -> Result<(policy::BucketName, policy::HttpsConfig), ConvertError> {
     let bucket = p.bucket.parse()?;
-    let config = p.config.ok_or(ConvertError::Missing("policy.config"))?.try_into()?;
+    let config = p
+        .config
+        .ok_or(ConvertError::Missing("policy.config"))?
+        .try_into()?;
     Ok((bucket, config))
 }

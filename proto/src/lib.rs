@@ -6,7 +6,8 @@ pub mod v1 {
     tonic::include_proto!("tlsfleet.v1");
 
     /// Encoded `FileDescriptorSet` for gRPC server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tlsfleet_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("tlsfleet_descriptor");
 }
 
 pub mod auth;

@@ -24,7 +24,13 @@ pub struct Agent {
 impl Agent {
     /// Starts an agent following `controls`, serving `cert`/`key`, caching in `cache_dir`;
     /// does not wait for readiness (see [`Agent::wait_ready`]).
-    pub fn spawn(node_id: &str, controls: &[String], cert: &Path, key: &Path, cache_dir: Option<PathBuf>) -> Self {
+    pub fn spawn(
+        node_id: &str,
+        controls: &[String],
+        cert: &Path,
+        key: &Path,
+        cache_dir: Option<PathBuf>,
+    ) -> Self {
         let tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let mut args = vec![
@@ -50,14 +56,26 @@ impl Agent {
             args.push(dir.display().to_string());
         }
         let proc = spawn(&args);
-        Self { proc, args, node_id: node_id.to_owned(), tls, admin }
+        Self {
+            proc,
+            args,
+            node_id: node_id.to_owned(),
+            tls,
+            admin,
+        }
     }
 
     /// Waits until `/readyz` says 200.
     pub fn wait_ready(&mut self) {
         let admin = self.admin;
-        let ok = eventually(Duration::from_secs(30), || matches!(http_get(admin, "/readyz"), Ok((200, _))));
-        assert!(ok && self.proc.is_running(), "agent {} did not become ready", self.node_id);
+        let ok = eventually(Duration::from_secs(30), || {
+            matches!(http_get(admin, "/readyz"), Ok((200, _)))
+        });
+        assert!(
+            ok && self.proc.is_running(),
+            "agent {} did not become ready",
+            self.node_id
+        );
     }
 
     /// Waits until the agent reports `revision` applied (from /metrics).
@@ -81,7 +99,9 @@ impl Agent {
     }
 
     pub fn metrics_text(&self) -> String {
-        http_get(self.admin, "/metrics").map(|(_, t)| t).unwrap_or_default()
+        http_get(self.admin, "/metrics")
+            .map(|(_, t)| t)
+            .unwrap_or_default()
     }
 
     pub fn readyz(&self) -> Option<(u16, String)> {

@@ -99,7 +99,14 @@ impl Control {
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let proc = spawn(&store, &credentials, http, grpc);
-        let mut c = Self { proc, store, credentials, http, grpc, _dir: dir };
+        let mut c = Self {
+            proc,
+            store,
+            credentials,
+            http,
+            grpc,
+            _dir: dir,
+        };
         c.wait_ready();
         c
     }
@@ -117,7 +124,10 @@ impl Control {
         let ok = eventually(Duration::from_secs(30), || {
             matches!(http_get(http, "/-/readyz"), Ok((200, _)))
         });
-        assert!(ok && self.proc.is_running(), "tlsfleet-control did not become ready on {http}");
+        assert!(
+            ok && self.proc.is_running(),
+            "tlsfleet-control did not become ready on {http}"
+        );
     }
 
     /// SIGKILL.
@@ -127,7 +137,10 @@ impl Control {
 
     /// SIGTERM; asserts a clean exit.
     pub fn stop(&mut self) {
-        assert!(self.proc.terminate(Duration::from_secs(10)), "tlsfleet-control exited with an error");
+        assert!(
+            self.proc.terminate(Duration::from_secs(10)),
+            "tlsfleet-control exited with an error"
+        );
     }
 
     /// Starts again on the same ports and store.

@@ -2,7 +2,10 @@
 
 use tlsfleet_proto::{
     auth::SignedHeader,
-    v1::{fleet_service_client::FleetServiceClient, https_config_service_client::HttpsConfigServiceClient},
+    v1::{
+        fleet_service_client::FleetServiceClient,
+        https_config_service_client::HttpsConfigServiceClient,
+    },
 };
 use tonic::transport::Channel;
 
@@ -22,7 +25,12 @@ pub fn signed<T>(msg: T, method: &str, key: (&str, &str)) -> tonic::Request<T> {
 fn rand_u128() -> u128 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
     let a = h.finish() as u128;
     let mut h2 = std::collections::hash_map::RandomState::new().build_hasher();
     h2.write_u64(a as u64);
@@ -36,7 +44,10 @@ pub fn utc_now() -> String {
 
 /// `YYYYMMDDTHHMMSSZ` at `t`, UTC.
 pub fn utc_at(t: std::time::SystemTime) -> String {
-    let secs = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -50,13 +61,22 @@ pub fn utc_at(t: std::time::SystemTime) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, (rem / 60) % 60, rem % 60)
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
 }
 
 pub async fn admin(url: &str) -> HttpsConfigServiceClient<Channel> {
-    HttpsConfigServiceClient::connect(url.to_owned()).await.expect("connect to the control gRPC")
+    HttpsConfigServiceClient::connect(url.to_owned())
+        .await
+        .expect("connect to the control gRPC")
 }
 
 pub async fn fleet(url: &str) -> FleetServiceClient<Channel> {
-    FleetServiceClient::connect(url.to_owned()).await.expect("connect to the control gRPC")
+    FleetServiceClient::connect(url.to_owned())
+        .await
+        .expect("connect to the control gRPC")
 }

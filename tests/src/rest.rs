@@ -20,7 +20,10 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The `<Code>` of an OSS error body.
@@ -32,7 +35,13 @@ impl Response {
 }
 
 /// `Authorization: OSS AK:SIG` for `/<bucket>/?httpsConfig`.
-pub fn sign_v1(key: (&str, &str), verb: &str, content_type: &str, date: &str, bucket: &str) -> String {
+pub fn sign_v1(
+    key: (&str, &str),
+    verb: &str,
+    content_type: &str,
+    date: &str,
+    bucket: &str,
+) -> String {
     let sts = format!("{verb}\n\n{content_type}\n{date}\n/{bucket}/?httpsConfig");
     let mut mac = Hmac::<sha1::Sha1>::new_from_slice(key.1.as_bytes()).expect("hmac key");
     mac.update(sts.as_bytes());
@@ -41,15 +50,34 @@ pub fn sign_v1(key: (&str, &str), verb: &str, content_type: &str, date: &str, bu
 }
 
 /// A signed PUT or GET of a bucket's httpsConfig (path style).
-pub fn oss(addr: SocketAddr, verb: &str, bucket: &str, body: &str, key: (&str, &str)) -> std::io::Result<Response> {
+pub fn oss(
+    addr: SocketAddr,
+    verb: &str,
+    bucket: &str,
+    body: &str,
+    key: (&str, &str),
+) -> std::io::Result<Response> {
     let date = httpdate::fmt_http_date(std::time::SystemTime::now());
-    let ct = if body.is_empty() { "" } else { "application/xml" };
+    let ct = if body.is_empty() {
+        ""
+    } else {
+        "application/xml"
+    };
     let auth = sign_v1(key, verb, ct, &date, bucket);
-    let mut headers = vec![("Date".to_owned(), date), ("Authorization".to_owned(), auth)];
+    let mut headers = vec![
+        ("Date".to_owned(), date),
+        ("Authorization".to_owned(), auth),
+    ];
     if !ct.is_empty() {
         headers.push(("Content-Type".to_owned(), ct.to_owned()));
     }
-    request(addr, verb, &format!("/{bucket}/?httpsConfig"), &headers, body.as_bytes())
+    request(
+        addr,
+        verb,
+        &format!("/{bucket}/?httpsConfig"),
+        &headers,
+        body.as_bytes(),
+    )
 }
 
 /// One HTTP/1.1 request with `Connection: close`.
@@ -62,7 +90,10 @@ pub fn request(
 ) -> std::io::Result<Response> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut head = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -83,5 +114,9 @@ pub fn request(
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect();
-    Ok(Response { status, headers, body: body.to_owned() })
+    Ok(Response {
+        status,
+        headers,
+        body: body.to_owned(),
+    })
 }

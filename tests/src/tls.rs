@@ -31,29 +31,44 @@ impl TestCert {
         let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("ca key");
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "tlsfleet test CA");
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "tlsfleet test CA");
         let ca = ca_params.self_signed(&ca_key).expect("ca cert");
         let leaf_key = match kind {
             KeyKind::EcdsaP256 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
             KeyKind::Rsa2048 => rsa_key_pair(),
         }
         .expect("leaf key");
-        let leaf_params = rcgen::CertificateParams::new(vec![domain.to_owned(), format!("*.{domain}")])
-            .expect("leaf params");
+        let leaf_params =
+            rcgen::CertificateParams::new(vec![domain.to_owned(), format!("*.{domain}")])
+                .expect("leaf params");
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let leaf = leaf_params.signed_by(&leaf_key, &issuer).expect("leaf cert");
+        let leaf = leaf_params
+            .signed_by(&leaf_key, &issuer)
+            .expect("leaf cert");
         let cert = dir.join("tls.crt");
         let key = dir.join("tls.key");
         std::fs::write(&cert, format!("{}{}", leaf.pem(), ca.pem())).expect("write cert");
         std::fs::write(&key, leaf_key.serialize_pem()).expect("write key");
-        Self { cert, key, ca_der: ca.der().clone() }
+        Self {
+            cert,
+            key,
+            ca_der: ca.der().clone(),
+        }
     }
 }
 
 /// rcgen cannot generate RSA keys with ring; openssl can.
 fn rsa_key_pair() -> Result<rcgen::KeyPair, rcgen::Error> {
     let out = Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ])
         .stderr(Stdio::null())
         .output()
         .expect("openssl (apt-get install -y openssl)");
@@ -72,10 +87,18 @@ pub struct ClientOffer {
 
 impl ClientOffer {
     pub fn tls12() -> Self {
-        Self { versions: vec![&rustls::version::TLS12], suites: vec![], alpn: vec![b"http/1.1".to_vec()] }
+        Self {
+            versions: vec![&rustls::version::TLS12],
+            suites: vec![],
+            alpn: vec![b"http/1.1".to_vec()],
+        }
     }
     pub fn tls13() -> Self {
-        Self { versions: vec![&rustls::version::TLS13], suites: vec![], alpn: vec![b"http/1.1".to_vec()] }
+        Self {
+            versions: vec![&rustls::version::TLS13],
+            suites: vec![],
+            alpn: vec![b"http/1.1".to_vec()],
+        }
     }
     pub fn any() -> Self {
         Self {
@@ -100,7 +123,9 @@ pub fn connector(ca: &CertificateDer<'static>, offer: &ClientOffer) -> TlsConnec
     roots.add(ca.clone()).expect("ca");
     let mut provider = rustls::crypto::ring::default_provider();
     if !offer.suites.is_empty() {
-        provider.cipher_suites.retain(|s| offer.suites.contains(&u16::from(s.suite())));
+        provider
+            .cipher_suites
+            .retain(|s| offer.suites.contains(&u16::from(s.suite())));
     }
     let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&offer.versions)
@@ -175,7 +200,11 @@ pub fn s_client(addr: std::net::SocketAddr, sni: &str, flags: &[&str]) -> (bool,
         .stdin(Stdio::null())
         .output()
         .expect("openssl s_client (apt-get install -y openssl)");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A completed handshake prints the negotiated cipher; a refused one prints "Cipher is (NONE)"
     // or no session at all.
     let ok = text.contains("New, TLSv1.") && !text.contains("Cipher is (NONE)");

@@ -20,7 +20,11 @@ fn ctl(control_url: &str, key: (&str, &str), args: &[&str]) -> Output {
 }
 
 fn json(out: &Output) -> Value {
-    assert!(out.status.success(), "tlsfleetctl failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tlsfleetctl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("one JSON document")
 }
 
@@ -29,22 +33,61 @@ fn every_command_against_a_real_control_server() {
     let control = Control::embedded();
     let url = control.grpc_url();
 
-    let put = json(&ctl(&url, keys::ADMIN, &["put", "--bucket", "cli-a", "--tls-versions", "TLSv1.2,TLSv1.3", "--cipher-suites", "ECDHE-RSA-AES128-GCM-SHA256", "--tls13-cipher-suites", "TLS_AES_256_GCM_SHA384"]));
+    let put = json(&ctl(
+        &url,
+        keys::ADMIN,
+        &[
+            "put",
+            "--bucket",
+            "cli-a",
+            "--tls-versions",
+            "TLSv1.2,TLSv1.3",
+            "--cipher-suites",
+            "ECDHE-RSA-AES128-GCM-SHA256",
+            "--tls13-cipher-suites",
+            "TLS_AES_256_GCM_SHA384",
+        ],
+    ));
     let rev = put["revision"].as_i64().expect("revision");
     assert!(rev > 0);
-    assert_eq!(put["effective"]["tls_versions"], serde_json::json!(["TLSv1.2", "TLSv1.3"]));
+    assert_eq!(
+        put["effective"]["tls_versions"],
+        serde_json::json!(["TLSv1.2", "TLSv1.3"])
+    );
     assert_eq!(
         put["effective"]["cipher_suites"],
-        serde_json::json!(["TLS_AES_256_GCM_SHA384", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"])
+        serde_json::json!([
+            "TLS_AES_256_GCM_SHA384",
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+        ])
     );
 
     let get = json(&ctl(&url, keys::ADMIN, &["get", "--bucket", "cli-a"]));
     assert_eq!(get["policy"]["mod_revision"].as_i64(), Some(rev));
-    assert_eq!(get["policy"]["config"]["cipher_suite"]["custom_cipher_suites"], serde_json::json!(["ECDHE-RSA-AES128-GCM-SHA256"]));
+    assert_eq!(
+        get["policy"]["config"]["cipher_suite"]["custom_cipher_suites"],
+        serde_json::json!(["ECDHE-RSA-AES128-GCM-SHA256"])
+    );
 
-    json(&ctl(&url, keys::ADMIN, &["put", "--bucket", "cli-b", "--tls-versions", "TLSv1.3", "--strong"]));
+    json(&ctl(
+        &url,
+        keys::ADMIN,
+        &[
+            "put",
+            "--bucket",
+            "cli-b",
+            "--tls-versions",
+            "TLSv1.3",
+            "--strong",
+        ],
+    ));
     let list = json(&ctl(&url, keys::ADMIN, &["list", "--prefix", "cli-"]));
-    let names: Vec<_> = list["policies"].as_array().expect("array").iter().map(|p| p["bucket"].as_str().unwrap_or_default().to_owned()).collect();
+    let names: Vec<_> = list["policies"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|p| p["bucket"].as_str().unwrap_or_default().to_owned())
+        .collect();
     assert_eq!(names, vec!["cli-a", "cli-b"]);
 
     let dis = json(&ctl(&url, keys::ADMIN, &["disable", "--bucket", "cli-a"]));
@@ -68,19 +111,40 @@ fn failures_have_distinct_exit_codes() {
     let control = Control::embedded();
     let url = control.grpc_url();
     // 3: the server refuses the policy (serves nothing).
-    let out = ctl(&url, keys::ADMIN, &["put", "--bucket", "cli-c", "--tls-versions", "TLSv1.0"]);
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ctl(
+        &url,
+        keys::ADMIN,
+        &["put", "--bucket", "cli-c", "--tls-versions", "TLSv1.0"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("TLSv1.0"));
     // 4: a key without the grant, and a wrong secret.
-    let out = ctl(&url, keys::READER, &["put", "--bucket", "cli-c", "--tls-versions", "TLSv1.3"]);
+    let out = ctl(
+        &url,
+        keys::READER,
+        &["put", "--bucket", "cli-c", "--tls-versions", "TLSv1.3"],
+    );
     assert_eq!(out.status.code(), Some(4));
-    let out = ctl(&url, (keys::ADMIN.0, "wrong"), &["get", "--bucket", "cli-c"]);
+    let out = ctl(
+        &url,
+        (keys::ADMIN.0, "wrong"),
+        &["get", "--bucket", "cli-c"],
+    );
     assert_eq!(out.status.code(), Some(4));
     // 5: nothing listening.
     let dead = format!("http://127.0.0.1:{}", tlsfleet_tests::ports::free_port());
     let out = ctl(&dead, keys::ADMIN, &["get", "--bucket", "cli-c"]);
     assert_eq!(out.status.code(), Some(5));
     // 2: usage.
-    let out = ctl(&url, keys::ADMIN, &["put", "--bucket", "cli-c", "--tls-versions", "TLSv9"]);
+    let out = ctl(
+        &url,
+        keys::ADMIN,
+        &["put", "--bucket", "cli-c", "--tls-versions", "TLSv9"],
+    );
     assert_eq!(out.status.code(), Some(2));
 }

@@ -17,13 +17,19 @@ const DELETE: &str = "/tlsfleet.v1.HttpsConfigService/Delete";
 
 fn config(versions: &[&str]) -> HttpsConfig {
     HttpsConfig {
-        tls: Some(TlsConfig { enable: true, tls_versions: versions.iter().map(|v| v.to_string()).collect() }),
+        tls: Some(TlsConfig {
+            enable: true,
+            tls_versions: versions.iter().map(|v| v.to_string()).collect(),
+        }),
         cipher_suite: None,
     }
 }
 
 fn put(bucket: &str, c: HttpsConfig) -> PutRequest {
-    PutRequest { bucket: bucket.into(), config: Some(c) }
+    PutRequest {
+        bucket: bucket.into(),
+        config: Some(c),
+    }
 }
 
 #[tokio::test]
@@ -38,19 +44,52 @@ async fn put_get_list_delete_round_trip_with_revisions() {
         custom_cipher_suites: vec!["ECDHE-RSA-AES128-GCM-SHA256".into(), "AES128-SHA".into()],
         tls13_custom_cipher_suites: vec![],
     });
-    let r1 = c.put(signed(put("alpha-1", cs), PUT, keys::ADMIN)).await.expect("put").into_inner();
+    let r1 = c
+        .put(signed(put("alpha-1", cs), PUT, keys::ADMIN))
+        .await
+        .expect("put")
+        .into_inner();
     assert!(r1.revision > 0);
     let eff = r1.effective.expect("effective");
     assert_eq!(eff.tls_versions, vec!["TLSv1.2"]);
-    assert_eq!(eff.cipher_suites, vec!["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"]);
-    assert!(eff.dropped.iter().any(|d| d.contains("TLSv1.0")), "{:?}", eff.dropped);
-    assert!(eff.dropped.iter().any(|d| d.contains("AES128-SHA")), "{:?}", eff.dropped);
+    assert_eq!(
+        eff.cipher_suites,
+        vec!["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"]
+    );
+    assert!(
+        eff.dropped.iter().any(|d| d.contains("TLSv1.0")),
+        "{:?}",
+        eff.dropped
+    );
+    assert!(
+        eff.dropped.iter().any(|d| d.contains("AES128-SHA")),
+        "{:?}",
+        eff.dropped
+    );
 
-    let r2 = c.put(signed(put("alpha-2", config(&["TLSv1.3"])), PUT, keys::ADMIN)).await.expect("put").into_inner();
+    let r2 = c
+        .put(signed(
+            put("alpha-2", config(&["TLSv1.3"])),
+            PUT,
+            keys::ADMIN,
+        ))
+        .await
+        .expect("put")
+        .into_inner();
     assert!(r2.revision > r1.revision, "revisions increase");
 
     // Stored exactly as sent, de-duplicated in order.
-    let got = c.get(signed(GetRequest { bucket: "alpha-1".into() }, GET, keys::ADMIN)).await.expect("get").into_inner();
+    let got = c
+        .get(signed(
+            GetRequest {
+                bucket: "alpha-1".into(),
+            },
+            GET,
+            keys::ADMIN,
+        ))
+        .await
+        .expect("get")
+        .into_inner();
     let p = got.policy.expect("policy");
     assert_eq!(p.mod_revision, r1.revision);
     assert!(got.revision >= r2.revision, "a server reads its own writes");
@@ -58,20 +97,44 @@ async fn put_get_list_delete_round_trip_with_revisions() {
     assert_eq!(tls.tls_versions, vec!["TLSv1.2", "TLSv1.0"]);
 
     // A bucket never set: the disabled default at revision 0.
-    let none = c.get(signed(GetRequest { bucket: "never-set".into() }, GET, keys::ADMIN)).await.expect("get").into_inner();
+    let none = c
+        .get(signed(
+            GetRequest {
+                bucket: "never-set".into(),
+            },
+            GET,
+            keys::ADMIN,
+        ))
+        .await
+        .expect("get")
+        .into_inner();
     let p = none.policy.expect("policy");
     assert_eq!(p.mod_revision, 0);
     assert!(!p.config.expect("config").tls.expect("tls").enable);
 
     // Paged list by prefix.
     for i in 0..5 {
-        c.put(signed(put(&format!("beta-{i}"), config(&["TLSv1.2"])), PUT, keys::ADMIN)).await.expect("put");
+        c.put(signed(
+            put(&format!("beta-{i}"), config(&["TLSv1.2"])),
+            PUT,
+            keys::ADMIN,
+        ))
+        .await
+        .expect("put");
     }
     let mut seen = vec![];
     let mut token = String::new();
     loop {
         let page = c
-            .list(signed(ListRequest { prefix: "beta-".into(), page_size: 2, page_token: token.clone() }, LIST, keys::ADMIN))
+            .list(signed(
+                ListRequest {
+                    prefix: "beta-".into(),
+                    page_size: 2,
+                    page_token: token.clone(),
+                },
+                LIST,
+                keys::ADMIN,
+            ))
             .await
             .expect("list")
             .into_inner();
@@ -84,11 +147,41 @@ async fn put_get_list_delete_round_trip_with_revisions() {
     }
     assert_eq!(seen, vec!["beta-0", "beta-1", "beta-2", "beta-3", "beta-4"]);
 
-    let d = c.delete(signed(DeleteRequest { bucket: "alpha-2".into() }, DELETE, keys::ADMIN)).await.expect("delete").into_inner();
+    let d = c
+        .delete(signed(
+            DeleteRequest {
+                bucket: "alpha-2".into(),
+            },
+            DELETE,
+            keys::ADMIN,
+        ))
+        .await
+        .expect("delete")
+        .into_inner();
     assert!(d.existed && d.revision > r2.revision);
-    let gone = c.get(signed(GetRequest { bucket: "alpha-2".into() }, GET, keys::ADMIN)).await.expect("get").into_inner();
+    let gone = c
+        .get(signed(
+            GetRequest {
+                bucket: "alpha-2".into(),
+            },
+            GET,
+            keys::ADMIN,
+        ))
+        .await
+        .expect("get")
+        .into_inner();
     assert_eq!(gone.policy.expect("policy").mod_revision, 0);
-    let d2 = c.delete(signed(DeleteRequest { bucket: "alpha-2".into() }, DELETE, keys::ADMIN)).await.expect("delete").into_inner();
+    let d2 = c
+        .delete(signed(
+            DeleteRequest {
+                bucket: "alpha-2".into(),
+            },
+            DELETE,
+            keys::ADMIN,
+        ))
+        .await
+        .expect("delete")
+        .into_inner();
     assert!(!d2.existed);
 }
 
@@ -112,13 +205,37 @@ async fn invalid_policies_are_refused_and_nothing_is_stored() {
         }),
     ];
     for (bucket, cfg) in cases {
-        let err = c.put(signed(put(bucket, cfg), PUT, keys::ADMIN)).await.expect_err(bucket);
+        let err = c
+            .put(signed(put(bucket, cfg), PUT, keys::ADMIN))
+            .await
+            .expect_err(bucket);
         assert_eq!(err.code(), Code::InvalidArgument, "{bucket}: {err:?}");
         assert!(!err.message().is_empty());
-        let got = c.get(signed(GetRequest { bucket: bucket.into() }, GET, keys::ADMIN)).await.expect("get").into_inner();
-        assert_eq!(got.policy.expect("policy").mod_revision, 0, "{bucket} must not be stored");
+        let got = c
+            .get(signed(
+                GetRequest {
+                    bucket: bucket.into(),
+                },
+                GET,
+                keys::ADMIN,
+            ))
+            .await
+            .expect("get")
+            .into_inner();
+        assert_eq!(
+            got.policy.expect("policy").mod_revision,
+            0,
+            "{bucket} must not be stored"
+        );
     }
-    let err = c.put(signed(put("Bad_Name", config(&["TLSv1.2"])), PUT, keys::ADMIN)).await.expect_err("bad name");
+    let err = c
+        .put(signed(
+            put("Bad_Name", config(&["TLSv1.2"])),
+            PUT,
+            keys::ADMIN,
+        ))
+        .await
+        .expect_err("bad name");
     assert_eq!(err.code(), Code::InvalidArgument);
 }
 
@@ -128,42 +245,127 @@ async fn keys_do_only_what_they_were_granted() {
     let mut c = admin(&control.grpc_url()).await;
 
     // No signature, unknown key, wrong secret, signature for another method.
-    let err = c.put(tonic::Request::new(put("gamma", config(&["TLSv1.2"])))).await.expect_err("unsigned");
+    let err = c
+        .put(tonic::Request::new(put("gamma", config(&["TLSv1.2"]))))
+        .await
+        .expect_err("unsigned");
     assert_eq!(err.code(), Code::Unauthenticated);
-    let err = c.put(signed(put("gamma", config(&["TLSv1.2"])), PUT, ("AKIDNOBODY", "x"))).await.expect_err("unknown key");
+    let err = c
+        .put(signed(
+            put("gamma", config(&["TLSv1.2"])),
+            PUT,
+            ("AKIDNOBODY", "x"),
+        ))
+        .await
+        .expect_err("unknown key");
     assert_eq!(err.code(), Code::Unauthenticated);
-    let err = c.put(signed(put("gamma", config(&["TLSv1.2"])), PUT, (keys::ADMIN.0, "wrong"))).await.expect_err("wrong secret");
+    let err = c
+        .put(signed(
+            put("gamma", config(&["TLSv1.2"])),
+            PUT,
+            (keys::ADMIN.0, "wrong"),
+        ))
+        .await
+        .expect_err("wrong secret");
     assert_eq!(err.code(), Code::Unauthenticated);
-    let err = c.put(signed(put("gamma", config(&["TLSv1.2"])), GET, keys::ADMIN)).await.expect_err("other method");
+    let err = c
+        .put(signed(put("gamma", config(&["TLSv1.2"])), GET, keys::ADMIN))
+        .await
+        .expect_err("other method");
     assert_eq!(err.code(), Code::Unauthenticated);
 
     // Reader: get yes, put/delete/list no.
-    c.get(signed(GetRequest { bucket: "gamma".into() }, GET, keys::READER)).await.expect("reader may get");
-    let err = c.put(signed(put("gamma", config(&["TLSv1.2"])), PUT, keys::READER)).await.expect_err("reader put");
+    c.get(signed(
+        GetRequest {
+            bucket: "gamma".into(),
+        },
+        GET,
+        keys::READER,
+    ))
+    .await
+    .expect("reader may get");
+    let err = c
+        .put(signed(
+            put("gamma", config(&["TLSv1.2"])),
+            PUT,
+            keys::READER,
+        ))
+        .await
+        .expect_err("reader put");
     assert_eq!(err.code(), Code::PermissionDenied);
-    let err = c.delete(signed(DeleteRequest { bucket: "gamma".into() }, DELETE, keys::READER)).await.expect_err("reader delete");
+    let err = c
+        .delete(signed(
+            DeleteRequest {
+                bucket: "gamma".into(),
+            },
+            DELETE,
+            keys::READER,
+        ))
+        .await
+        .expect_err("reader delete");
     assert_eq!(err.code(), Code::PermissionDenied);
-    let err = c.list(signed(ListRequest::default(), LIST, keys::READER)).await.expect_err("reader list");
+    let err = c
+        .list(signed(ListRequest::default(), LIST, keys::READER))
+        .await
+        .expect_err("reader list");
     assert_eq!(err.code(), Code::PermissionDenied);
 
     // logs-*: only its buckets, and List shows only them.
-    c.put(signed(put("logs-a", config(&["TLSv1.3"])), PUT, keys::LOGS)).await.expect("logs put");
-    c.put(signed(put("other-a", config(&["TLSv1.3"])), PUT, keys::ADMIN)).await.expect("admin put");
-    let err = c.put(signed(put("other-b", config(&["TLSv1.3"])), PUT, keys::LOGS)).await.expect_err("logs key on other bucket");
+    c.put(signed(put("logs-a", config(&["TLSv1.3"])), PUT, keys::LOGS))
+        .await
+        .expect("logs put");
+    c.put(signed(
+        put("other-a", config(&["TLSv1.3"])),
+        PUT,
+        keys::ADMIN,
+    ))
+    .await
+    .expect("admin put");
+    let err = c
+        .put(signed(
+            put("other-b", config(&["TLSv1.3"])),
+            PUT,
+            keys::LOGS,
+        ))
+        .await
+        .expect_err("logs key on other bucket");
     assert_eq!(err.code(), Code::PermissionDenied);
-    let page = c.list(signed(ListRequest::default(), LIST, keys::LOGS)).await.expect("logs list").into_inner();
+    let page = c
+        .list(signed(ListRequest::default(), LIST, keys::LOGS))
+        .await
+        .expect("logs list")
+        .into_inner();
     let names: Vec<_> = page.policies.iter().map(|p| p.bucket.as_str()).collect();
     assert_eq!(names, vec!["logs-a"]);
 
     // The agent key can write nothing.
-    let err = c.put(signed(put("logs-a", config(&["TLSv1.2"])), PUT, keys::AGENT)).await.expect_err("agent put");
+    let err = c
+        .put(signed(
+            put("logs-a", config(&["TLSv1.2"])),
+            PUT,
+            keys::AGENT,
+        ))
+        .await
+        .expect_err("agent put");
     assert_eq!(err.code(), Code::PermissionDenied);
 
     // A replayed request (same nonce) is refused.
-    let req = signed(GetRequest { bucket: "gamma".into() }, GET, keys::ADMIN);
-    let header = req.metadata().get("authorization").cloned().expect("header");
+    let req = signed(
+        GetRequest {
+            bucket: "gamma".into(),
+        },
+        GET,
+        keys::ADMIN,
+    );
+    let header = req
+        .metadata()
+        .get("authorization")
+        .cloned()
+        .expect("header");
     c.get(req).await.expect("first use");
-    let mut again = tonic::Request::new(GetRequest { bucket: "gamma".into() });
+    let mut again = tonic::Request::new(GetRequest {
+        bucket: "gamma".into(),
+    });
     again.metadata_mut().insert("authorization", header);
     let err = c.get(again).await.expect_err("replay");
     assert_eq!(err.code(), Code::Unauthenticated);
@@ -175,23 +377,40 @@ async fn stale_signatures_are_refused() {
     let mut c = admin(&control.grpc_url()).await;
     let old = std::time::SystemTime::now() - std::time::Duration::from_secs(16 * 60);
     let date = tlsfleet_tests::grpc::utc_at(old);
-    let h = tlsfleet_proto::auth::SignedHeader::sign(keys::ADMIN.0, keys::ADMIN.1, &date, "abcd", GET);
-    let mut req = tonic::Request::new(GetRequest { bucket: "gamma".into() });
-    req.metadata_mut().insert("authorization", h.to_header_value().parse().expect("ascii"));
+    let h =
+        tlsfleet_proto::auth::SignedHeader::sign(keys::ADMIN.0, keys::ADMIN.1, &date, "abcd", GET);
+    let mut req = tonic::Request::new(GetRequest {
+        bucket: "gamma".into(),
+    });
+    req.metadata_mut()
+        .insert("authorization", h.to_header_value().parse().expect("ascii"));
     let err = c.get(req).await.expect_err("skewed");
     assert_eq!(err.code(), Code::Unauthenticated);
-    assert!(err.message().to_lowercase().contains("skew") || err.message().contains("time"), "{}", err.message());
+    assert!(
+        err.message().to_lowercase().contains("skew") || err.message().contains("time"),
+        "{}",
+        err.message()
+    );
 }
 
 #[tokio::test]
 async fn health_reports_serving() {
     let control = Control::embedded();
-    let channel = tonic::transport::Channel::from_shared(control.grpc_url()).expect("url").connect().await.expect("connect");
+    let channel = tonic::transport::Channel::from_shared(control.grpc_url())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let r = health
-        .check(tonic_health::pb::HealthCheckRequest { service: "tlsfleet.v1.HttpsConfigService".into() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "tlsfleet.v1.HttpsConfigService".into(),
+        })
         .await
         .expect("health")
         .into_inner();
-    assert_eq!(r.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    assert_eq!(
+        r.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
 }

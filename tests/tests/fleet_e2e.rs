@@ -25,7 +25,10 @@ fn host(bucket: &str) -> String {
 
 fn policy(versions: &[&str], tls12: &[&str], tls13: &[&str]) -> HttpsConfig {
     HttpsConfig {
-        tls: Some(TlsConfig { enable: true, tls_versions: versions.iter().map(|s| s.to_string()).collect() }),
+        tls: Some(TlsConfig {
+            enable: true,
+            tls_versions: versions.iter().map(|s| s.to_string()).collect(),
+        }),
         cipher_suite: (!tls12.is_empty() || !tls13.is_empty()).then(|| CipherSuiteConfig {
             enable: Some(true),
             strong_cipher_suite: Some(false),
@@ -37,13 +40,29 @@ fn policy(versions: &[&str], tls12: &[&str], tls13: &[&str]) -> HttpsConfig {
 
 async fn grpc_put(control: &Control, bucket: &str, cfg: HttpsConfig) -> i64 {
     let mut c = admin(&control.grpc_url()).await;
-    let req = PutRequest { bucket: bucket.into(), config: Some(cfg) };
-    c.put(signed(req, PUT, keys::ADMIN)).await.expect("put").into_inner().revision
+    let req = PutRequest {
+        bucket: bucket.into(),
+        config: Some(cfg),
+    };
+    c.put(signed(req, PUT, keys::ADMIN))
+        .await
+        .expect("put")
+        .into_inner()
+        .revision
 }
 
 async fn mod_revision(control: &Control, bucket: &str) -> i64 {
     let mut c = admin(&control.grpc_url()).await;
-    let r = c.get(signed(GetRequest { bucket: bucket.into() }, GET, keys::ADMIN)).await.expect("get");
+    let r = c
+        .get(signed(
+            GetRequest {
+                bucket: bucket.into(),
+            },
+            GET,
+            keys::ADMIN,
+        ))
+        .await
+        .expect("get");
     r.into_inner().policy.expect("policy").mod_revision
 }
 
@@ -52,10 +71,21 @@ fn sdk_put(control: &Control, bucket: &str, versions: &str, tls12: &str) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/sdk_put.py");
     let out = Command::new("python3")
         .arg(script)
-        .args([&control.http_url(), keys::ADMIN.0, keys::ADMIN.1, bucket, versions, tls12])
+        .args([
+            &control.http_url(),
+            keys::ADMIN.0,
+            keys::ADMIN.1,
+            bucket,
+            versions,
+            tls12,
+        ])
         .output()
         .expect("python3");
-    assert!(out.status.success(), "SDK put failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "SDK put failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 struct Fleet {
@@ -72,18 +102,34 @@ fn fleet(n: usize, kind: KeyKind) -> Fleet {
     let agents = (0..n)
         .map(|i| {
             let cache = dir.path().join(format!("cache-{i}"));
-            let mut a = Agent::spawn(&format!("agent-{i}"), &[control.grpc_url()], &cert.cert, &cert.key, Some(cache));
+            let mut a = Agent::spawn(
+                &format!("agent-{i}"),
+                &[control.grpc_url()],
+                &cert.cert,
+                &cert.key,
+                Some(cache),
+            );
             a.wait_ready();
             a
         })
         .collect();
-    Fleet { control, agents, cert, _dir: dir }
+    Fleet {
+        control,
+        agents,
+        cert,
+        _dir: dir,
+    }
 }
 
 impl Fleet {
     fn converge(&self, revision: i64) {
         for a in &self.agents {
-            assert!(a.wait_revision(revision, WAIT), "{} never applied revision {revision} (at {:?})", a.node_id, a.applied_revision());
+            assert!(
+                a.wait_revision(revision, WAIT),
+                "{} never applied revision {revision} (at {:?})",
+                a.node_id,
+                a.applied_revision()
+            );
         }
     }
 }
@@ -92,31 +138,73 @@ impl Fleet {
 async fn sdk_put_is_enforced_at_every_agent() {
     let f = fleet(2, KeyKind::EcdsaP256);
     sdk_put(&f.control, "bucket-a", "TLSv1.3", "");
-    sdk_put(&f.control, "bucket-c", "TLSv1.2", "ECDHE-ECDSA-AES128-GCM-SHA256");
+    sdk_put(
+        &f.control,
+        "bucket-c",
+        "TLSv1.2",
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+    );
     let rev = mod_revision(&f.control, "bucket-c").await;
     assert!(rev > 0);
     f.converge(rev);
 
     for a in &f.agents {
         let (ok, out) = s_client(a.tls, &host("bucket-a"), &["-tls1_2"]);
-        assert!(!ok, "{}: TLS 1.2 to a 1.3-only bucket must be refused:\n{out}", a.node_id);
+        assert!(
+            !ok,
+            "{}: TLS 1.2 to a 1.3-only bucket must be refused:\n{out}",
+            a.node_id
+        );
         let (ok, out) = s_client(a.tls, &host("bucket-a"), &["-tls1_3"]);
         assert!(ok, "{}: TLS 1.3 must be accepted:\n{out}", a.node_id);
         // Bucket B has no policy: both versions work.
         let (ok, out) = s_client(a.tls, &host("bucket-b"), &["-tls1_2"]);
         assert!(ok, "{}: bucket B is unaffected:\n{out}", a.node_id);
         // One custom TLS 1.2 suite: that one yes, the others no, TLS 1.3 no.
-        let (ok, out) = s_client(a.tls, &host("bucket-c"), &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"]);
+        let (ok, out) = s_client(
+            a.tls,
+            &host("bucket-c"),
+            &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"],
+        );
         assert!(ok, "{}: the allowed suite:\n{out}", a.node_id);
-        let (ok, out) = s_client(a.tls, &host("bucket-c"), &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384"]);
+        let (ok, out) = s_client(
+            a.tls,
+            &host("bucket-c"),
+            &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384"],
+        );
         assert!(!ok, "{}: another suite must be refused:\n{out}", a.node_id);
         let (ok, out) = s_client(a.tls, &host("bucket-c"), &["-tls1_3"]);
-        assert!(!ok, "{}: TLS 1.3 is not enabled for bucket C:\n{out}", a.node_id);
+        assert!(
+            !ok,
+            "{}: TLS 1.3 is not enabled for bucket C:\n{out}",
+            a.node_id
+        );
         // Same with rustls.
-        assert!(handshake(a.tls, &host("bucket-c"), &f.cert.ca_der, &ClientOffer::tls12().with_suites(&[ECDHE_ECDSA_AES128_GCM])).await.is_ok());
-        assert!(handshake(a.tls, &host("bucket-c"), &f.cert.ca_der, &ClientOffer::tls12().with_suites(&[ECDHE_ECDSA_AES256_GCM])).await.is_err());
+        assert!(handshake(
+            a.tls,
+            &host("bucket-c"),
+            &f.cert.ca_der,
+            &ClientOffer::tls12().with_suites(&[ECDHE_ECDSA_AES128_GCM])
+        )
+        .await
+        .is_ok());
+        assert!(handshake(
+            a.tls,
+            &host("bucket-c"),
+            &f.cert.ca_der,
+            &ClientOffer::tls12().with_suites(&[ECDHE_ECDSA_AES256_GCM])
+        )
+        .await
+        .is_err());
         // A name outside the domain is refused.
-        assert!(handshake(a.tls, "bucket-a.elsewhere.test", &f.cert.ca_der, &ClientOffer::any()).await.is_err());
+        assert!(handshake(
+            a.tls,
+            "bucket-a.elsewhere.test",
+            &f.cert.ca_der,
+            &ClientOffer::any()
+        )
+        .await
+        .is_err());
     }
 }
 
@@ -125,29 +213,68 @@ async fn requests_are_checked_against_the_current_policy() {
     let f = fleet(1, KeyKind::EcdsaP256);
     let a = &f.agents[0];
     grpc_put(&f.control, "strict", policy(&["TLSv1.3"], &[], &[])).await;
-    let rev = grpc_put(&f.control, "relaxed", policy(&["TLSv1.2", "TLSv1.3"], &[], &[])).await;
+    let rev = grpc_put(
+        &f.control,
+        "relaxed",
+        policy(&["TLSv1.2", "TLSv1.3"], &[], &[]),
+    )
+    .await;
     f.converge(rev);
 
     // SNI of one bucket, Host of another: 421.
-    let mut s = handshake(a.tls, &host("relaxed"), &f.cert.ca_der, &ClientOffer::tls12()).await.expect("handshake");
-    let (status, _) = http1(&mut s, &host("strict"), "/obj").await.expect("request");
+    let mut s = handshake(
+        a.tls,
+        &host("relaxed"),
+        &f.cert.ca_der,
+        &ClientOffer::tls12(),
+    )
+    .await
+    .expect("handshake");
+    let (status, _) = http1(&mut s, &host("strict"), "/obj")
+        .await
+        .expect("request");
     assert_eq!(status, 421);
 
     // Path style to the strict bucket over TLS 1.2 on the bare domain: 403 naming the version.
-    let mut s = handshake(a.tls, DOMAIN, &f.cert.ca_der, &ClientOffer::tls12()).await.expect("handshake");
+    let mut s = handshake(a.tls, DOMAIN, &f.cert.ca_der, &ClientOffer::tls12())
+        .await
+        .expect("handshake");
     let (status, body) = http1(&mut s, DOMAIN, "/strict/obj").await.expect("request");
     assert_eq!(status, 403, "{body}");
-    assert!(body.contains("<Code>AccessDenied</Code>") && body.contains("TLSv1.2"), "{body}");
-    let (status, body) = http1(&mut s, DOMAIN, "/relaxed/obj").await.expect("request");
+    assert!(
+        body.contains("<Code>AccessDenied</Code>") && body.contains("TLSv1.2"),
+        "{body}"
+    );
+    let (status, body) = http1(&mut s, DOMAIN, "/relaxed/obj")
+        .await
+        .expect("request");
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("\"bucket\":\"relaxed\"") && body.contains("TLSv1.2"), "{body}");
+    assert!(
+        body.contains("\"bucket\":\"relaxed\"") && body.contains("TLSv1.2"),
+        "{body}"
+    );
 
     // A keep-alive connection gets 403 on its next request once its bucket is tightened.
-    let mut s = handshake(a.tls, &host("relaxed"), &f.cert.ca_der, &ClientOffer::tls12()).await.expect("handshake");
-    assert_eq!(http1(&mut s, &host("relaxed"), "/x").await.expect("request").0, 200);
+    let mut s = handshake(
+        a.tls,
+        &host("relaxed"),
+        &f.cert.ca_der,
+        &ClientOffer::tls12(),
+    )
+    .await
+    .expect("handshake");
+    assert_eq!(
+        http1(&mut s, &host("relaxed"), "/x")
+            .await
+            .expect("request")
+            .0,
+        200
+    );
     let rev = grpc_put(&f.control, "relaxed", policy(&["TLSv1.3"], &[], &[])).await;
     f.converge(rev);
-    let (status, body) = http1(&mut s, &host("relaxed"), "/x").await.expect("request on the same connection");
+    let (status, body) = http1(&mut s, &host("relaxed"), "/x")
+        .await
+        .expect("request on the same connection");
     assert_eq!(status, 403, "{body}");
 }
 
@@ -186,10 +313,14 @@ async fn swapping_under_load_drops_nothing() {
     let keepalive = tokio::spawn({
         let (stop, ca) = (stop.clone(), ca.clone());
         async move {
-            let mut s = handshake(addr, &host("hot"), &ca, &ClientOffer::tls13()).await.expect("handshake");
+            let mut s = handshake(addr, &host("hot"), &ca, &ClientOffer::tls13())
+                .await
+                .expect("handshake");
             let mut n = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let (status, body) = http1(&mut s, &host("hot"), "/k").await.expect("the established connection was dropped");
+                let (status, body) = http1(&mut s, &host("hot"), "/k")
+                    .await
+                    .expect("the established connection was dropped");
                 assert_eq!(status, 200, "{body}");
                 n += 1;
             }
@@ -200,8 +331,20 @@ async fn swapping_under_load_drops_nothing() {
     for i in 0..100 {
         let cfg = match i % 3 {
             0 => policy(&["TLSv1.3"], &[], &[]),
-            1 => policy(&["TLSv1.2", "TLSv1.3"], &["ECDHE-ECDSA-AES128-GCM-SHA256"], &[]),
-            _ => policy(&["TLSv1.2", "TLSv1.3"], &[], &["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"]),
+            1 => policy(
+                &["TLSv1.2", "TLSv1.3"],
+                &["ECDHE-ECDSA-AES128-GCM-SHA256"],
+                &[],
+            ),
+            _ => policy(
+                &["TLSv1.2", "TLSv1.3"],
+                &[],
+                &[
+                    "TLS_AES_128_GCM_SHA256",
+                    "TLS_AES_256_GCM_SHA384",
+                    "TLS_CHACHA20_POLY1305_SHA256",
+                ],
+            ),
         };
         last = grpc_put(&f.control, "hot", cfg).await;
     }
@@ -209,8 +352,16 @@ async fn swapping_under_load_drops_nothing() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (ok, failed) = churn.await.expect("churn task");
     let kept = keepalive.await.expect("keep-alive task");
-    assert!(failed.is_empty(), "{} failures, e.g. {:?}", failed.len(), failed.first());
-    assert!(ok > 0 && kept > 0, "traffic ran: {ok} churn requests, {kept} keep-alive requests");
+    assert!(
+        failed.is_empty(),
+        "{} failures, e.g. {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert!(
+        ok > 0 && kept > 0,
+        "traffic ran: {ok} churn requests, {kept} keep-alive requests"
+    );
 }
 
 fn tokio_util_stop() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
@@ -222,29 +373,51 @@ async fn losing_the_control_plane_changes_nothing_at_the_edge() {
     let mut f = fleet(2, KeyKind::EcdsaP256);
     let rev = grpc_put(&f.control, "kept", policy(&["TLSv1.3"], &[], &[])).await;
     f.converge(rev);
-    let snapshots_before = f.agents[1].metric("sync_snapshots_total").unwrap_or(0.0);
+    let snapshots_before = f.agents[1]
+        .metric("sync_snapshots_total")
+        .expect("snapshot counter");
 
     f.control.kill();
     for a in &f.agents {
-        assert!(!s_client(a.tls, &host("kept"), &["-tls1_2"]).0, "still enforced without the control plane");
+        assert!(
+            !s_client(a.tls, &host("kept"), &["-tls1_2"]).0,
+            "still enforced without the control plane"
+        );
         assert!(s_client(a.tls, &host("kept"), &["-tls1_3"]).0);
     }
     // An agent restarted while the control plane is down serves from its cache.
     f.agents[0].restart();
     f.agents[0].wait_ready();
     assert_eq!(f.agents[0].applied_revision(), Some(rev));
-    assert!(!s_client(f.agents[0].tls, &host("kept"), &["-tls1_2"]).0, "cache enforces the policy");
+    assert!(
+        !s_client(f.agents[0].tls, &host("kept"), &["-tls1_2"]).0,
+        "cache enforces the policy"
+    );
     assert!(s_client(f.agents[0].tls, &host("kept"), &["-tls1_3"]).0);
 
     // Control plane back: agents resume from their revision with a delta and converge.
     f.control.restart();
-    let rev2 = grpc_put(&f.control, "kept", policy(&["TLSv1.2", "TLSv1.3"], &[], &[])).await;
+    let rev2 = grpc_put(
+        &f.control,
+        "kept",
+        policy(&["TLSv1.2", "TLSv1.3"], &[], &[]),
+    )
+    .await;
     f.converge(rev2);
     for a in &f.agents {
-        assert!(s_client(a.tls, &host("kept"), &["-tls1_2"]).0, "{} converged", a.node_id);
+        assert!(
+            s_client(a.tls, &host("kept"), &["-tls1_2"]).0,
+            "{} converged",
+            a.node_id
+        );
     }
-    let snapshots_after = f.agents[1].metric("sync_snapshots_total").unwrap_or(0.0);
-    assert_eq!(snapshots_before, snapshots_after, "the resumed agent got deltas, not a snapshot");
+    let snapshots_after = f.agents[1]
+        .metric("sync_snapshots_total")
+        .expect("snapshot counter");
+    assert_eq!(
+        snapshots_before, snapshots_after,
+        "the resumed agent got deltas, not a snapshot"
+    );
     assert!(f.agents[1].metric("sync_deltas_total").unwrap_or(0.0) >= 1.0);
 }
 
@@ -258,33 +431,70 @@ async fn without_snapshot_or_cache_the_agent_fails_closed() {
     assert!(probe, "admin endpoint up");
     let (status, reason) = a.readyz().expect("readyz");
     assert_eq!(status, 503, "{reason}");
-    assert!(handshake(a.tls, &host("any"), &cert.ca_der, &ClientOffer::any()).await.is_err(), "TLS refused before the first snapshot");
+    assert!(
+        handshake(a.tls, &host("any"), &cert.ca_der, &ClientOffer::any())
+            .await
+            .is_err(),
+        "TLS refused before the first snapshot"
+    );
 }
 
 #[tokio::test]
 async fn an_unservable_policy_is_nacked_and_the_bucket_keeps_its_config() {
     let f = fleet(2, KeyKind::EcdsaP256);
-    let good = grpc_put(&f.control, "nacked", policy(&["TLSv1.2"], &["ECDHE-ECDSA-AES128-GCM-SHA256"], &[])).await;
+    let good = grpc_put(
+        &f.control,
+        "nacked",
+        policy(&["TLSv1.2"], &["ECDHE-ECDSA-AES128-GCM-SHA256"], &[]),
+    )
+    .await;
     grpc_put(&f.control, "bystander", policy(&["TLSv1.3"], &[], &[])).await;
     f.converge(good);
     // TLS 1.2 with only RSA suites cannot be served with an ECDSA certificate.
-    let bad = grpc_put(&f.control, "nacked", policy(&["TLSv1.2"], &["ECDHE-RSA-AES128-GCM-SHA256"], &[])).await;
+    let bad = grpc_put(
+        &f.control,
+        "nacked",
+        policy(&["TLSv1.2"], &["ECDHE-RSA-AES128-GCM-SHA256"], &[]),
+    )
+    .await;
     f.converge(bad);
 
     let out = Command::new(tlsfleet_tests::procs::bin("tlsfleetctl"))
-        .args(["--control", &f.control.grpc_url(), "--output", "json", "agents"])
+        .args([
+            "--control",
+            &f.control.grpc_url(),
+            "--output",
+            "json",
+            "agents",
+        ])
         .env("TLSFLEET_ACCESS_KEY_ID", keys::ADMIN.0)
         .env("TLSFLEET_ACCESS_KEY_SECRET", keys::ADMIN.1)
         .output()
         .expect("tlsfleetctl");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let text = json.to_string();
-    assert!(text.contains("nacked") && text.contains("ECDSA"), "NACK reason shows in `tlsfleetctl agents`: {text}");
+    assert!(
+        text.contains("nacked") && text.contains("ECDSA"),
+        "NACK reason shows in `tlsfleetctl agents`: {text}"
+    );
 
     for a in &f.agents {
         // The bucket keeps its previous config...
-        assert!(s_client(a.tls, &host("nacked"), &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"]).0, "{} kept the old config", a.node_id);
+        assert!(
+            s_client(
+                a.tls,
+                &host("nacked"),
+                &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"]
+            )
+            .0,
+            "{} kept the old config",
+            a.node_id
+        );
         // ...and the others keep working.
         assert!(s_client(a.tls, &host("bystander"), &["-tls1_3"]).0);
         assert!(!s_client(a.tls, &host("bystander"), &["-tls1_2"]).0);

@@ -151,6 +151,7 @@ impl Session<'_> {
     }
 
     async fn snapshot(&self, snapshot: Snapshot) -> Result<ApplyOutcome, End> {
+        self.shared.metrics.inc_snapshots();
         let revision = snapshot.revision;
         let count = snapshot.policies.len();
         let table = self.shared.table.clone();
@@ -171,6 +172,7 @@ impl Session<'_> {
     }
 
     async fn delta(&self, delta: Delta) -> Result<ApplyOutcome, End> {
+        self.shared.metrics.inc_deltas();
         let ours = self.shared.table.revision().unwrap_or(0);
         if delta.from_revision != ours || delta.revision < delta.from_revision {
             warn!(

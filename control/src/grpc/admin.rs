@@ -36,7 +36,8 @@ impl AdminService {
 }
 
 fn bucket(name: &str) -> Result<BucketName, Status> {
-    name.parse().map_err(|e: tlsfleet_policy::InvalidBucketName| Status::invalid_argument(e.to_string()))
+    name.parse()
+        .map_err(|e: tlsfleet_policy::InvalidBucketName| Status::invalid_argument(e.to_string()))
 }
 
 /// The wire form of an index entry.
@@ -76,7 +77,11 @@ impl HttpsConfigService for AdminService {
             .map_err(|e: tlsfleet_proto::convert::ConvertError| {
                 Status::invalid_argument(e.to_string())
             })?;
-        let out = self.policies.put(&bucket, config, &who.key.id).await.map_err(status)?;
+        let out = self
+            .policies
+            .put(&bucket, config, &who.key.id)
+            .await
+            .map_err(status)?;
         Ok(Response::new(PutResponse {
             revision: out.revision,
             effective: Some((&out.effective).into()),
@@ -92,7 +97,10 @@ impl HttpsConfigService for AdminService {
             Some(e) => bucket_policy(&e),
             None => default_policy(&bucket),
         };
-        Ok(Response::new(GetResponse { policy: Some(policy), revision }))
+        Ok(Response::new(GetResponse {
+            policy: Some(policy),
+            revision,
+        }))
     }
 
     async fn list(&self, req: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
@@ -123,15 +131,29 @@ impl HttpsConfigService for AdminService {
             policies.extend(
                 page.entries
                     .iter()
-                    .filter(|e| who.key.allows(Action::ListBucketHttpsConfigs, Some(e.bucket.as_str())))
+                    .filter(|e| {
+                        who.key
+                            .allows(Action::ListBucketHttpsConfigs, Some(e.bucket.as_str()))
+                    })
                     .map(|e| bucket_policy(e)),
             );
         }
-        let next_page_token = if more { after.unwrap_or_default() } else { String::new() };
-        Ok(Response::new(ListResponse { policies, next_page_token, revision }))
+        let next_page_token = if more {
+            after.unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(ListResponse {
+            policies,
+            next_page_token,
+            revision,
+        }))
     }
 
-    async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        req: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
         let who = self.authenticate(&req, "/tlsfleet.v1.HttpsConfigService/Delete")?;
         let bucket = bucket(&req.get_ref().bucket)?;
         who.authorize(Action::DeleteBucketHttpsConfig, Some(bucket.as_str()))?;

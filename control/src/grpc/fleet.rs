@@ -8,9 +8,9 @@ use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use tlsfleet_proto::v1::{
-    agent_message, control_message, fleet_service_server::FleetService, AgentMessage,
-    AgentState, ControlMessage, Delta, GetRolloutStatusRequest, GetRolloutStatusResponse,
-    ListAgentsRequest, ListAgentsResponse, Snapshot,
+    agent_message, control_message, fleet_service_server::FleetService, AgentMessage, AgentState,
+    ControlMessage, Delta, GetRolloutStatusRequest, GetRolloutStatusResponse, ListAgentsRequest,
+    ListAgentsResponse, Snapshot,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -42,7 +42,12 @@ impl FleetServer {
         registry: Registry,
         shutdown: CancellationToken,
     ) -> Self {
-        Self { index, auth, registry, shutdown }
+        Self {
+            index,
+            auth,
+            registry,
+            shutdown,
+        }
     }
 }
 
@@ -56,21 +61,33 @@ impl FleetService for FleetServer {
         &self,
         req: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::SyncStream>, Status> {
-        let who = self.auth.grpc(req.metadata(), "/tlsfleet.v1.FleetService/Sync")?;
+        let who = self
+            .auth
+            .grpc(req.metadata(), "/tlsfleet.v1.FleetService/Sync")?;
         who.authorize(Action::Sync, None)?;
         let mut inbound = req.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.next()).await {
-            Ok(Some(Ok(AgentMessage { kind: Some(agent_message::Kind::Hello(h)) }))) => h,
+            Ok(Some(Ok(AgentMessage {
+                kind: Some(agent_message::Kind::Hello(h)),
+            }))) => h,
             Ok(Some(Err(e))) => return Err(e),
-            Ok(_) => return Err(Status::invalid_argument("the first message must be a hello")),
+            Ok(_) => {
+                return Err(Status::invalid_argument(
+                    "the first message must be a hello",
+                ))
+            }
             Err(_) => return Err(Status::deadline_exceeded("no hello within 10 s")),
         };
         if hello.node_id.is_empty() || hello.node_id.len() > 253 {
-            return Err(Status::invalid_argument("hello.node_id must be 1 to 253 characters"));
+            return Err(Status::invalid_argument(
+                "hello.node_id must be 1 to 253 characters",
+            ));
         }
-        let mut sub = self.index.subscribe(hello.last_revision).await.map_err(|e| {
-            Status::unavailable(e.to_string())
-        })?;
+        let mut sub = self
+            .index
+            .subscribe(hello.last_revision)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         let (tx, rx) = mpsc::channel(16);
         let span = tracing::info_span!("sync", node = %hello.node_id);
         info!(parent: &span, last_revision = hello.last_revision, key = %who.key.id, "agent connected");
@@ -142,7 +159,9 @@ impl FleetService for FleetServer {
         &self,
         req: Request<ListAgentsRequest>,
     ) -> Result<Response<ListAgentsResponse>, Status> {
-        let who = self.auth.grpc(req.metadata(), "/tlsfleet.v1.FleetService/ListAgents")?;
+        let who = self
+            .auth
+            .grpc(req.metadata(), "/tlsfleet.v1.FleetService/ListAgents")?;
         who.authorize(Action::ListAgents, None)?;
         let agents = self.registry.list().await;
         let revision = self.index.view().map(|v| v.revision()).unwrap_or(0);
@@ -153,7 +172,9 @@ impl FleetService for FleetServer {
         &self,
         req: Request<GetRolloutStatusRequest>,
     ) -> Result<Response<GetRolloutStatusResponse>, Status> {
-        let who = self.auth.grpc(req.metadata(), "/tlsfleet.v1.FleetService/GetRolloutStatus")?;
+        let who = self
+            .auth
+            .grpc(req.metadata(), "/tlsfleet.v1.FleetService/GetRolloutStatus")?;
         who.authorize(Action::GetRolloutStatus, None)?;
         let revision = match req.get_ref().revision {
             0 => self.index.view().map(|v| v.revision()).unwrap_or(0),
@@ -193,7 +214,10 @@ async fn send_start(
             }),
             view.revision(),
         ),
-        Start::Delta(u) => (control_message::Kind::Delta(delta_msg(&u, agent_revision)), u.revision),
+        Start::Delta(u) => (
+            control_message::Kind::Delta(delta_msg(&u, agent_revision)),
+            u.revision,
+        ),
     };
     tx.send(Ok(ControlMessage { kind: Some(msg) })).await.ok()?;
     Some(rev)
@@ -210,5 +234,7 @@ fn delta_msg(u: &Update, from: i64) -> Delta {
 }
 
 fn delta(u: &Update, from: i64) -> ControlMessage {
-    ControlMessage { kind: Some(control_message::Kind::Delta(delta_msg(u, from))) }
+    ControlMessage {
+        kind: Some(control_message::Kind::Delta(delta_msg(u, from))),
+    }
 }

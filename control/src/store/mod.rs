@@ -117,7 +117,12 @@ pub trait Store: Send + Sync + 'static {
     async fn changes_since(&self, after: Revision) -> Result<(Revision, Vec<String>), StoreError>;
 
     /// Agent registry: stores `value` for `node_id`; it expires `ttl` after the last put.
-    async fn put_agent(&self, node_id: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError>;
+    async fn put_agent(
+        &self,
+        node_id: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
 
     async fn remove_agent(&self, node_id: &str) -> Result<(), StoreError>;
 
