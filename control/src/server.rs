@@ -8,7 +8,10 @@ use tlsfleet_proto::v1::{
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
+
+/// How long shutdown waits for clients to close their connections.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 use crate::{
     auth::{Authenticator, Credentials},
@@ -166,7 +169,20 @@ impl ControlServer {
         let rest_server = rest::serve(http, rest_state, shutdown.clone());
 
         info!(http = %http_addr, grpc = %grpc_addr, store = %args.store, "tlsfleet-control serving");
-        let (grpc_result, rest_result) = tokio::join!(grpc_server, rest_server);
+        let servers = async { tokio::join!(grpc_server, rest_server) };
+        tokio::pin!(servers);
+        // Graceful shutdown waits for clients to close their connections; a client that never
+        // does must not hold the process, so the drain is bounded.
+        let (grpc_result, rest_result) = tokio::select! {
+            results = &mut servers => results,
+            () = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => {
+                warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the shutdown grace period; closing them");
+                (Ok(()), Ok(()))
+            }
+        };
         // Both servers return only on shutdown (or a fatal error): stop everything else too.
         shutdown.cancel();
         let _ = tokio::join!(index_task, flusher, ready);

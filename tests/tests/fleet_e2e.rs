@@ -500,3 +500,38 @@ async fn an_unservable_policy_is_nacked_and_the_bucket_keeps_its_config() {
         assert!(!s_client(a.tls, &host("bystander"), &["-tls1_2"]).0);
     }
 }
+
+#[tokio::test]
+async fn control_shutdown_ends_agent_streams_cleanly() {
+    let f = fleet(2, KeyKind::EcdsaP256);
+    let rev = grpc_put(&f.control, "drain", policy(&["TLSv1.3"], &[], &[])).await;
+    f.converge(rev);
+    // SIGTERM with two live Sync streams: the server must end them and exit 0, promptly.
+    // Stop from a blocking thread so this test's own (dropped) gRPC clients can still answer
+    // the server's GOAWAY; the server's drain must then finish well inside its grace period.
+    let started = std::time::Instant::now();
+    let mut control = f.control;
+    let control = tokio::task::spawn_blocking(move || {
+        control.stop();
+        control
+    })
+    .await
+    .expect("stop");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "shutdown took {took:?}: streams did not end"
+    );
+    drop(control);
+    for a in &f.agents {
+        let disconnected = tlsfleet_tests::procs::eventually(WAIT, || {
+            a.metrics_text()
+                .contains("tlsfleet_agent_sync_state{state=\"disconnected\"} 1")
+        });
+        assert!(disconnected, "{} noticed the stream ended", a.node_id);
+        assert!(
+            s_client(a.tls, &host("drain"), &["-tls1_3"]).0,
+            "still serving"
+        );
+    }
+}
