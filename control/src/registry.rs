@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::store::Store;
+use crate::{service::now_ms, store::Store};
 
 /// How long a registry entry outlives its last refresh in the store.
 pub const ENTRY_TTL: Duration = Duration::from_secs(30);
@@ -51,12 +51,6 @@ pub struct Session {
     inner: Arc<Inner>,
     node_id: String,
     id: u64,
-}
-
-fn now_ms() -> i64 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-    now.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 impl Registry {

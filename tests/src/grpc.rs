@@ -6,6 +6,7 @@ use tlsfleet_proto::{
         fleet_service_client::FleetServiceClient,
         https_config_service_client::HttpsConfigServiceClient,
     },
+    v1::{CipherSuiteConfig, HttpsConfig, TlsConfig},
 };
 use tonic::transport::Channel;
 
@@ -79,4 +80,22 @@ pub async fn fleet(url: &str) -> FleetServiceClient<Channel> {
     FleetServiceClient::connect(url.to_owned())
         .await
         .expect("connect to the control gRPC")
+}
+
+/// A wire policy: management enabled with `versions`; a custom `<CipherSuite>` section when
+/// either suite list is non-empty.
+pub fn https_config(versions: &[&str], tls12: &[&str], tls13: &[&str]) -> HttpsConfig {
+    let owned = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    HttpsConfig {
+        tls: Some(TlsConfig {
+            enable: true,
+            tls_versions: owned(versions),
+        }),
+        cipher_suite: (!tls12.is_empty() || !tls13.is_empty()).then(|| CipherSuiteConfig {
+            enable: Some(true),
+            strong_cipher_suite: Some(false),
+            custom_cipher_suites: owned(tls12),
+            tls13_custom_cipher_suites: owned(tls13),
+        }),
+    }
 }

@@ -2,11 +2,11 @@
 //! authentication and authorization, health.
 
 use tlsfleet_proto::v1::{
-    CipherSuiteConfig, DeleteRequest, GetRequest, HttpsConfig, ListRequest, PutRequest, TlsConfig,
+    CipherSuiteConfig, DeleteRequest, GetRequest, HttpsConfig, ListRequest, PutRequest,
 };
 use tlsfleet_tests::{
     control::{keys, Control},
-    grpc::{admin, signed},
+    grpc::{admin, https_config, signed},
 };
 use tonic::Code;
 
@@ -16,13 +16,7 @@ const LIST: &str = "/tlsfleet.v1.HttpsConfigService/List";
 const DELETE: &str = "/tlsfleet.v1.HttpsConfigService/Delete";
 
 fn config(versions: &[&str]) -> HttpsConfig {
-    HttpsConfig {
-        tls: Some(TlsConfig {
-            enable: true,
-            tls_versions: versions.iter().map(|v| v.to_string()).collect(),
-        }),
-        cipher_suite: None,
-    }
+    https_config(versions, &[], &[])
 }
 
 fn put(bucket: &str, c: HttpsConfig) -> PutRequest {

@@ -3,11 +3,11 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
-use tlsfleet_proto::v1::{CipherSuiteConfig, GetRequest, HttpsConfig, PutRequest, TlsConfig};
+use tlsfleet_proto::v1::{GetRequest, HttpsConfig, PutRequest};
 use tlsfleet_tests::{
     agent::Agent,
     control::{keys, Control, DOMAIN},
-    grpc::{admin, signed},
+    grpc::{admin, https_config, signed},
     tls::{handshake, http1, s_client, ClientOffer, KeyKind, TestCert},
 };
 
@@ -24,18 +24,7 @@ fn host(bucket: &str) -> String {
 }
 
 fn policy(versions: &[&str], tls12: &[&str], tls13: &[&str]) -> HttpsConfig {
-    HttpsConfig {
-        tls: Some(TlsConfig {
-            enable: true,
-            tls_versions: versions.iter().map(|s| s.to_string()).collect(),
-        }),
-        cipher_suite: (!tls12.is_empty() || !tls13.is_empty()).then(|| CipherSuiteConfig {
-            enable: Some(true),
-            strong_cipher_suite: Some(false),
-            custom_cipher_suites: tls12.iter().map(|s| s.to_string()).collect(),
-            tls13_custom_cipher_suites: tls13.iter().map(|s| s.to_string()).collect(),
-        }),
-    }
+    https_config(versions, tls12, tls13)
 }
 
 async fn grpc_put(control: &Control, bucket: &str, cfg: HttpsConfig) -> i64 {
