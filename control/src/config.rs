@@ -55,19 +55,24 @@ impl std::fmt::Display for StoreUrl {
 #[command(name = "tlsfleet-control", version)]
 pub struct ControlArgs {
     /// Policy store: `etcd://HOST:PORT[,HOST:PORT…]` or `file:DIR` (embedded, single node).
-    #[arg(long, env = "TLSFLEET_STORE", default_value = "file:./tlsfleet-data")]
+    #[arg(
+        long,
+        env = "TLSFLEET_STORE",
+        value_name = "URL",
+        default_value = "file:./tlsfleet-data"
+    )]
     pub store: StoreUrl,
 
     /// Key prefix of tlsfleet's data in etcd.
-    #[arg(long, default_value = "/tlsfleet/")]
+    #[arg(long, value_name = "PREFIX", default_value = "/tlsfleet/")]
     pub etcd_prefix: String,
 
     /// Address of the OSS-compatible REST API (`PUT/GET /?httpsConfig`).
-    #[arg(long, default_value = "127.0.0.1:7080")]
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7080")]
     pub http_listen: SocketAddr,
 
     /// Address of the gRPC API (HttpsConfigService, FleetService, health, reflection).
-    #[arg(long, default_value = "127.0.0.1:7443")]
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7443")]
     pub grpc_listen: SocketAddr,
 
     /// Endpoint domain for virtual-hosted requests (`<bucket>.<domain>`); repeatable.
@@ -75,23 +80,23 @@ pub struct ControlArgs {
     pub domains: Vec<String>,
 
     /// Access keys and their grants (TOML, `[[key]] id, secret, allow, buckets`).
-    #[arg(long, env = "TLSFLEET_CREDENTIALS")]
+    #[arg(long, env = "TLSFLEET_CREDENTIALS", value_name = "FILE")]
     pub credentials: PathBuf,
 
     /// PEM certificate chain for TLS on the gRPC listener (with --grpc-tls-key).
-    #[arg(long, requires = "grpc_tls_key")]
+    #[arg(long, value_name = "FILE", requires = "grpc_tls_key")]
     pub grpc_tls_cert: Option<PathBuf>,
 
     /// PEM private key for TLS on the gRPC listener.
-    #[arg(long, requires = "grpc_tls_cert")]
+    #[arg(long, value_name = "FILE", requires = "grpc_tls_cert")]
     pub grpc_tls_key: Option<PathBuf>,
 
     /// PEM CA bundle: require gRPC clients (agents) to present a certificate it signed (mTLS).
-    #[arg(long, requires = "grpc_tls_cert")]
+    #[arg(long, value_name = "FILE", requires = "grpc_tls_cert")]
     pub grpc_tls_client_ca: Option<PathBuf>,
 
     /// This server's name in the agent registry [default: the gRPC listen address].
-    #[arg(long)]
+    #[arg(long, value_name = "NAME")]
     pub control_id: Option<String>,
 }
 
