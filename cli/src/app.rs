@@ -18,6 +18,10 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
     let opts = ConnectOptions {
         url: &global.control,
         ca: global.ca.as_deref(),
+        identity: global
+            .client_cert
+            .as_deref()
+            .zip(global.client_key.as_deref()),
         timeout: Duration::from_secs(global.timeout),
     };
     let client = Client::connect(&opts, Signer::new(credentials)).await?;

@@ -63,6 +63,15 @@ pub struct GlobalArgs {
     #[arg(long, value_name = "FILE", global = true)]
     pub ca: Option<PathBuf>,
 
+    /// PEM client certificate for a control plane that requires mTLS (https:// only; with
+    /// --client-key).
+    #[arg(long, value_name = "FILE", global = true, requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+
+    /// PEM private key of --client-cert.
+    #[arg(long, value_name = "FILE", global = true, requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+
     /// Access key id the calls are signed with.
     #[arg(long, env = "TLSFLEET_ACCESS_KEY_ID", value_name = "ID", global = true)]
     pub access_key_id: Option<String>,

@@ -11,7 +11,7 @@ use tlsfleet_proto::v1::{
 };
 use tonic::{
     service::interceptor::InterceptedService,
-    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Uri},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri},
     Code, Request, Response, Status, TimeoutExpired,
 };
 
@@ -31,6 +31,8 @@ const SYSTEM_CA_BUNDLES: [&str; 4] = [
 pub struct ConnectOptions<'a> {
     pub url: &'a Uri,
     pub ca: Option<&'a Path>,
+    /// Client certificate and key for mTLS.
+    pub identity: Option<(&'a Path, &'a Path)>,
     pub timeout: Duration,
 }
 
@@ -52,7 +54,15 @@ impl Client {
         match opts.url.scheme_str() {
             Some("https") => {
                 let pem = read_ca(opts.ca)?;
-                let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+                let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+                if let Some((cert, key)) = opts.identity {
+                    let read = |p: &Path| {
+                        std::fs::read(p).map_err(|e| {
+                            CliError::Usage(format!("cannot read {}: {e}", p.display()))
+                        })
+                    };
+                    tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+                }
                 endpoint = endpoint
                     .tls_config(tls)
                     .map_err(|source| CliError::Connect {
@@ -60,9 +70,9 @@ impl Client {
                         source,
                     })?;
             }
-            _ if opts.ca.is_some() => {
+            _ if opts.ca.is_some() || opts.identity.is_some() => {
                 return Err(CliError::Usage(
-                    "--ca needs an https:// --control URL".to_owned(),
+                    "--ca and --client-cert need an https:// --control URL".to_owned(),
                 ));
             }
             _ => {}
@@ -255,6 +265,7 @@ mod tests {
         let opts = ConnectOptions {
             url: &url,
             ca: None,
+            identity: None,
             timeout: Duration::from_secs(5),
         };
         let creds = crate::signer::Credentials::new(Some("AK".into()), Some("s".into())).unwrap();
@@ -282,6 +293,7 @@ mod tests {
         let opts = ConnectOptions {
             url: &url,
             ca: Some(ca),
+            identity: None,
             timeout: Duration::from_secs(1),
         };
         let creds = crate::signer::Credentials::new(Some("AK".into()), Some("s".into())).unwrap();

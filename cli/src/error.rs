@@ -48,10 +48,17 @@ impl CliError {
         match self {
             Self::Usage(_) => Exit::Usage,
             Self::Connect { .. } | Self::Timeout { .. } => Exit::Unavailable,
+            Self::Rpc { status, .. } if is_transport_failure(status) => Exit::Unavailable,
             Self::Rpc { status, .. } => exit_for_code(status.code()),
             Self::BadAnswer(_) => Exit::Other,
         }
     }
+}
+
+/// A call that failed below gRPC (the connection broke, e.g. the server refused this client's
+/// certificate after the TLS 1.3 handshake): tonic reports it as `Unknown` with a source.
+fn is_transport_failure(status: &tonic::Status) -> bool {
+    status.code() == Code::Unknown && std::error::Error::source(status).is_some()
 }
 
 fn exit_for_code(code: Code) -> Exit {
@@ -81,6 +88,13 @@ impl fmt::Display for CliError {
                     f,
                     "{what} timed out after {}s (see --timeout)",
                     after.as_secs()
+                )
+            }
+            Self::Rpc { method, status } if is_transport_failure(status) => {
+                write!(
+                    f,
+                    "{method}: connection to the control plane failed: {}",
+                    chain(status)
                 )
             }
             Self::Rpc { method, status } => {

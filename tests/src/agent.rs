@@ -31,6 +31,18 @@ impl Agent {
         key: &Path,
         cache_dir: Option<PathBuf>,
     ) -> Self {
+        Self::spawn_with(node_id, controls, cert, key, cache_dir, &[])
+    }
+
+    /// Like [`Agent::spawn`], with extra flags.
+    pub fn spawn_with(
+        node_id: &str,
+        controls: &[String],
+        cert: &Path,
+        key: &Path,
+        cache_dir: Option<PathBuf>,
+        extra: &[String],
+    ) -> Self {
         let tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let mut args = vec![
@@ -55,6 +67,7 @@ impl Agent {
             args.push("--cache-dir".to_owned());
             args.push(dir.display().to_string());
         }
+        args.extend(extra.iter().cloned());
         let proc = spawn(&args);
         Self {
             proc,

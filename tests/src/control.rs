@@ -74,6 +74,9 @@ pub struct Control {
     proc: Proc,
     store: String,
     credentials: PathBuf,
+    /// Extra flags (e.g. gRPC TLS).
+    extra: Vec<String>,
+    scheme: &'static str,
     pub http: SocketAddr,
     pub grpc: SocketAddr,
     _dir: Option<tempfile::TempDir>,
@@ -95,14 +98,35 @@ impl Control {
         Self::start(format!("etcd://{endpoint}"), creds, Some(dir))
     }
 
+    /// On the embedded store with extra flags; `https` when they turn on gRPC TLS.
+    pub fn embedded_with(extra: &[String], https: bool) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = format!("file:{}", dir.path().join("data").display());
+        let creds = write_credentials(dir.path());
+        let scheme = if https { "https" } else { "http" };
+        Self::start_with(store, creds, Some(dir), extra.to_vec(), scheme)
+    }
+
     fn start(store: String, credentials: PathBuf, dir: Option<tempfile::TempDir>) -> Self {
+        Self::start_with(store, credentials, dir, vec![], "http")
+    }
+
+    fn start_with(
+        store: String,
+        credentials: PathBuf,
+        dir: Option<tempfile::TempDir>,
+        extra: Vec<String>,
+        scheme: &'static str,
+    ) -> Self {
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let proc = spawn(&store, &credentials, http, grpc);
+        let proc = spawn(&store, &credentials, http, grpc, &extra);
         let mut c = Self {
             proc,
             store,
             credentials,
+            extra,
+            scheme,
             http,
             grpc,
             _dir: dir,
@@ -112,7 +136,7 @@ impl Control {
     }
 
     pub fn grpc_url(&self) -> String {
-        format!("http://{}", self.grpc)
+        format!("{}://{}", self.scheme, self.grpc)
     }
 
     pub fn http_url(&self) -> String {
@@ -146,12 +170,18 @@ impl Control {
     /// Starts again on the same ports and store.
     pub fn restart(&mut self) {
         self.proc.kill();
-        self.proc = spawn(&self.store, &self.credentials, self.http, self.grpc);
+        self.proc = spawn(
+            &self.store,
+            &self.credentials,
+            self.http,
+            self.grpc,
+            &self.extra,
+        );
         self.wait_ready();
     }
 }
 
-fn spawn(store: &str, creds: &Path, http: SocketAddr, grpc: SocketAddr) -> Proc {
+fn spawn(store: &str, creds: &Path, http: SocketAddr, grpc: SocketAddr, extra: &[String]) -> Proc {
     Proc::spawn(
         "tlsfleet-control",
         Command::new(bin("tlsfleet-control"))
@@ -164,6 +194,7 @@ fn spawn(store: &str, creds: &Path, http: SocketAddr, grpc: SocketAddr) -> Proc 
             .arg("--domain")
             .arg(DOMAIN)
             .arg("--credentials")
-            .arg(creds),
+            .arg(creds)
+            .args(extra),
     )
 }

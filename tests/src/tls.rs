@@ -26,35 +26,72 @@ pub struct TestCert {
 }
 
 impl TestCert {
-    /// Writes `tls.crt` (leaf + CA) and `tls.key` into `dir`.
+    /// Writes `tls.crt` (leaf + CA) and `tls.key` into `dir`, for `domain` and `*.domain`.
     pub fn generate(dir: &Path, domain: &str, kind: KeyKind) -> Self {
-        let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("ca key");
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
+        TestCa::new().issue(
+            dir,
+            "tls",
+            &[domain.to_owned(), format!("*.{domain}")],
+            kind,
+        )
+    }
+}
+
+/// A test CA that can issue several leaves (servers and mTLS clients).
+pub struct TestCa {
+    params: rcgen::CertificateParams,
+    key: rcgen::KeyPair,
+    cert: rcgen::Certificate,
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("ca key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
             .distinguished_name
             .push(rcgen::DnType::CommonName, "tlsfleet test CA");
-        let ca = ca_params.self_signed(&ca_key).expect("ca cert");
+        let cert = params.self_signed(&key).expect("ca cert");
+        Self { params, key, cert }
+    }
+
+    /// Writes the CA certificate as `<dir>/ca.crt`.
+    pub fn write_pem(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("ca.crt");
+        std::fs::write(&path, self.cert.pem()).expect("write ca");
+        path
+    }
+
+    /// Issues `<name>.crt` (leaf + CA) and `<name>.key` for `names` (DNS names or IPs).
+    pub fn issue(&self, dir: &Path, name: &str, names: &[String], kind: KeyKind) -> TestCert {
         let leaf_key = match kind {
             KeyKind::EcdsaP256 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
             KeyKind::Rsa2048 => rsa_key_pair(),
         }
         .expect("leaf key");
-        let leaf_params =
-            rcgen::CertificateParams::new(vec![domain.to_owned(), format!("*.{domain}")])
-                .expect("leaf params");
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let mut leaf_params = rcgen::CertificateParams::new(names.to_vec()).expect("leaf params");
+        leaf_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
         let leaf = leaf_params
             .signed_by(&leaf_key, &issuer)
             .expect("leaf cert");
-        let cert = dir.join("tls.crt");
-        let key = dir.join("tls.key");
-        std::fs::write(&cert, format!("{}{}", leaf.pem(), ca.pem())).expect("write cert");
+        let cert = dir.join(format!("{name}.crt"));
+        let key = dir.join(format!("{name}.key"));
+        std::fs::write(&cert, format!("{}{}", leaf.pem(), self.cert.pem())).expect("write cert");
         std::fs::write(&key, leaf_key.serialize_pem()).expect("write key");
-        Self {
+        TestCert {
             cert,
             key,
-            ca_der: ca.der().clone(),
+            ca_der: self.cert.der().clone(),
         }
     }
 }
