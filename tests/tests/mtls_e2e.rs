@@ -93,7 +93,7 @@ fn agents_and_operators_reach_an_mtls_control_plane() {
 
     let mut agent = Agent::spawn_with(
         "agent-0",
-        &[url.clone()],
+        std::slice::from_ref(&url),
         &edge.cert,
         &edge.key,
         None,
