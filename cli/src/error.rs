@@ -56,9 +56,14 @@ impl CliError {
 }
 
 /// A call that failed below gRPC (the connection broke, e.g. the server refused this client's
-/// certificate after the TLS 1.3 handshake): tonic reports it as `Unknown` with a source.
+/// certificate after the TLS 1.3 handshake): tonic reports it as `Unknown` with a source, or
+/// as `Cancelled` when the connection went away mid-call (the CLI itself never cancels).
 fn is_transport_failure(status: &tonic::Status) -> bool {
-    status.code() == Code::Unknown && std::error::Error::source(status).is_some()
+    match status.code() {
+        Code::Unknown => std::error::Error::source(status).is_some(),
+        Code::Cancelled => true,
+        _ => false,
+    }
 }
 
 fn exit_for_code(code: Code) -> Exit {
@@ -178,6 +183,7 @@ mod tests {
         assert_eq!(exit(Code::DeadlineExceeded), Exit::Unavailable);
         assert_eq!(exit(Code::Internal), Exit::Other);
         assert_eq!(exit(Code::NotFound), Exit::Other);
+        assert_eq!(exit(Code::Cancelled), Exit::Unavailable);
         assert_eq!(CliError::Usage("x".into()).exit() as u8, 2);
         let timeout = CliError::Timeout {
             what: "Get".into(),
