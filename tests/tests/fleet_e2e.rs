@@ -137,6 +137,30 @@ async fn sdk_put_is_enforced_at_every_agent() {
     assert!(rev > 0);
     f.converge(rev);
 
+    // The control plane knows both agents enforce the revision (ACKs are asynchronous).
+    let enforcing = tlsfleet_tests::procs::eventually(WAIT, || {
+        let out = Command::new(tlsfleet_tests::procs::bin("tlsfleetctl"))
+            .args([
+                "--control",
+                &f.control.grpc_url(),
+                "--output",
+                "json",
+                "rollout",
+                "--revision",
+                &rev.to_string(),
+            ])
+            .env("TLSFLEET_ACCESS_KEY_ID", keys::ADMIN.0)
+            .env("TLSFLEET_ACCESS_KEY_SECRET", keys::ADMIN.1)
+            .output()
+            .expect("tlsfleetctl");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["enforcing"] == serde_json::json!(["agent-0", "agent-1"])
+    });
+    assert!(
+        enforcing,
+        "rollout status shows both agents enforcing revision {rev}"
+    );
+
     for a in &f.agents {
         let (ok, out) = s_client(a.tls, &host("bucket-a"), &["-tls1_2"]);
         assert!(
@@ -471,6 +495,34 @@ async fn an_unservable_policy_is_nacked_and_the_bucket_keeps_its_config() {
         text.contains("nacked") && text.contains("ECDSA"),
         "NACK reason shows in `tlsfleetctl agents`: {text}"
     );
+
+    // Rollout status names both agents as failed for that revision.
+    let out = Command::new(tlsfleet_tests::procs::bin("tlsfleetctl"))
+        .args([
+            "--control",
+            &f.control.grpc_url(),
+            "--output",
+            "json",
+            "rollout",
+            "--revision",
+            &bad.to_string(),
+        ])
+        .env("TLSFLEET_ACCESS_KEY_ID", keys::ADMIN.0)
+        .env("TLSFLEET_ACCESS_KEY_SECRET", keys::ADMIN.1)
+        .output()
+        .expect("tlsfleetctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rollout: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        rollout["failed"],
+        serde_json::json!(["agent-0", "agent-1"]),
+        "{rollout}"
+    );
+    assert_eq!(rollout["enforcing"], serde_json::json!([]), "{rollout}");
 
     for a in &f.agents {
         // The bucket keeps its previous config...
