@@ -291,7 +291,8 @@ async fn requests_are_checked_against_the_current_policy() {
     assert_eq!(status, 403, "{body}");
 }
 
-#[tokio::test]
+// Multi-threaded so the load keeps running while the test thread blocks on convergence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swapping_under_load_drops_nothing() {
     let f = fleet(1, KeyKind::EcdsaP256);
     let a = &f.agents[0];
@@ -574,5 +575,67 @@ async fn control_shutdown_ends_agent_streams_cleanly() {
             s_client(a.tls, &host("drain"), &["-tls1_3"]).0,
             "still serving"
         );
+    }
+}
+
+#[tokio::test]
+async fn agents_fail_over_between_control_servers_on_one_etcd() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = TestCert::generate(dir.path(), DOMAIN, KeyKind::EcdsaP256);
+    let etcd = tlsfleet_tests::etcd::Etcd::start();
+    let mut a = Control::on_etcd(&etcd.endpoint());
+    let b = Control::on_etcd(&etcd.endpoint());
+    let mut agents: Vec<Agent> = (0..2)
+        .map(|i| {
+            Agent::spawn(
+                &format!("agent-{i}"),
+                &[a.grpc_url(), b.grpc_url()],
+                &cert.cert,
+                &cert.key,
+                None,
+            )
+        })
+        .collect();
+    for agent in &mut agents {
+        agent.wait_ready();
+    }
+    let rev = grpc_put(&a, "failover", policy(&["TLSv1.3"], &[], &[])).await;
+    for agent in &agents {
+        assert!(
+            agent.wait_revision(rev, WAIT),
+            "{} applied {rev}",
+            agent.node_id
+        );
+    }
+    // Either server lists both agents (the registry lives in etcd).
+    let mut fleet_b = tlsfleet_tests::grpc::fleet(&b.grpc_url()).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    let listed = loop {
+        let req = signed(
+            tlsfleet_proto::v1::ListAgentsRequest {},
+            "/tlsfleet.v1.FleetService/ListAgents",
+            keys::ADMIN,
+        );
+        let n = fleet_b
+            .list_agents(req)
+            .await
+            .map(|r| r.into_inner().agents.len());
+        if matches!(n, Ok(2)) || std::time::Instant::now() > deadline {
+            break matches!(n, Ok(2));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(listed, "server B lists both agents");
+
+    // Server A dies; agents that followed it move to B and keep converging.
+    a.kill();
+    let rev2 = grpc_put(&b, "failover", policy(&["TLSv1.2", "TLSv1.3"], &[], &[])).await;
+    for agent in &agents {
+        assert!(
+            agent.wait_revision(rev2, Duration::from_secs(20)),
+            "{} converged through B",
+            agent.node_id
+        );
+        assert!(s_client(agent.tls, &host("failover"), &["-tls1_2"]).0);
     }
 }
