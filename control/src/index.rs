@@ -428,7 +428,7 @@ fn replace_all(inner: &Inner, revision: Revision, items: Vec<KeyValue>) {
                 state.tombstones.insert(k.clone(), revision);
             }
         }
-        publish(inner, &mut state, update);
+        publish(inner, update);
     } else {
         state.loaded = true;
         state.floor = revision;
@@ -487,12 +487,14 @@ fn apply_events(inner: &Inner, revision: Revision, events: Vec<Event>) {
             state.floor = state.floor.max(r);
         }
     }
-    publish(inner, &mut state, update);
+    publish(inner, update);
     drop(state);
     inner.view_tx.send_replace(Some(view));
 }
 
-fn publish(inner: &Inner, _state: &mut State, update: Update) {
+/// Sends an update to every subscriber; called with the state lock held, so a subscriber's
+/// start and its first update meet exactly.
+fn publish(inner: &Inner, update: Update) {
     // No receivers is fine: no agent is connected.
     let _ = inner.updates.send(Arc::new(update));
 }
