@@ -198,3 +198,15 @@ fn spawn(store: &str, creds: &Path, http: SocketAddr, grpc: SocketAddr, extra: &
             .args(extra),
     )
 }
+
+/// Runs `tlsfleetctl --control URL --output json ARGS…` signed with `key`.
+pub fn tlsfleetctl(url: &str, key: (&str, &str), args: &[&str]) -> std::process::Output {
+    Command::new(bin("tlsfleetctl"))
+        .args(["--control", url, "--output", "json"])
+        .args(args)
+        .env("TLSFLEET_ACCESS_KEY_ID", key.0)
+        .env("TLSFLEET_ACCESS_KEY_SECRET", key.1)
+        .env_remove("TLSFLEET_CONTROL")
+        .output()
+        .expect("run tlsfleetctl")
+}

@@ -1,22 +1,12 @@
 //! `tlsfleetctl` against a real control server: every command, JSON output, exit codes.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
-use tlsfleet_tests::{
-    control::{keys, Control},
-    procs::bin,
-};
+use tlsfleet_tests::control::{keys, tlsfleetctl, Control};
 
 fn ctl(control_url: &str, key: (&str, &str), args: &[&str]) -> Output {
-    Command::new(bin("tlsfleetctl"))
-        .args(["--control", control_url, "--output", "json"])
-        .args(args)
-        .env("TLSFLEET_ACCESS_KEY_ID", key.0)
-        .env("TLSFLEET_ACCESS_KEY_SECRET", key.1)
-        .env_remove("TLSFLEET_CONTROL")
-        .output()
-        .expect("run tlsfleetctl")
+    tlsfleetctl(control_url, key, args)
 }
 
 fn json(out: &Output) -> Value {

@@ -6,7 +6,7 @@ use std::{path::Path, process::Command, time::Duration};
 use tlsfleet_proto::v1::{GetRequest, HttpsConfig, PutRequest};
 use tlsfleet_tests::{
     agent::Agent,
-    control::{keys, Control, DOMAIN},
+    control::{keys, tlsfleetctl, Control, DOMAIN},
     grpc::{admin, https_config, signed},
     tls::{handshake, http1, s_client, ClientOffer, KeyKind, TestCert},
 };
@@ -139,20 +139,11 @@ async fn sdk_put_is_enforced_at_every_agent() {
 
     // The control plane knows both agents enforce the revision (ACKs are asynchronous).
     let enforcing = tlsfleet_tests::procs::eventually(WAIT, || {
-        let out = Command::new(tlsfleet_tests::procs::bin("tlsfleetctl"))
-            .args([
-                "--control",
-                &f.control.grpc_url(),
-                "--output",
-                "json",
-                "rollout",
-                "--revision",
-                &rev.to_string(),
-            ])
-            .env("TLSFLEET_ACCESS_KEY_ID", keys::ADMIN.0)
-            .env("TLSFLEET_ACCESS_KEY_SECRET", keys::ADMIN.1)
-            .output()
-            .expect("tlsfleetctl");
+        let out = tlsfleetctl(
+            &f.control.grpc_url(),
+            keys::ADMIN,
+            &["rollout", "--revision", &rev.to_string()],
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         v["enforcing"] == serde_json::json!(["agent-0", "agent-1"])
     });
@@ -473,18 +464,7 @@ async fn an_unservable_policy_is_nacked_and_the_bucket_keeps_its_config() {
     .await;
     f.converge(bad);
 
-    let out = Command::new(tlsfleet_tests::procs::bin("tlsfleetctl"))
-        .args([
-            "--control",
-            &f.control.grpc_url(),
-            "--output",
-            "json",
-            "agents",
-        ])
-        .env("TLSFLEET_ACCESS_KEY_ID", keys::ADMIN.0)
-        .env("TLSFLEET_ACCESS_KEY_SECRET", keys::ADMIN.1)
-        .output()
-        .expect("tlsfleetctl");
+    let out = tlsfleetctl(&f.control.grpc_url(), keys::ADMIN, &["agents"]);
     assert!(
         out.status.success(),
         "{}",
@@ -498,20 +478,11 @@ async fn an_unservable_policy_is_nacked_and_the_bucket_keeps_its_config() {
     );
 
     // Rollout status names both agents as failed for that revision.
-    let out = Command::new(tlsfleet_tests::procs::bin("tlsfleetctl"))
-        .args([
-            "--control",
-            &f.control.grpc_url(),
-            "--output",
-            "json",
-            "rollout",
-            "--revision",
-            &bad.to_string(),
-        ])
-        .env("TLSFLEET_ACCESS_KEY_ID", keys::ADMIN.0)
-        .env("TLSFLEET_ACCESS_KEY_SECRET", keys::ADMIN.1)
-        .output()
-        .expect("tlsfleetctl");
+    let out = tlsfleetctl(
+        &f.control.grpc_url(),
+        keys::ADMIN,
+        &["rollout", "--revision", &bad.to_string()],
+    );
     assert!(
         out.status.success(),
         "{}",
