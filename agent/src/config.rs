@@ -6,7 +6,8 @@ use std::{collections::BTreeMap, fs, net::SocketAddr, path::PathBuf, time::Durat
 use clap::Parser;
 
 use crate::{
-    server::DataPlaneConfig,
+    http::proxy::UpstreamLimits,
+    server::{ConnectionLimits, DataPlaneConfig},
     sync::{ControlTls, Credentials, SyncConfig},
 };
 
@@ -69,6 +70,36 @@ pub struct Args {
     /// Bound on a whole TLS handshake, from accept to the last handshake byte.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
+
+    /// Open connections on the TLS listener at most; more are closed at accept.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Open connections from one source address at most; more are closed at accept.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_source: u32,
+
+    /// A connection with no request in flight for this long is closed (before its first
+    /// request, between requests, and while a request's headers trickle in).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Bound on the upstream's response head, and on waiting for a free upstream slot.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub upstream_timeout: Duration,
+
+    /// Bound on connecting to the upstream.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub upstream_connect_timeout: Duration,
+
+    /// Requests forwarded to the upstream at once; more wait (up to --upstream-timeout),
+    /// then get 503 SlowDown.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub upstream_max_in_flight: u32,
+
+    /// Idle connections kept open to the upstream for reuse.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub upstream_max_idle: u32,
 
     /// Access key id the Sync calls are signed with (needs only the tlsfleet:Sync grant).
     #[arg(
@@ -135,6 +166,17 @@ impl Args {
             upstream: self.upstream.clone(),
             admin_listen: self.admin_listen,
             handshake_timeout: self.handshake_timeout,
+            connections: ConnectionLimits {
+                max_connections: self.max_connections as usize,
+                max_per_source: self.max_connections_per_source as usize,
+                idle_timeout: self.idle_timeout,
+            },
+            upstream_limits: UpstreamLimits {
+                connect_timeout: self.upstream_connect_timeout,
+                response_timeout: self.upstream_timeout,
+                max_in_flight: self.upstream_max_in_flight as usize,
+                max_idle: self.upstream_max_idle as usize,
+            },
         }
     }
 

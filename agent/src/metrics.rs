@@ -62,16 +62,31 @@ pub enum Refusal {
     NotReady,
     /// SNI is neither a `--domain`, nor `<bucket>.<domain>`.
     UnknownSni,
+    /// `--max-connections` are open.
+    ConnectionLimit,
+    /// `--max-connections-per-source` are open from the peer's address.
+    SourceLimit,
+    /// The bucket's newest policy cannot be served here (see the NACK): fail closed.
+    BucketRefused,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 2] = [Self::NotReady, Self::UnknownSni];
+    const ALL: [Refusal; 5] = [
+        Self::NotReady,
+        Self::UnknownSni,
+        Self::ConnectionLimit,
+        Self::SourceLimit,
+        Self::BucketRefused,
+    ];
 
     /// The label value in `handshake_refusals_total{reason=..}`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::NotReady => "not_ready",
             Self::UnknownSni => "unknown_sni",
+            Self::ConnectionLimit => "connection_limit",
+            Self::SourceLimit => "source_limit",
+            Self::BucketRefused => "bucket_refused",
         }
     }
 }
@@ -146,7 +161,9 @@ pub struct Metrics {
     handshakes_ok: [[Counter; 9]; 2],
     handshakes_error: Counter,
     handshakes_timeout: Counter,
-    refusals: [Counter; 2],
+    refusals: [Counter; 5],
+    open_connections: Gauge,
+    idle_closed: Counter,
     requests_refused: [Counter; 3],
     requests_served: Counter,
     upstream_errors: Counter,
@@ -229,6 +246,19 @@ impl Metrics {
                 .clone()
         });
 
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "TCP connections open on the TLS listener (handshaking or serving)",
+            open_connections.clone(),
+        );
+        let idle_closed = Counter::default();
+        registry.register(
+            "connections_idle_closed",
+            "Connections closed for having no request in flight for --idle-timeout",
+            idle_closed.clone(),
+        );
+
         let requests_served = Counter::default();
         registry.register(
             "requests_served",
@@ -238,7 +268,8 @@ impl Metrics {
         let upstream_errors = Counter::default();
         registry.register(
             "upstream_errors",
-            "Allowed requests the upstream did not answer (502)",
+            "Allowed requests the upstream did not answer (502), in time (504), or that found \
+             --upstream-max-in-flight requests ahead of them (503)",
             upstream_errors.clone(),
         );
         let cert_reloads = Family::<OutcomeLabels, Counter>::default();
@@ -302,6 +333,8 @@ impl Metrics {
             handshakes_error,
             handshakes_timeout,
             refusals,
+            open_connections,
+            idle_closed,
             requests_refused,
             requests_served,
             upstream_errors,
@@ -385,6 +418,18 @@ impl Metrics {
 
     pub(crate) fn refused(&self, reason: Refusal) {
         self.refusals[reason as usize].inc();
+    }
+
+    pub(crate) fn connection_opened(&self) {
+        self.open_connections.inc();
+    }
+
+    pub(crate) fn connection_closed(&self) {
+        self.open_connections.dec();
+    }
+
+    pub(crate) fn idle_closed(&self) {
+        self.idle_closed.inc();
     }
 
     pub(crate) fn request_refused(&self, refusal: RequestRefusal) {

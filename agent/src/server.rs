@@ -3,6 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
+use tlsfleet_net::ConnLimiter;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
@@ -10,7 +11,7 @@ use tracing::Instrument;
 use crate::{
     admin,
     http::{
-        proxy::{Upstream, UpstreamError},
+        proxy::{Upstream, UpstreamError, UpstreamLimits},
         Context, Domains,
     },
     metrics::Metrics,
@@ -41,6 +42,33 @@ pub struct DataPlaneConfig {
     pub admin_listen: Option<SocketAddr>,
     /// Bounds ClientHello + handshake, together.
     pub handshake_timeout: Duration,
+    /// Caps on connections and how long one may sit without a request.
+    pub connections: ConnectionLimits,
+    /// Timeouts and caps towards `--upstream`.
+    pub upstream_limits: UpstreamLimits,
+}
+
+/// Caps on the TLS listener's connections (defaults: 10,000 in total, 256 per source
+/// address, closed after 60 s without a request in flight).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Open connections at most; more are closed at accept, before any TLS.
+    pub max_connections: usize,
+    /// Open connections from one source address at most.
+    pub max_per_source: usize,
+    /// A connection with no request in flight for this long is closed: before its first
+    /// request, between keep-alive requests, and while a request's headers trickle in.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_per_source: 256,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 /// Why the data plane cannot start or run.
@@ -68,6 +96,7 @@ pub struct DataPlane {
     local_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
     ctx: Arc<Context>,
+    limiter: Arc<ConnLimiter>,
     cert: PathBuf,
     key: PathBuf,
     handshake_timeout: Duration,
@@ -109,7 +138,11 @@ impl DataPlane {
             domains.as_slice(),
         )?);
         let table = Arc::new(PolicyTable::new(ConfigFactory::new(resolver)?));
-        let upstream = cfg.upstream.as_ref().map(Upstream::new).transpose()?;
+        let upstream = cfg
+            .upstream
+            .as_ref()
+            .map(|u| Upstream::new(u, cfg.upstream_limits))
+            .transpose()?;
 
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -136,7 +169,12 @@ impl DataPlane {
                 domains,
                 metrics,
                 upstream,
+                idle_timeout: cfg.connections.idle_timeout,
             }),
+            limiter: ConnLimiter::new(
+                cfg.connections.max_connections,
+                cfg.connections.max_per_source,
+            ),
             cert: cfg.cert,
             key: cfg.key,
             handshake_timeout: cfg.handshake_timeout,
@@ -204,6 +242,7 @@ impl DataPlane {
         listener::accept_loop(
             self.listener,
             ctx,
+            self.limiter,
             self.handshake_timeout,
             tracker.clone(),
             shutdown,

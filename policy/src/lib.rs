@@ -4,6 +4,8 @@
 //! * [`HttpsConfig`]: the stored policy, exactly the OSS `HttpsConfiguration` schema.
 //! * [`EffectivePolicy`]: what rustls can serve of a policy, with the reasons anything was dropped.
 //! * [`xml`]: the OSS XML codec.
+//! * [`names`]: endpoint domains, request hosts and paths, parsed strictly (the edge decides on
+//!   and forwards only the canonical form).
 //! * [`suites`]: every TLS 1.2/1.3 cipher-suite name OpenSSL knows (OpenSSL and IANA spellings)
 //!   and which of them rustls serves.
 //! * [`tls`]: the mapping of an effective policy to rustls protocol versions and suites.
@@ -11,6 +13,7 @@
 pub mod bucket;
 pub mod config;
 pub mod effective;
+pub mod names;
 pub mod suites;
 pub mod tls;
 pub mod xml;

@@ -1,46 +1,27 @@
-//! Per-request enforcement (invariant 1): which bucket a request targets, and whether the
-//! connection it arrived on satisfies that bucket's *current* policy.
+//! Per-request enforcement (invariant 1): the request is canonicalised ([`super::canon`]),
+//! then the connection it arrived on is checked against its bucket's *current* policy.
 
 use bytes::Bytes;
 use http::{header, request::Parts, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use percent_encoding::percent_decode_str;
-use tlsfleet_policy::{BucketName, PolicyKey};
+use tlsfleet_policy::{names::Domains, BucketName, PolicyKey};
 
-use super::{
-    host::{host_of_authority, Domains, HostKind},
-    Body, ConnInfo,
-};
+pub use super::canon::{Canonical, Refused, Style, Target};
+use super::{canon::canonicalize, Body, ConnInfo};
 use crate::{metrics::RequestRefusal, table::TableSnapshot};
 
-/// A request the policy allows.
+/// A request the policy allows, in the canonical form it was decided on (and is forwarded in).
 #[derive(Clone, Debug)]
 pub struct Allowed {
-    /// `None`: the request targets the endpoint itself (bare domain, path `/`).
-    pub bucket: Option<BucketName>,
-    /// The request's host, normalised (the SNI when the request named none).
-    pub host: Option<String>,
+    pub canonical: Canonical,
     /// The table revision the decision was made against.
     pub revision: Option<i64>,
 }
 
-/// A request answered by the agent with an OSS-style XML error.
-#[derive(Clone, Debug)]
-pub struct Refused {
-    pub kind: RequestRefusal,
-    pub code: &'static str,
-    pub message: String,
-    pub bucket: Option<String>,
-}
-
-impl Refused {
-    fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            kind: RequestRefusal::BadRequest,
-            code,
-            message: message.into(),
-            bucket: None,
-        }
+impl Allowed {
+    /// The bucket, if the request targets one.
+    pub fn bucket(&self) -> Option<&BucketName> {
+        self.canonical.bucket()
     }
 }
 
@@ -52,38 +33,19 @@ pub fn decide(
     conn: &ConnInfo,
     parts: &Parts,
 ) -> Result<Allowed, Refused> {
-    let host = request_host(parts)?.or_else(|| conn.sni.clone());
-    if let (Some(sni), Some(host)) = (&conn.sni, &host) {
-        if sni != host {
-            return Err(Refused {
-                kind: RequestRefusal::Misdirected,
-                code: "MisdirectedRequest",
-                message: format!("this connection was opened for {sni}; open a new one for {host}"),
-                bucket: None,
-            });
-        }
-    }
-    let bucket = match host.as_deref().map(|h| domains.classify(h)) {
-        Some(HostKind::Bucket(label)) => Some(
-            label
-                .parse::<BucketName>()
-                .map_err(|e| Refused::bad_request("InvalidBucketName", format!("{e}")))?,
-        ),
-        Some(HostKind::Bare | HostKind::Other) | None => path_bucket(parts.uri.path())?,
-    };
+    let canonical = canonicalize(
+        domains,
+        conn.sni.as_deref(),
+        &parts.method,
+        &parts.uri,
+        &parts.headers,
+    )?;
     let revision = table.revision();
-    let Some(bucket) = bucket else {
-        return Ok(Allowed {
-            bucket: None,
-            host,
-            revision,
-        });
-    };
-    let key = table.policy_key(bucket.as_str());
-    check(key, conn, &bucket)?;
+    if let Some(bucket) = canonical.bucket() {
+        check(table.policy_key(bucket.as_str()), conn, bucket)?;
+    }
     Ok(Allowed {
-        bucket: Some(bucket),
-        host,
+        canonical,
         revision,
     })
 }
@@ -118,52 +80,6 @@ fn check(key: PolicyKey, conn: &ConnInfo, bucket: &BucketName) -> Result<(), Ref
         message,
         bucket: Some(bucket.to_string()),
     })
-}
-
-/// The request's host from its target (absolute form, HTTP/2 `:authority`) and its `Host`
-/// header, which must agree when both are present.
-fn request_host(parts: &Parts) -> Result<Option<String>, Refused> {
-    let mut headers = parts.headers.get_all(header::HOST).iter();
-    let from_header = match (headers.next(), headers.next()) {
-        (None, _) => None,
-        (Some(v), None) => Some(host_of_authority(v.to_str().map_err(|_| {
-            Refused::bad_request("InvalidArgument", "the Host header is not valid text")
-        })?)),
-        (Some(_), Some(_)) => {
-            return Err(Refused::bad_request(
-                "InvalidArgument",
-                "more than one Host header",
-            ))
-        }
-    };
-    let from_target = parts.uri.authority().map(|a| host_of_authority(a.as_str()));
-    match (from_target, from_header) {
-        (Some(t), Some(h)) if t != h => Err(Refused::bad_request(
-            "InvalidArgument",
-            "the Host header does not match the request target",
-        )),
-        (Some(t), _) => Ok(Some(t)),
-        (None, h) => Ok(h.filter(|h| !h.is_empty())),
-    }
-}
-
-/// The bucket of a path-style request: the first path segment, percent-decoded (the storage
-/// behind the agent decodes it too, so an encoded name must not slip past the check).
-fn path_bucket(path: &str) -> Result<Option<BucketName>, Refused> {
-    let Some(rest) = path.strip_prefix('/') else {
-        return Ok(None);
-    };
-    let segment = rest.split('/').next().unwrap_or_default();
-    if segment.is_empty() {
-        return Ok(None);
-    }
-    let decoded = percent_decode_str(segment).decode_utf8().map_err(|_| {
-        Refused::bad_request("InvalidBucketName", "the bucket name is not valid UTF-8")
-    })?;
-    decoded
-        .parse::<BucketName>()
-        .map(Some)
-        .map_err(|e| Refused::bad_request("InvalidBucketName", e.to_string()))
 }
 
 /// A fresh OSS-style request id: 24 uppercase hex digits.
@@ -243,16 +159,6 @@ fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn path_bucket_decodes_and_validates() {
-        assert_eq!(path_bucket("/").unwrap(), None);
-        assert_eq!(path_bucket("*").unwrap(), None);
-        assert_eq!(path_bucket("/abc/key").unwrap().unwrap().as_str(), "abc");
-        assert_eq!(path_bucket("/ab%63").unwrap().unwrap().as_str(), "abc");
-        assert!(path_bucket("/ABC/x").is_err());
-        assert!(path_bucket("/a/x").is_err());
-    }
 
     #[test]
     fn escapes_xml() {

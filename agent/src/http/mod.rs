@@ -2,31 +2,44 @@
 //! every request checked ([`enforce`]) and then proxied ([`proxy`]) or answered by the
 //! built-in [`responder`].
 
+pub mod canon;
 pub mod enforce;
-pub mod host;
 pub mod proxy;
 pub mod responder;
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::combinators::BoxBody;
-use hyper::{body::Incoming, service::service_fn};
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::conn::auto,
+use http_body_util::{combinators::BoxBody, BodyExt};
+use hyper::{
+    body::Incoming,
+    server::conn::{http1, http2},
+    service::service_fn,
 };
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tlsfleet_net::{Activity, HoldBody, RequestGuard};
 use tlsfleet_policy::{ServedSuite, ServedVersion};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
-pub use host::{Domains, HostKind};
+pub use tlsfleet_policy::names::{Domains, HostKind};
 
 use crate::{metrics::Metrics, table::PolicyTable};
 
 /// The body of every response the agent sends.
 pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// HTTP/2: PING a connection this often (a peer that vanished is noticed)...
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+/// ...and close it when a PING is not answered within this.
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2: requests in flight at once on one connection.
+pub const H2_MAX_STREAMS: u32 = 128;
+/// The largest request head (HTTP/1.1 buffer, HTTP/2 header list).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// After an idle connection is told to close, how long it gets to do so.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// What one TLS connection negotiated; fixed for its lifetime.
 #[derive(Clone, Debug)]
@@ -36,6 +49,8 @@ pub struct ConnInfo {
     pub sni: Option<String>,
     pub version: ServedVersion,
     pub suite: ServedSuite,
+    /// ALPN chose `h2`; otherwise the connection speaks HTTP/1.1.
+    pub h2: bool,
 }
 
 /// What every request handler shares.
@@ -44,6 +59,9 @@ pub struct Context {
     pub domains: Domains,
     pub metrics: Arc<Metrics>,
     pub upstream: Option<proxy::Upstream>,
+    /// A connection with no request in flight for this long is closed (HTTP/1.1: also the
+    /// bound on receiving a request's headers).
+    pub idle_timeout: Duration,
 }
 
 impl Context {
@@ -54,8 +72,35 @@ impl Context {
     }
 }
 
-/// Serves HTTP on an established connection until the peer closes it; on `shutdown` stops
-/// taking new requests and lets in-flight ones finish; on `force` drops the connection.
+/// Drives one hyper connection until it ends, goes idle, or shutdown: on `shutdown` it stops
+/// taking new requests and lets in-flight ones finish; on `force` it is dropped.
+macro_rules! drive {
+    ($connection:expr, $activity:expr, $ctx:expr, $shutdown:expr, $force:expr) => {{
+        let connection = $connection;
+        tokio::pin!(connection);
+        tokio::select! {
+            r = connection.as_mut() => r,
+            () = $activity.idle($ctx.idle_timeout) => {
+                $ctx.metrics.idle_closed();
+                connection.as_mut().graceful_shutdown();
+                tokio::time::timeout(IDLE_CLOSE_GRACE, connection.as_mut())
+                    .await
+                    .unwrap_or(Ok(()))
+            }
+            _ = $shutdown.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                tokio::select! {
+                    r = connection.as_mut() => r,
+                    _ = $force.cancelled() => Ok(()),
+                }
+            }
+        }
+    }};
+}
+
+/// Serves HTTP on an established connection (HTTP/2 when ALPN chose it, else HTTP/1.1: the
+/// protocol is never guessed from the first bytes) until the peer closes it, it has no
+/// request in flight for [`Context::idle_timeout`], or shutdown.
 pub async fn serve<IO>(
     io: IO,
     ctx: Arc<Context>,
@@ -65,37 +110,66 @@ pub async fn serve<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new());
-    builder.http2().timer(TokioTimer::new());
-    let service = service_fn(move |req| handle(ctx.clone(), conn.clone(), req));
-    let connection = builder.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        r = connection.as_mut() => r,
-        _ = shutdown.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            tokio::select! {
-                r = connection.as_mut() => r,
-                _ = force.cancelled() => Ok(()),
-            }
-        }
+    let activity = Activity::new();
+    let service = {
+        let (ctx, conn, activity) = (ctx.clone(), conn.clone(), activity.clone());
+        service_fn(move |req| handle(ctx.clone(), conn.clone(), activity.begin(), req))
+    };
+    let io = TokioIo::new(io);
+    let result = if conn.h2 {
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(H2_PING_INTERVAL))
+            .keep_alive_timeout(H2_PING_TIMEOUT)
+            .max_concurrent_streams(H2_MAX_STREAMS)
+            .max_header_list_size(MAX_HEADER_BYTES as u32);
+        drive!(
+            builder.serve_connection(io, service),
+            activity,
+            ctx,
+            shutdown,
+            force
+        )
+    } else {
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(ctx.idle_timeout)
+            .max_buf_size(MAX_HEADER_BYTES);
+        drive!(
+            builder.serve_connection(io, service),
+            activity,
+            ctx,
+            shutdown,
+            force
+        )
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
     }
 }
 
+/// A response whose request stays in flight until its body is sent.
+fn tracked(response: Response<Body>, guard: RequestGuard) -> Response<Body> {
+    response.map(|body| HoldBody::new(body, guard).boxed())
+}
+
 /// One request: decide against the current table, then refuse, proxy or respond.
 async fn handle(
     ctx: Arc<Context>,
     conn: Arc<ConnInfo>,
+    guard: RequestGuard,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    Ok(tracked(respond(&ctx, &conn, req).await, guard))
+}
+
+async fn respond(ctx: &Context, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
     let decision = {
         let table = ctx.table.snapshot();
         let (parts, body) = req.into_parts();
-        let decision = enforce::decide(&ctx.domains, &table, &conn, &parts);
+        let decision = enforce::decide(&ctx.domains, &table, conn, &parts);
         (decision, Request::from_parts(parts, body))
     };
     let (allowed, req) = match decision {
@@ -111,22 +185,23 @@ async fn handle(
                 "request refused"
             );
             let host_id = ctx.host_id(conn.sni.as_deref());
-            return Ok(refused.into_response(host_id));
+            return refused.into_response(host_id);
         }
     };
     ctx.metrics.request_served();
     let Some(upstream) = &ctx.upstream else {
-        return Ok(responder::respond(&conn, &allowed));
+        return responder::respond(conn, &allowed);
     };
-    match upstream.forward(req, &conn, &allowed).await {
-        Ok(response) => Ok(response),
+    match upstream.forward(req, conn, &allowed).await {
+        Ok(response) => response,
         Err(e) => {
             ctx.metrics.upstream_error();
-            tracing::warn!(error = %e, bucket = ?allowed.bucket, "answering 502");
-            Ok(proxy::bad_gateway(
+            tracing::warn!(error = %e, bucket = ?allowed.bucket(), "upstream failed");
+            proxy::failure_response(
+                &e,
                 &allowed,
-                ctx.host_id(allowed.host.as_deref()),
-            ))
+                ctx.host_id(Some(allowed.canonical.host.name())),
+            )
         }
     }
 }

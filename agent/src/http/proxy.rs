@@ -2,7 +2,7 @@
 //! their method, path, query, headers and a streaming body, plus headers telling the
 //! upstream who the client is and what the connection negotiated.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use http::{
     header::{self, HeaderName},
@@ -15,6 +15,8 @@ use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::{TokioExecutor, TokioTimer},
 };
+use tlsfleet_net::HoldBody;
+use tokio::sync::Semaphore;
 
 use super::{
     enforce::{error_response, Allowed},
@@ -28,6 +30,35 @@ pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 pub const X_TLS_VERSION: &str = "x-tlsfleet-tls-version";
 pub const X_CIPHER_SUITE: &str = "x-tlsfleet-cipher-suite";
 pub const X_BUCKET: &str = "x-tlsfleet-bucket";
+pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
+pub const FORWARDED: &str = "forwarded";
+
+/// Headers that re-route a request in some proxy or storage server: a host, path, URL or
+/// method override, or a client address claim. Dropped from every forwarded request.
+const REROUTING: [&str; 18] = [
+    "forwarded",
+    "x-original-url",
+    "x-original-uri",
+    "x-original-host",
+    "x-original-method",
+    "x-rewrite-url",
+    "x-override-url",
+    "x-host",
+    "x-http-host-override",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+    "x-proxy-url",
+    "front-end-https",
+];
+
+/// Header name prefixes dropped likewise (`X-Forwarded-Host`, `-Prefix`, `-Path`, `-Uri`,
+/// `-Server`, `-Port`, `-Scheme`…; Envoy's `x-envoy-original-path` and friends).
+const REROUTING_PREFIXES: [&str; 2] = ["x-forwarded-", "x-envoy-"];
 
 /// Connection-level headers (RFC 9110 §7.6.1) that a proxy never forwards.
 const HOP_BY_HOP: [&str; 9] = [
@@ -50,11 +81,44 @@ pub struct UpstreamError {
     pub reason: &'static str,
 }
 
-/// Why a request could not be forwarded (answered 502).
+/// How much of the upstream the agent may use, and how long it waits for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpstreamLimits {
+    /// Bound on connecting to the upstream.
+    pub connect_timeout: Duration,
+    /// Bound on the upstream's response head, from sending the request.
+    pub response_timeout: Duration,
+    /// Requests forwarded at once (a request counts until its response body is sent); more
+    /// wait up to `response_timeout`, then get `503 SlowDown`.
+    pub max_in_flight: usize,
+    /// Idle pooled connections kept to the upstream.
+    pub max_idle: usize,
+}
+
+impl Default for UpstreamLimits {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(60),
+            max_in_flight: 1024,
+            max_idle: 256,
+        }
+    }
+}
+
+/// Why a request could not be forwarded (502, or 503/504 for the limits).
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
+    #[error("{0} requests to the upstream are in flight already")]
+    Busy(usize),
+    #[error("the upstream did not answer within {0:?}")]
+    Timeout(Duration),
     #[error("cannot build the upstream request: {0}")]
     Uri(#[from] http::Error),
+    #[error("cannot build the upstream request: {0}")]
+    Path(#[from] http::uri::InvalidUri),
+    #[error("cannot build the upstream request: {0}")]
+    Host(#[from] http::header::InvalidHeaderValue),
     #[error("upstream request failed: {0}")]
     Upstream(#[from] hyper_util::client::legacy::Error),
 }
@@ -63,6 +127,8 @@ pub enum ForwardError {
 pub struct Upstream {
     client: Client<HttpConnector, Incoming>,
     authority: Authority,
+    limits: UpstreamLimits,
+    in_flight: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -75,7 +141,7 @@ impl std::fmt::Debug for Upstream {
 
 impl Upstream {
     /// A client for `http://HOST:PORT` (a path, if any, is ignored: request paths are kept).
-    pub fn new(uri: &Uri) -> Result<Self, UpstreamError> {
+    pub fn new(uri: &Uri, limits: UpstreamLimits) -> Result<Self, UpstreamError> {
         let fail = |reason| UpstreamError {
             uri: uri.to_string(),
             reason,
@@ -85,13 +151,19 @@ impl Upstream {
         }
         let authority = uri.authority().cloned().ok_or_else(|| fail("no host"))?;
         let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.set_connect_timeout(Some(limits.connect_timeout));
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(limits.max_idle)
             .build(connector);
-        Ok(Self { client, authority })
+        Ok(Self {
+            client,
+            authority,
+            limits,
+            in_flight: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
+        })
     }
 
     /// Forwards an allowed request and streams back the upstream's response.
@@ -102,55 +174,79 @@ impl Upstream {
         allowed: &Allowed,
     ) -> Result<Response<Body>, ForwardError> {
         let (mut parts, body) = req.into_parts();
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        // Forward exactly what was decided: the canonical path (a path-style bucket written as
+        // the name that was checked) and the canonical host, whatever the client sent.
+        let canonical = &allowed.canonical;
+        let path = PathAndQuery::try_from(canonical.path_and_query.as_str())?;
         let uri = Uri::builder()
             .scheme(Scheme::HTTP)
             .authority(self.authority.clone())
             .path_and_query(path)
             .build()?;
-        // The upstream routes virtual-hosted requests by Host; HTTP/2 carries it in :authority.
-        if !parts.headers.contains_key(header::HOST) {
-            if let Some(v) = parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            {
-                parts.headers.insert(header::HOST, v);
-            }
-        }
+        let host = HeaderValue::try_from(canonical.host.to_string())?;
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
+        strip_rerouting(&mut parts.headers);
+        parts.headers.insert(header::HOST, host.clone());
         // hyper answered any `Expect: 100-continue` towards the client already.
         parts.headers.remove(header::EXPECT);
-        set_forwarding_headers(&mut parts.headers, conn, allowed);
+        set_forwarding_headers(&mut parts.headers, conn, allowed, host);
 
-        let response = self
-            .client
-            .request(Request::from_parts(parts, body))
-            .await?;
+        let wait = self.limits.response_timeout;
+        let permit = tokio::time::timeout(wait, self.in_flight.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or(ForwardError::Busy(self.limits.max_in_flight))?;
+        let response =
+            tokio::time::timeout(wait, self.client.request(Request::from_parts(parts, body)))
+                .await
+                .map_err(|_| ForwardError::Timeout(wait))??;
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, body.boxed()))
+        Ok(Response::from_parts(
+            parts,
+            HoldBody::new(body, permit).boxed(),
+        ))
     }
 }
 
-/// The 502 answered when the upstream fails (the details go to the log, not the client).
-pub fn bad_gateway(allowed: &Allowed, host_id: &str) -> Response<Body> {
+/// The answer when the upstream fails (the details go to the log, not the client): 503 when
+/// too many requests are in flight, 504 when it did not answer in time, else 502.
+pub fn failure_response(e: &ForwardError, allowed: &Allowed, host_id: &str) -> Response<Body> {
+    let (status, code, message) = match e {
+        ForwardError::Busy(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SlowDown",
+            "too many requests are in flight to the storage upstream; retry later",
+        ),
+        ForwardError::Timeout(_) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "GatewayTimeout",
+            "the storage upstream did not answer in time",
+        ),
+        _ => (
+            StatusCode::BAD_GATEWAY,
+            "BadGateway",
+            "the storage upstream did not answer",
+        ),
+    };
     error_response(
-        StatusCode::BAD_GATEWAY,
-        "BadGateway",
-        "the storage upstream did not answer",
-        allowed.bucket.as_ref().map(|b| b.as_str()),
+        status,
+        code,
+        message,
+        allowed.bucket().map(|b| b.as_str()),
         host_id,
     )
 }
 
-fn set_forwarding_headers(headers: &mut HeaderMap, conn: &ConnInfo, allowed: &Allowed) {
+fn set_forwarding_headers(
+    headers: &mut HeaderMap,
+    conn: &ConnInfo,
+    allowed: &Allowed,
+    host: HeaderValue,
+) {
     let tlsfleet: Vec<HeaderName> = headers
         .keys()
         .filter(|k| k.as_str().starts_with("x-tlsfleet-"))
@@ -161,10 +257,23 @@ fn set_forwarding_headers(headers: &mut HeaderMap, conn: &ConnInfo, allowed: &Al
     }
     // The agent terminates the client's TLS: it is the first hop, so whatever chain of
     // addresses the client claims is replaced, not extended.
-    if let Ok(v) = HeaderValue::from_str(&conn.peer.ip().to_canonical().to_string()) {
+    let peer = conn.peer.ip().to_canonical();
+    if let Ok(v) = HeaderValue::from_str(&peer.to_string()) {
         headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+    // An upstream that routes by the forwarded host must see the host that was decided on.
+    let forwarded_for = match peer {
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+        std::net::IpAddr::V6(ip) => format!("\"[{ip}]\""),
+    };
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "for={forwarded_for};proto=https;host=\"{}\"",
+        allowed.canonical.host
+    )) {
+        headers.insert(FORWARDED, v);
+    }
+    headers.insert(X_FORWARDED_HOST, host);
     headers.insert(
         X_TLS_VERSION,
         HeaderValue::from_static(conn.version.as_str()),
@@ -174,11 +283,27 @@ fn set_forwarding_headers(headers: &mut HeaderMap, conn: &ConnInfo, allowed: &Al
         HeaderValue::from_static(conn.suite.iana_name()),
     );
     if let Some(v) = allowed
-        .bucket
-        .as_ref()
+        .bucket()
         .and_then(|b| HeaderValue::from_str(b.as_str()).ok())
     {
         headers.insert(X_BUCKET, v);
+    }
+}
+
+/// Removes the headers that proxies and storage servers use to re-route a request (another
+/// host, path or method than the request line's), so the upstream can only serve what was
+/// decided. The ones the agent sets itself (`Forwarded`, `X-Forwarded-*`) are written anew.
+fn strip_rerouting(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| {
+            let k = k.as_str();
+            REROUTING.contains(&k) || REROUTING_PREFIXES.iter().any(|p| k.starts_with(p))
+        })
+        .cloned()
+        .collect();
+    for name in named {
+        headers.remove(name);
     }
 }
 
@@ -221,7 +346,8 @@ mod tests {
 
     #[test]
     fn refuses_non_http_upstreams() {
-        assert!(Upstream::new(&Uri::from_static("https://127.0.0.1:1")).is_err());
-        assert!(Upstream::new(&Uri::from_static("/path")).is_err());
+        let l = UpstreamLimits::default();
+        assert!(Upstream::new(&Uri::from_static("https://127.0.0.1:1"), l).is_err());
+        assert!(Upstream::new(&Uri::from_static("/path"), l).is_err());
     }
 }

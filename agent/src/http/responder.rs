@@ -10,7 +10,7 @@ use super::{enforce::Allowed, Body, ConnInfo};
 /// `200 application/json`: bucket, TLS version, cipher suite (IANA name), policy revision, SNI.
 pub fn respond(conn: &ConnInfo, allowed: &Allowed) -> Response<Body> {
     let doc = serde_json::json!({
-        "bucket": allowed.bucket.as_ref().map(|b| b.as_str()),
+        "bucket": allowed.bucket().map(|b| b.as_str()),
         "tls_version": conn.version.as_str(),
         "cipher_suite": conn.suite.iana_name(),
         "revision": allowed.revision,

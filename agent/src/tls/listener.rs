@@ -13,14 +13,15 @@
 use std::{sync::Arc, time::Duration};
 
 use rustls::{server::Acceptor, ServerConfig};
-use tlsfleet_policy::{tls, BucketName};
+use tlsfleet_net::{ConnLimiter, LimitExceeded};
+use tlsfleet_policy::{names::normalize_name, tls, BucketName};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{server::TlsStream, LazyConfigAcceptor};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
 use crate::{
-    http::{self, host::normalize_name, ConnInfo, Context, Domains, HostKind},
+    http::{self, ConnInfo, Context, Domains, HostKind},
     metrics::{HandshakeFailure, Refusal},
     table::TableSnapshot,
 };
@@ -52,10 +53,12 @@ pub fn select_config(
 }
 
 /// Accepts connections until `shutdown`; each connection runs on `tracker` and ends on
-/// `force` (after the grace period) if still open.
+/// `force` (after the grace period) if still open. A connection over `limiter`'s caps is
+/// closed at once, before any TLS.
 pub async fn accept_loop(
     listener: TcpListener,
     ctx: Arc<Context>,
+    limiter: Arc<ConnLimiter>,
     handshake_timeout: Duration,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -68,6 +71,18 @@ pub async fn accept_loop(
         };
         match accepted {
             Ok((tcp, peer)) => {
+                let permit = match limiter.try_acquire(peer.ip()) {
+                    Ok(permit) => permit,
+                    Err(e) => {
+                        let reason = match e {
+                            LimitExceeded::Total(_) => Refusal::ConnectionLimit,
+                            LimitExceeded::PerSource(_) => Refusal::SourceLimit,
+                        };
+                        ctx.metrics.refused(reason);
+                        tracing::debug!(%peer, error = %e, "connection refused");
+                        continue;
+                    }
+                };
                 let conn = connection(
                     tcp,
                     ctx.clone(),
@@ -75,7 +90,16 @@ pub async fn accept_loop(
                     shutdown.clone(),
                     force.clone(),
                 );
-                tracker.spawn(conn.instrument(tracing::debug_span!("conn", %peer)));
+                let metrics = ctx.metrics.clone();
+                metrics.connection_opened();
+                tracker.spawn(
+                    async move {
+                        conn.await;
+                        drop(permit);
+                        metrics.connection_closed();
+                    }
+                    .instrument(tracing::debug_span!("conn", %peer)),
+                );
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -125,6 +149,7 @@ async fn connection(
         }
     };
     let (_, tls_conn) = stream.get_ref();
+    let h2 = tls_conn.alpn_protocol() == Some(b"h2".as_slice());
     let negotiated = tls_conn
         .protocol_version()
         .and_then(tls::served_version)
@@ -146,6 +171,7 @@ async fn connection(
         sni,
         version,
         suite,
+        h2,
     });
     http::serve(*stream, ctx, info, shutdown, force).await;
 }

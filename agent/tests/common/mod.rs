@@ -22,8 +22,9 @@ use rustls::{
     ClientConfig, RootCertStore, SupportedCipherSuite,
 };
 use tlsfleet_agent::{
+    http::proxy::UpstreamLimits,
     metrics::Metrics,
-    server::{DataPlane, DataPlaneConfig},
+    server::{ConnectionLimits, DataPlane, DataPlaneConfig},
     table::PolicyTable,
     tls::{CertResolver, ConfigFactory},
 };
@@ -197,6 +198,8 @@ pub struct AgentOptions {
     pub upstream: Option<http::Uri>,
     pub handshake_timeout: Duration,
     pub grace: Option<Duration>,
+    pub connections: ConnectionLimits,
+    pub upstream_limits: UpstreamLimits,
 }
 
 impl Default for AgentOptions {
@@ -206,6 +209,8 @@ impl Default for AgentOptions {
             upstream: None,
             handshake_timeout: Duration::from_secs(5),
             grace: None,
+            connections: ConnectionLimits::default(),
+            upstream_limits: UpstreamLimits::default(),
         }
     }
 }
@@ -237,6 +242,8 @@ impl Agent {
                 upstream: opts.upstream,
                 admin_listen: Some("127.0.0.1:0".parse().unwrap()),
                 handshake_timeout: opts.handshake_timeout,
+                connections: opts.connections,
+                upstream_limits: opts.upstream_limits,
             },
             metrics.clone(),
         )

@@ -1,0 +1,13 @@
+//! Connection guards shared by the agent's TLS listener and the control plane's REST listener.
+//!
+//! * [`ConnLimiter`]: at most N open connections in total and M per source address; a
+//!   connection over either cap is refused at accept.
+//! * [`Activity`]: counts a connection's requests in flight (a response counts until its body
+//!   has been sent) and tells when it has had none for a while, so that a connection that
+//!   sends nothing, or stops sending, is closed whatever its protocol.
+
+mod activity;
+mod limit;
+
+pub use activity::{Activity, HoldBody, RequestGuard};
+pub use limit::{ConnLimiter, ConnPermit, LimitExceeded};
