@@ -5,6 +5,7 @@ pub mod agent;
 pub mod control;
 pub mod etcd;
 pub mod grpc;
+pub mod lenient;
 pub mod ports;
 pub mod procs;
 pub mod rest;
