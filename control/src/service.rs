@@ -88,6 +88,8 @@ impl Policies {
         mut config: HttpsConfig,
         actor: &str,
     ) -> Result<PutOutcome, PolicyError> {
+        // Bounded lists first: nothing below may grow with a hostile list.
+        config.check_bounds()?;
         config.normalize();
         let effective = config.effective()?;
         let value = StoredPolicy {

@@ -1,6 +1,15 @@
 //! The stored policy: exactly the OSS `HttpsConfiguration` schema.
 
-use std::{fmt, str::FromStr};
+use std::{collections::HashSet, fmt, hash::Hash, str::FromStr};
+
+/// `<TLSVersion>` entries a policy may hold (there are four versions; repeats are dropped).
+pub const MAX_TLS_VERSIONS: usize = 16;
+/// Names one custom cipher-suite list may hold. OpenSSL knows about 160 TLS 1.2 and 1.3
+/// suites; a longer list is not a policy, and refusing it before any other work bounds what
+/// a request can cost.
+pub const MAX_SUITES_PER_LIST: usize = 200;
+/// The longest cipher-suite name accepted (the longest IANA name has 49 characters).
+pub const MAX_SUITE_NAME: usize = 100;
 
 /// A bucket's HTTPS configuration, as stored and echoed (the PUT body = the GET body).
 ///
@@ -127,12 +136,8 @@ impl HttpsConfig {
     }
 }
 
-fn dedup_in_order<T: PartialEq + Clone>(v: &mut Vec<T>) {
-    let mut out: Vec<T> = Vec::with_capacity(v.len());
-    for x in v.drain(..) {
-        if !out.contains(&x) {
-            out.push(x);
-        }
-    }
-    *v = out;
+/// Keeps the first occurrence of each value, in order; linear time.
+fn dedup_in_order<T: Eq + Hash + Clone>(v: &mut Vec<T>) {
+    let mut seen: HashSet<T> = HashSet::with_capacity(v.len());
+    v.retain(|x| seen.insert(x.clone()));
 }

@@ -3,7 +3,9 @@
 use std::fmt;
 
 use crate::{
-    config::{CipherSuiteConfig, TlsVersion},
+    config::{
+        CipherSuiteConfig, TlsVersion, MAX_SUITES_PER_LIST, MAX_SUITE_NAME, MAX_TLS_VERSIONS,
+    },
     suites::{self, ServedSuite, SuiteProtocol},
     HttpsConfig,
 };
@@ -238,6 +240,7 @@ impl HttpsConfig {
     /// no cipher suite `InvalidArgument` unconditionally, and a stored document never holds
     /// nonsense that a later toggle could activate.
     pub fn effective(&self) -> Result<EffectivePolicy, ValidationError> {
+        self.check_bounds()?;
         let mut dropped = Vec::new();
         let mut versions = self.served_versions(&mut dropped)?;
         let lists = match &self.cipher_suite {
@@ -310,6 +313,42 @@ impl HttpsConfig {
         })
     }
 
+    /// Refuses (`InvalidArgument`) lists longer than [`MAX_TLS_VERSIONS`] or
+    /// [`MAX_SUITES_PER_LIST`], and names longer than [`MAX_SUITE_NAME`]. Constant work per
+    /// entry, nothing else: call it before anything that grows with the lists.
+    pub fn check_bounds(&self) -> Result<(), ValidationError> {
+        let n = self.tls.tls_versions.len();
+        if n > MAX_TLS_VERSIONS {
+            return Err(ValidationError::invalid(format!(
+                "the policy lists {n} TLSVersion entries; at most {MAX_TLS_VERSIONS} are accepted"
+            )));
+        }
+        if let Some(cs) = &self.cipher_suite {
+            for version in ServedVersion::ALL {
+                let list = match version {
+                    ServedVersion::Tls12 => &cs.custom_cipher_suites,
+                    ServedVersion::Tls13 => &cs.tls13_custom_cipher_suites,
+                };
+                if list.len() > MAX_SUITES_PER_LIST {
+                    return Err(ValidationError::invalid(format!(
+                        "{} lists {} cipher suites; at most {MAX_SUITES_PER_LIST} are accepted",
+                        version.custom_list_element(),
+                        list.len()
+                    )));
+                }
+                if let Some(long) = list.iter().find(|n| n.len() > MAX_SUITE_NAME) {
+                    return Err(ValidationError::invalid(format!(
+                        "{} in {} is not a TLS cipher suite: longer than {MAX_SUITE_NAME} \
+                         characters",
+                        quoted(long),
+                        version.custom_list_element()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The version mask of `<TLS>`, before cipher lists can remove a version.
     fn served_versions(&self, dropped: &mut Vec<Dropped>) -> Result<u8, ValidationError> {
         if !self.tls.enable {
@@ -375,8 +414,9 @@ impl<'a> CustomLists<'a> {
 impl<'a> CustomList<'a> {
     fn resolve(names: &'a [String], version: ServedVersion) -> Result<Self, ValidationError> {
         let mut list = Self::default();
+        let mut seen = std::collections::HashSet::with_capacity(names.len());
         for name in names {
-            if list.names.contains(&name.as_str()) {
+            if !seen.insert(name.as_str()) {
                 continue;
             }
             let row = suites::lookup(name).ok_or_else(|| {

@@ -20,7 +20,10 @@ use quick_xml::{
     Reader,
 };
 
-use crate::{CipherSuiteConfig, HttpsConfig, TlsConfig, TlsVersion};
+use crate::{
+    config::{MAX_SUITES_PER_LIST, MAX_TLS_VERSIONS},
+    CipherSuiteConfig, HttpsConfig, TlsConfig, TlsVersion,
+};
 
 /// Why a body is not a valid `<HttpsConfiguration>` (`400 MalformedXML`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +32,8 @@ pub struct XmlError(pub String);
 
 /// Maximum element nesting accepted before the parser gives up.
 pub const MAX_DEPTH: usize = 8;
+/// The most text one element may hold (blanks around a value included).
+pub const MAX_LEAF_TEXT: usize = 8 * 1024;
 
 /// Parses a PUT body. Structure errors (not XML, wrong root, missing `<TLS>`/`<Enable>`,
 /// non-boolean, unknown version string, too deep) are `XmlError`. Semantic checks
@@ -259,7 +264,15 @@ impl Document {
 
     fn text(&mut self, text: &str) -> Result<(), XmlError> {
         match self.stack.last() {
-            Some(Frame::Leaf(_)) => self.text.push_str(text),
+            Some(Frame::Leaf(leaf)) => {
+                if self.text.len() + text.len() > MAX_LEAF_TEXT {
+                    return Err(XmlError(format!(
+                        "<{}> holds more than {MAX_LEAF_TEXT} bytes of text",
+                        leaf.name()
+                    )));
+                }
+                self.text.push_str(text);
+            }
             Some(Frame::Unknown) => {}
             _ if text.trim_matches(is_xml_whitespace).is_empty() => {}
             Some(frame) => {
@@ -310,6 +323,11 @@ impl Document {
                 if leaf == Leaf::TlsEnable {
                     set_once(enable, parse_bool(leaf, value)?, leaf)?;
                 } else {
+                    if versions.len() >= MAX_TLS_VERSIONS {
+                        return Err(XmlError(format!(
+                            "more than {MAX_TLS_VERSIONS} <TLSVersion> elements"
+                        )));
+                    }
                     let v = value
                         .parse()
                         .map_err(|e| XmlError(format!("<TLSVersion>: {e}")))?;
@@ -327,8 +345,20 @@ impl Document {
                     Leaf::Strong => {
                         set_once(&mut cs.strong_cipher_suite, parse_bool(leaf, value)?, leaf)?
                     }
-                    Leaf::Custom => cs.custom_cipher_suites.push(value.to_owned()),
-                    _ => cs.tls13_custom_cipher_suites.push(value.to_owned()),
+                    _ => {
+                        let list = if leaf == Leaf::Custom {
+                            &mut cs.custom_cipher_suites
+                        } else {
+                            &mut cs.tls13_custom_cipher_suites
+                        };
+                        if list.len() >= MAX_SUITES_PER_LIST {
+                            return Err(XmlError(format!(
+                                "more than {MAX_SUITES_PER_LIST} <{}> elements",
+                                leaf.name()
+                            )));
+                        }
+                        list.push(value.to_owned());
+                    }
                 }
             }
         }

@@ -14,6 +14,24 @@ pub enum ConvertError {
     Version(#[from] policy::config::UnknownTlsVersion),
     #[error(transparent)]
     Bucket(#[from] policy::InvalidBucketName),
+    #[error("{what} has {len} entries; at most {max} are accepted")]
+    TooMany {
+        what: &'static str,
+        len: usize,
+        max: usize,
+    },
+}
+
+/// Refuses a list longer than `max` before any work is done on it.
+fn bounded<T>(what: &'static str, list: &[T], max: usize) -> Result<(), ConvertError> {
+    if list.len() > max {
+        return Err(ConvertError::TooMany {
+            what,
+            len: list.len(),
+            max,
+        });
+    }
+    Ok(())
 }
 
 impl From<&policy::HttpsConfig> for v1::HttpsConfig {
@@ -44,6 +62,24 @@ impl TryFrom<v1::HttpsConfig> for policy::HttpsConfig {
     /// Lists are de-duplicated (order kept), as the XML codec does.
     fn try_from(c: v1::HttpsConfig) -> Result<Self, Self::Error> {
         let tls = c.tls.ok_or(ConvertError::Missing("config.tls"))?;
+        bounded(
+            "tls.tls_versions",
+            &tls.tls_versions,
+            policy::config::MAX_TLS_VERSIONS,
+        )?;
+        if let Some(cs) = &c.cipher_suite {
+            let max = policy::config::MAX_SUITES_PER_LIST;
+            bounded(
+                "cipher_suite.custom_cipher_suites",
+                &cs.custom_cipher_suites,
+                max,
+            )?;
+            bounded(
+                "cipher_suite.tls13_custom_cipher_suites",
+                &cs.tls13_custom_cipher_suites,
+                max,
+            )?;
+        }
         let tls_versions = tls
             .tls_versions
             .iter()

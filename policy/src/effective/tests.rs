@@ -459,3 +459,55 @@ fn every_effective_key_serves_something() {
         }
     }
 }
+
+#[test]
+fn list_lengths_are_bounded_before_any_work() {
+    use crate::config::{MAX_SUITES_PER_LIST, MAX_SUITE_NAME, MAX_TLS_VERSIONS};
+    let many: Vec<String> = (0..80_000).map(|i| format!("SUITE-{i}")).collect();
+    let names: Vec<&str> = many.iter().map(String::as_str).collect();
+    let started = std::time::Instant::now();
+    let e = custom(&[TlsVersion::Tls12], &names, &[])
+        .effective()
+        .unwrap_err();
+    assert_eq!(e.kind, ValidationErrorKind::InvalidArgument);
+    assert!(e.message.contains("at most 200"), "{}", e.message);
+    // Linear or better: the quadratic version took seconds for this list.
+    assert!(started.elapsed() < std::time::Duration::from_millis(500));
+
+    let at_limit: Vec<&str> = names[..MAX_SUITES_PER_LIST].to_vec();
+    let e = custom(&[TlsVersion::Tls12], &at_limit, &[])
+        .effective()
+        .unwrap_err();
+    assert!(
+        e.message.contains("not a TLS cipher suite"),
+        "{}",
+        e.message
+    );
+    let long = "X".repeat(MAX_SUITE_NAME + 1);
+    let e = custom(&[TlsVersion::Tls12], &[&long], &[])
+        .effective()
+        .unwrap_err();
+    assert!(e.message.contains("longer than"), "{}", e.message);
+    let mut versions = custom(&[TlsVersion::Tls12], &[], &[]);
+    versions.tls.tls_versions = vec![TlsVersion::Tls12; MAX_TLS_VERSIONS + 1];
+    assert!(versions.check_bounds().is_err());
+    versions.tls.tls_versions.truncate(MAX_TLS_VERSIONS);
+    assert!(versions.check_bounds().is_ok());
+}
+
+#[test]
+fn dedup_is_linear_and_keeps_first_occurrences() {
+    let many: Vec<String> = (0..100_000).map(|i| format!("N{}", i % 7)).collect();
+    let mut c = custom(
+        &[TlsVersion::Tls13, TlsVersion::Tls12, TlsVersion::Tls13],
+        &[],
+        &[],
+    );
+    c.cipher_suite.as_mut().unwrap().custom_cipher_suites = many;
+    let started = std::time::Instant::now();
+    c.dedup();
+    assert!(started.elapsed() < std::time::Duration::from_millis(500));
+    assert_eq!(c.tls.tls_versions, [TlsVersion::Tls13, TlsVersion::Tls12]);
+    let cs = c.cipher_suite.unwrap().custom_cipher_suites;
+    assert_eq!(cs, ["N0", "N1", "N2", "N3", "N4", "N5", "N6"]);
+}

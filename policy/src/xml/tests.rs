@@ -288,3 +288,27 @@ fn prints_every_field_escaped() {
     );
     assert_eq!(parse(printed.as_bytes()), Ok(config));
 }
+
+#[test]
+fn list_lengths_and_text_are_bounded_while_parsing() {
+    let suites: String = (0..201)
+        .map(|i| format!("<CustomCipherSuite>S{i}</CustomCipherSuite>"))
+        .collect();
+    let body = doc(&format!(
+        "<TLS><Enable>true</Enable><TLSVersion>TLSv1.2</TLSVersion></TLS>\
+         <CipherSuite><Enable>true</Enable>{suites}</CipherSuite>"
+    ));
+    assert!(err(&body).contains("more than 200"), "{}", err(&body));
+    let versions = "<TLSVersion>TLSv1.2</TLSVersion>".repeat(17);
+    let body = doc(&format!("<TLS><Enable>true</Enable>{versions}</TLS>"));
+    assert!(err(&body).contains("more than 16"), "{}", err(&body));
+    let body = doc(&format!(
+        "<TLS><Enable>true</Enable><TLSVersion>{}</TLSVersion></TLS>",
+        " ".repeat(9000)
+    ));
+    assert!(
+        err(&body).contains("more than 8192 bytes"),
+        "{}",
+        err(&body)
+    );
+}
