@@ -32,6 +32,10 @@ pub struct CachedSnapshot {
     pub revision: i64,
     /// Every bucket's stored policy.
     pub policies: Vec<(BucketName, HttpsConfig)>,
+    /// The store the revision comes from, if known.
+    pub store_id: Option<String>,
+    /// Buckets refused because their newest policy could not be read: they stay refused.
+    pub refused: Vec<BucketName>,
 }
 
 /// Why the cache could not be read or written.
@@ -114,6 +118,8 @@ impl Cache {
                 .into_iter()
                 .map(|e| (e.bucket, e.config))
                 .collect(),
+            store_id: file.store_id,
+            refused: file.refused,
         }))
     }
 
@@ -133,6 +139,8 @@ impl Cache {
                 .iter()
                 .map(|(bucket, config)| EntryRef { bucket, config })
                 .collect(),
+            store_id: snapshot.store_id.as_deref(),
+            refused: &snapshot.refused,
         };
         let temp = self.dir.join(TEMP_NAME);
         let written = write_synced(&temp, &file);
@@ -168,10 +176,15 @@ struct Header {
 }
 
 // `format` is checked through `Header`.
+// `store_id` and `refused` were added within version 1: absent means none.
 #[derive(Deserialize)]
 struct FileV1 {
     revision: i64,
     policies: Vec<Entry>,
+    #[serde(default)]
+    store_id: Option<String>,
+    #[serde(default)]
+    refused: Vec<BucketName>,
 }
 
 #[derive(Deserialize)]
@@ -185,6 +198,10 @@ struct FileRefV1<'a> {
     format: u32,
     revision: i64,
     policies: Vec<EntryRef<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    refused: &'a [BucketName],
 }
 
 #[derive(Serialize)]

@@ -120,6 +120,11 @@ pub struct Args {
     )]
     pub access_key_secret: Option<String>,
 
+    /// Allow plaintext http:// control servers off loopback. Without TLS anyone on the path
+    /// can change (or empty) the policies this agent enforces.
+    #[arg(long)]
+    pub insecure: bool,
+
     /// PEM CA bundle that https control servers' certificates must chain to.
     #[arg(long, value_name = "FILE")]
     pub control_ca: Option<PathBuf>,
@@ -205,6 +210,7 @@ impl Args {
                 )),
                 _ => None,
             },
+            insecure: self.insecure,
         };
         cfg.backoff_min = self.reconnect_min;
         cfg.backoff_max = self.reconnect_max;
@@ -232,26 +238,7 @@ fn read(flag: &'static str, path: &PathBuf) -> Result<Vec<u8>, ConfigError> {
     })
 }
 
-/// `10s`, `500ms`, `2m`, `1h` (a whole number and a unit; zero is refused).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a number and a unit, e.g. 10s or 500ms"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => return Err(format!("{s:?}: the unit must be ms, s, m or h")),
-    };
-    if d.is_zero() {
-        return Err(format!("{s:?}: must be more than zero"));
-    }
-    Ok(d)
-}
+pub use tlsfleet_net::parse_duration;
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
     let (k, v) = s

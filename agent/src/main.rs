@@ -107,7 +107,16 @@ fn restore(cache: &Cache, table: &PolicyTable, metrics: &Metrics) {
         }
     };
     let (revision, count) = (snapshot.revision, snapshot.policies.len());
-    let outcome = table.apply_snapshot(revision, snapshot.policies);
+    let refused: Vec<tlsfleet_agent::table::BucketError> = snapshot
+        .refused
+        .iter()
+        .map(|b| tlsfleet_agent::table::BucketError {
+            bucket: b.to_string(),
+            reason: "refused when cached".to_owned(),
+        })
+        .collect();
+    let outcome = table.apply_snapshot_refusing(revision, snapshot.policies, &refused);
+    table.set_store_id(snapshot.store_id.unwrap_or_default());
     for e in &outcome.errors {
         warn!(bucket = %e.bucket, reason = %e.reason, "cached policy cannot be served");
     }

@@ -52,9 +52,15 @@ impl ApplyOutcome {
 /// One distinct stored policy and what the edge serves of it, shared by every bucket that
 /// stores an equal policy: the map holds one pointer per bucket.
 struct Policy {
-    config: HttpsConfig,
+    /// The newest stored policy; `None` when the control plane sent one that did not convert.
+    config: Option<HttpsConfig>,
+    /// What is enforced: the policy's effective key, or (when that cannot be built here) what
+    /// both it and the previous policy allow, or nothing ([`PolicyKey::NONE`]) when refused.
     key: PolicyKey,
-    server_config: Arc<ServerConfig>,
+    /// `None`: the bucket is refused (no handshake, every request 403).
+    server_config: Option<Arc<ServerConfig>>,
+    /// Not interned: a fallback or refusal of one bucket.
+    own: bool,
 }
 
 type Entry = Arc<Policy>;
@@ -92,26 +98,52 @@ impl TableSnapshot {
         self.buckets.is_empty()
     }
 
-    /// The effective policy enforced for `bucket`: its own, or [`PolicyKey::ALL`] for a
-    /// bucket without one (management disabled is the OSS default).
+    /// The effective policy enforced for `bucket`: its own, [`PolicyKey::ALL`] for a bucket
+    /// without one (management disabled is the OSS default), [`PolicyKey::NONE`] for a
+    /// refused one.
     pub fn policy_key(&self, bucket: &str) -> PolicyKey {
         self.buckets.get(bucket).map_or(PolicyKey::ALL, |e| e.key)
     }
 
-    /// The config of a bucket with a policy.
+    /// How the handshake of `bucket` is served.
+    pub fn lookup(&self, bucket: &str) -> Lookup<'_> {
+        match self.buckets.get(bucket) {
+            None => Lookup::NoPolicy,
+            Some(e) => match &e.server_config {
+                Some(c) => Lookup::Config(c),
+                None => Lookup::Refused,
+            },
+        }
+    }
+
+    /// The config of a bucket with a policy it is served with.
     pub fn server_config(&self, bucket: &str) -> Option<&Arc<ServerConfig>> {
-        self.buckets.get(bucket).map(|e| &e.server_config)
+        self.buckets
+            .get(bucket)
+            .and_then(|e| e.server_config.as_ref())
     }
 
     /// The stored policy of a bucket (buckets with equal policies share one value).
     pub fn config(&self, bucket: &str) -> Option<&HttpsConfig> {
-        self.buckets.get(bucket).map(|e| &e.config)
+        self.buckets.get(bucket).and_then(|e| e.config.as_ref())
     }
 
     /// The config for the bare domain, a missing SNI and buckets without a policy.
     pub fn endpoint(&self) -> &Arc<ServerConfig> {
         &self.endpoint
     }
+}
+
+/// How a bucket's handshakes are served.
+#[derive(Clone, Copy, Debug)]
+pub enum Lookup<'a> {
+    /// The bucket has a policy, served with this config.
+    Config(&'a Arc<ServerConfig>),
+    /// The bucket has no policy: the endpoint config serves it.
+    NoPolicy,
+    /// The bucket's newest policy cannot be served here, nor anything it and the previous one
+    /// both allow: its handshakes are refused (fail closed).
+    Refused,
 }
 
 /// One interned value and how many users it has.
@@ -137,26 +169,52 @@ impl Interner {
             .policies
             .get_mut(&fp)?
             .iter_mut()
-            .find(|c| c.value.config == *config)?;
+            .find(|c| c.value.config.as_ref() == Some(config))?;
         c.uses += 1;
         Some(c.value.clone())
     }
 
     fn insert(&mut self, policy: Entry, fp: u64) {
-        if let Some(c) = self.configs.get_mut(&policy.key) {
-            c.uses += 1;
-        } else {
-            let value = policy.server_config.clone();
-            self.configs.insert(policy.key, Counted { value, uses: 1 });
-        }
+        self.use_config(&policy);
         self.policies.entry(fp).or_default().push(Counted {
             value: policy,
             uses: 1,
         });
     }
 
+    /// One more user of the entry's `ServerConfig` (shared per key).
+    fn use_config(&mut self, policy: &Entry) {
+        let Some(server_config) = &policy.server_config else {
+            return;
+        };
+        if let Some(c) = self.configs.get_mut(&policy.key) {
+            c.uses += 1;
+        } else {
+            let value = server_config.clone();
+            self.configs.insert(policy.key, Counted { value, uses: 1 });
+        }
+    }
+
+    fn release_config(&mut self, key: PolicyKey) {
+        if let Some(c) = self.configs.get_mut(&key) {
+            c.uses -= 1;
+            if c.uses == 0 {
+                self.configs.remove(&key);
+            }
+        }
+    }
+
     fn release(&mut self, entry: &Entry) {
-        let fp = fingerprint(&entry.config);
+        if entry.own {
+            if entry.server_config.is_some() {
+                self.release_config(entry.key);
+            }
+            return;
+        }
+        let Some(config) = &entry.config else {
+            return;
+        };
+        let fp = fingerprint(config);
         let Some(slot) = self.policies.get_mut(&fp) else {
             return;
         };
@@ -171,12 +229,7 @@ impl Interner {
         if slot.is_empty() {
             self.policies.remove(&fp);
         }
-        if let Some(c) = self.configs.get_mut(&entry.key) {
-            c.uses -= 1;
-            if c.uses == 0 {
-                self.configs.remove(&entry.key);
-            }
-        }
+        self.release_config(entry.key);
     }
 }
 
@@ -185,6 +238,7 @@ pub struct PolicyTable {
     factory: ConfigFactory,
     current: ArcSwap<TableSnapshot>,
     writer: Mutex<Interner>,
+    store_id: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for PolicyTable {
@@ -200,6 +254,8 @@ impl std::fmt::Debug for PolicyTable {
 
 enum Change {
     Upsert(BucketName, HttpsConfig),
+    /// The control plane sent a policy for the bucket that did not convert: refuse it.
+    Refuse(BucketName),
     Delete(BucketName),
 }
 
@@ -218,6 +274,7 @@ impl PolicyTable {
                 distinct: 0,
             }),
             writer: Mutex::new(Interner::default()),
+            store_id: Mutex::new(None),
         }
     }
 
@@ -239,9 +296,28 @@ impl PolicyTable {
         revision: i64,
         policies: Vec<(BucketName, HttpsConfig)>,
     ) -> ApplyOutcome {
+        self.apply_snapshot_refusing(revision, policies, &[])
+    }
+
+    /// [`PolicyTable::apply_snapshot`], with `refused` buckets (their policy arrived but did
+    /// not convert) refused rather than left on an older, maybe looser, config.
+    pub fn apply_snapshot_refusing(
+        &self,
+        revision: i64,
+        policies: Vec<(BucketName, HttpsConfig)>,
+        refused: &[BucketError],
+    ) -> ApplyOutcome {
         let mut writer = self.lock_writer();
         let current = self.current.load_full();
-        let keep: HashSet<&str> = policies.iter().map(|(b, _)| b.as_str()).collect();
+        let refused: Vec<BucketName> = refused
+            .iter()
+            .filter_map(|e| e.bucket.parse().ok())
+            .collect();
+        let keep: HashSet<&str> = policies
+            .iter()
+            .map(|(b, _)| b.as_str())
+            .chain(refused.iter().map(BucketName::as_str))
+            .collect();
         let deletes: Vec<BucketName> = current
             .buckets
             .keys()
@@ -252,6 +328,7 @@ impl PolicyTable {
         let changes = policies
             .into_iter()
             .map(|(b, c)| Change::Upsert(b, c))
+            .chain(refused.into_iter().map(Change::Refuse))
             .chain(deletes.into_iter().map(Change::Delete));
         self.apply(&mut writer, &current, revision, changes, true)
     }
@@ -265,13 +342,47 @@ impl PolicyTable {
         upserts: Vec<(BucketName, HttpsConfig)>,
         deletes: Vec<BucketName>,
     ) -> ApplyOutcome {
+        self.apply_delta_refusing(revision, upserts, deletes, &[])
+    }
+
+    /// [`PolicyTable::apply_delta`], with `refused` buckets refused (see
+    /// [`PolicyTable::apply_snapshot_refusing`]).
+    pub fn apply_delta_refusing(
+        &self,
+        revision: i64,
+        upserts: Vec<(BucketName, HttpsConfig)>,
+        deletes: Vec<BucketName>,
+        refused: &[BucketError],
+    ) -> ApplyOutcome {
         let mut writer = self.lock_writer();
         let current = self.current.load_full();
+        let refused = refused
+            .iter()
+            .filter_map(|e| e.bucket.parse().ok())
+            .map(Change::Refuse);
         let changes = upserts
             .into_iter()
             .map(|(b, c)| Change::Upsert(b, c))
+            .chain(refused)
             .chain(deletes.into_iter().map(Change::Delete));
         self.apply(&mut writer, &current, revision, changes, false)
+    }
+
+    /// Records the identity of the store the applied revisions come from.
+    pub fn set_store_id(&self, id: String) {
+        let mut store_id = self
+            .store_id
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *store_id = (!id.is_empty()).then_some(id);
+    }
+
+    /// The identity of the store the applied revisions come from, if known.
+    pub fn store_id(&self) -> Option<String> {
+        self.store_id
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// The revision last applied; `None` until the first apply.
@@ -291,8 +402,19 @@ impl PolicyTable {
             .iter()
             .filter_map(|(name, e)| {
                 let bucket = BucketName::try_from(String::from(&**name)).ok()?;
-                Some((bucket, e.config.clone()))
+                Some((bucket, e.config.clone()?))
             })
+            .collect()
+    }
+
+    /// Buckets refused because their newest policy did not even convert (the cache keeps
+    /// them refused).
+    pub fn refused_without_policy(&self) -> Vec<BucketName> {
+        self.snapshot()
+            .buckets
+            .iter()
+            .filter(|(_, e)| e.config.is_none())
+            .filter_map(|(name, _)| BucketName::try_from(String::from(&**name)).ok())
             .collect()
     }
 
@@ -345,25 +467,38 @@ impl PolicyTable {
                 Change::Upsert(bucket, config) => {
                     if buckets
                         .get(bucket.as_str())
-                        .is_some_and(|e| e.config == config)
+                        .is_some_and(|e| e.config.as_ref() == Some(&config) && !e.own)
                     {
                         continue;
                     }
-                    match self.entry(interner, config) {
-                        Ok(entry) => {
-                            changed += 1;
-                            let name = bucket.into_string().into_boxed_str();
-                            if let Some(old) = buckets.insert(name, entry) {
-                                interner.release(&old);
-                            }
-                        }
+                    let previous = buckets
+                        .get(bucket.as_str())
+                        .map_or(PolicyKey::ALL, |e| e.key);
+                    let (entry, error) = match self.entry(interner, &config) {
+                        Ok(entry) => (entry, None),
                         Err(reason) => {
-                            tracing::warn!(%bucket, revision, %reason, "policy not applied");
-                            errors.push(BucketError {
-                                bucket: bucket.into_string(),
-                                reason,
-                            });
+                            let (entry, what) = self.fallback(interner, config, previous);
+                            (entry, Some(format!("{reason}; {what}")))
                         }
+                    };
+                    changed += 1;
+                    let name = bucket.as_str().to_owned().into_boxed_str();
+                    if let Some(old) = buckets.insert(name, entry) {
+                        interner.release(&old);
+                    }
+                    if let Some(reason) = error {
+                        tracing::warn!(%bucket, revision, %reason, "policy not applied as sent");
+                        errors.push(BucketError {
+                            bucket: bucket.into_string(),
+                            reason,
+                        });
+                    }
+                }
+                Change::Refuse(bucket) => {
+                    changed += 1;
+                    let name = bucket.into_string().into_boxed_str();
+                    if let Some(old) = buckets.insert(name, refused(None)) {
+                        interner.release(&old);
                     }
                 }
                 Change::Delete(bucket) => {
@@ -392,9 +527,9 @@ impl PolicyTable {
     }
 
     /// The entry for `config`, holding one use of its interned policy.
-    fn entry(&self, interner: &mut Interner, config: HttpsConfig) -> Result<Entry, String> {
-        let fp = fingerprint(&config);
-        if let Some(entry) = interner.reuse(&config, fp) {
+    fn entry(&self, interner: &mut Interner, config: &HttpsConfig) -> Result<Entry, String> {
+        let fp = fingerprint(config);
+        if let Some(entry) = interner.reuse(config, fp) {
             // Checked when built, but the certificate may have changed type since.
             if let Err(e) = self.factory.check(entry.key) {
                 interner.release(&entry);
@@ -414,13 +549,76 @@ impl PolicyTable {
             None => self.factory.build(key).map_err(|e| e.to_string())?,
         };
         let entry = Arc::new(Policy {
-            config,
+            config: Some(config.clone()),
             key,
-            server_config,
+            server_config: Some(server_config),
+            own: false,
         });
         interner.insert(entry.clone(), fp);
         Ok(entry)
     }
+
+    /// A policy that cannot be built here is never served looser than it says: the bucket
+    /// gets what both it and the `previous` key allow, if this agent can serve that, and is
+    /// refused otherwise. Returns the entry and what was done, for the NACK.
+    fn fallback(
+        &self,
+        interner: &mut Interner,
+        config: HttpsConfig,
+        previous: PolicyKey,
+    ) -> (Entry, String) {
+        let Ok(effective) = config.effective() else {
+            return (
+                refused(Some(config)),
+                "the bucket is refused until a policy this agent can serve arrives".to_owned(),
+            );
+        };
+        let kind = match self.factory.resolver().key_kind() {
+            crate::tls::KeyKind::Ecdsa => tlsfleet_policy::CertKeyType::Ecdsa,
+            crate::tls::KeyKind::Rsa => tlsfleet_policy::CertKeyType::Rsa,
+        };
+        let both = effective.key.intersection(previous).served_with(kind);
+        let built = interner
+            .configs
+            .get(&both)
+            .map(|c| c.value.clone())
+            .map_or_else(|| self.factory.build(both), Ok);
+        match built {
+            Ok(server_config) if both.serves_anything() => {
+                let entry = Arc::new(Policy {
+                    config: Some(config),
+                    key: both,
+                    server_config: Some(server_config),
+                    own: true,
+                });
+                interner.use_config(&entry);
+                let served: Vec<&str> = both.versions().iter().map(|v| v.as_str()).collect();
+                (
+                    entry,
+                    format!(
+                        "serving only what both this and the previous policy allow ({})",
+                        served.join(", ")
+                    ),
+                )
+            }
+            _ => (
+                refused(Some(config)),
+                "nothing both this and the previous policy allow can be served here: the \
+                 bucket is refused until a policy this agent can serve arrives"
+                    .to_owned(),
+            ),
+        }
+    }
+}
+
+/// A refused bucket: no handshake, no request.
+fn refused(config: Option<HttpsConfig>) -> Entry {
+    Arc::new(Policy {
+        config,
+        key: PolicyKey::NONE,
+        server_config: None,
+        own: true,
+    })
 }
 
 /// A hash of every field of a stored config, stable within the process; only buckets the

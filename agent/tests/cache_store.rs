@@ -44,6 +44,7 @@ fn snapshot(revision: i64) -> CachedSnapshot {
             (bucket("bucket-b"), custom_suites()),
             (bucket("bucket-c"), HttpsConfig::default()),
         ],
+        ..CachedSnapshot::default()
     }
 }
 
@@ -67,6 +68,7 @@ fn round_trip_and_replace() {
     let smaller = CachedSnapshot {
         revision: 9,
         policies: vec![(bucket("bucket-z"), tls13_only())],
+        ..CachedSnapshot::default()
     };
     cache.store(&smaller).unwrap();
     assert_eq!(cache.load().unwrap(), Some(smaller));
@@ -85,6 +87,7 @@ fn empty_table_round_trips() {
     let empty = CachedSnapshot {
         revision: 1,
         policies: vec![],
+        ..CachedSnapshot::default()
     };
     cache.store(&empty).unwrap();
     assert_eq!(cache.load().unwrap(), Some(empty));
@@ -179,4 +182,21 @@ fn unwritable_directory_is_an_error() {
     let err = Cache::new(&file).store(&snapshot(1)).unwrap_err();
     assert!(matches!(err, CacheError::Io { .. }), "{err:?}");
     assert!(err.to_string().contains("a-file"), "{err}");
+}
+
+#[test]
+fn store_identity_and_refused_buckets_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::new(dir.path());
+    let full = CachedSnapshot {
+        store_id: Some("etcd-0123".into()),
+        refused: vec![bucket("bucket-r")],
+        ..snapshot(11)
+    };
+    cache.store(&full).unwrap();
+    assert_eq!(cache.load().unwrap(), Some(full));
+    // A file written before these fields existed reads as "unknown store, nothing refused".
+    fs::write(cache.path(), br#"{"format":1,"revision":3,"policies":[]}"#).unwrap();
+    let old = cache.load().unwrap().unwrap();
+    assert_eq!((old.revision, old.store_id, old.refused), (3, None, vec![]));
 }

@@ -130,6 +130,7 @@ async fn an_agent_started_while_control_is_down_serves_from_its_cache() {
     let cached = CachedSnapshot {
         revision: 42,
         policies: vec![(bucket("bucket-a"), versions(&[TlsVersion::Tls13]))],
+        ..CachedSnapshot::default()
     };
     Cache::new(&cache_dir).store(&cached).unwrap();
     let cache_flag = cache_dir.to_str().unwrap();
@@ -186,7 +187,8 @@ async fn an_agent_follows_the_control_plane_and_caches_what_it_applied() {
     assert!(auth::verify(
         SECRET,
         &header,
-        "/tlsfleet.v1.FleetService/Sync"
+        "/tlsfleet.v1.FleetService/Sync",
+        &hello_digest(&call.hello)
     ));
 
     let body = agent

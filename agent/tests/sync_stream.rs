@@ -12,10 +12,10 @@ use tlsfleet_agent::{
     cache::Cache,
     metrics::{Metrics, SyncState},
     sync::{ControlTls, Credentials, SyncClient, SyncConfig},
-    table::PolicyTable,
+    table::{Lookup, PolicyTable},
     tls::{CertResolver, ConfigFactory},
 };
-use tlsfleet_policy::{CipherSuiteConfig, HttpsConfig, TlsVersion};
+use tlsfleet_policy::{CipherSuiteConfig, HttpsConfig, PolicyKey, TlsVersion};
 use tlsfleet_proto::{
     auth::{self, SignedHeader},
     v1::{self as pb, agent_message, BucketPolicy},
@@ -114,7 +114,8 @@ async fn snapshot_then_deltas_are_acked_nacked_and_resumed_from_our_revision() {
     assert!(auth::verify(
         SECRET,
         &header,
-        "/tlsfleet.v1.FleetService/Sync"
+        "/tlsfleet.v1.FleetService/Sync",
+        &hello_digest(&call.hello)
     ));
     assert!(!agent.table.is_ready(), "ready before any snapshot");
 
@@ -159,11 +160,12 @@ async fn snapshot_then_deltas_are_acked_nacked_and_resumed_from_our_revision() {
     failed.sort();
     assert_eq!(failed, ["Not_A_Bucket", "bucket-a"]);
     assert!(nack.errors.iter().all(|e| !e.reason.is_empty()));
-    assert_eq!(
-        policy_of(&agent.table, "bucket-a"),
-        Some(tls13.clone()),
-        "kept its previous config"
-    );
+    // Refused, not kept on its previous config: the newest policy is unknown.
+    assert_eq!(policy_of(&agent.table, "bucket-a"), None);
+    assert!(matches!(
+        agent.table.snapshot().lookup("bucket-a"),
+        Lookup::Refused
+    ));
     assert_eq!(policy_of(&agent.table, "bucket-d"), Some(both.clone()));
 
     // The server ends the stream (it is shutting down): the agent comes back from revision 12.
@@ -187,7 +189,7 @@ async fn snapshot_then_deltas_are_acked_nacked_and_resumed_from_our_revision() {
 }
 
 #[tokio::test]
-async fn a_snapshot_keeps_the_previous_config_of_a_bucket_it_cannot_convert() {
+async fn a_snapshot_refuses_a_bucket_whose_policy_does_not_convert() {
     let (server, mut calls) = interactive().await;
     let agent = Agent::start(vec![server.url()], None, new_table());
     let tls13 = versions(&[TlsVersion::Tls13]);
@@ -213,16 +215,24 @@ async fn a_snapshot_keeps_the_previous_config_of_a_bucket_it_cannot_convert() {
     };
     assert_eq!((nack.revision, nack.errors.len()), (6, 1));
     assert_eq!(nack.errors[0].bucket, "bucket-a");
-    assert_eq!(policy_of(&agent.table, "bucket-a"), Some(tls13));
+    // Never looser than the newest policy: what it says is unknown, so the bucket is refused
+    // (its older TLS 1.3-only config is not kept either).
+    assert!(matches!(
+        agent.table.snapshot().lookup("bucket-a"),
+        Lookup::Refused
+    ));
+    assert_eq!(agent.table.policy_key("bucket-a"), PolicyKey::NONE);
+    assert_eq!(policy_of(&agent.table, "bucket-a"), None);
     assert_eq!(policy_of(&agent.table, "bucket-b"), Some(both));
     assert_eq!(agent.table.revision(), Some(6));
+    assert_eq!(agent.table.refused_without_policy(), [bucket("bucket-a")]);
 
     agent.stop().await;
     server.stop().await;
 }
 
 #[tokio::test]
-async fn a_policy_the_certificate_cannot_serve_is_nacked_and_the_bucket_keeps_its_config() {
+async fn a_policy_the_certificate_cannot_serve_is_nacked_and_never_served_looser() {
     let (server, mut calls) = interactive().await;
     let agent = Agent::start(vec![server.url()], None, new_table());
     let tls13 = versions(&[TlsVersion::Tls13]);
@@ -258,7 +268,18 @@ async fn a_policy_the_certificate_cannot_serve_is_nacked_and_the_bucket_keeps_it
         "{}",
         nack.errors[0].reason
     );
-    assert_eq!(policy_of(&agent.table, "bucket-a"), Some(tls13.clone()));
+    // What both the old (TLS 1.3 only) and the new (TLS 1.2, RSA) policy allow is nothing:
+    // the bucket is refused rather than left on TLS 1.3.
+    assert!(
+        nack.errors[0].reason.contains("refused"),
+        "{}",
+        nack.errors[0].reason
+    );
+    assert!(matches!(
+        agent.table.snapshot().lookup("bucket-a"),
+        Lookup::Refused
+    ));
+    assert_eq!(policy_of(&agent.table, "bucket-a"), Some(rsa_only));
     assert_eq!(policy_of(&agent.table, "bucket-b"), Some(tls13));
     assert_eq!(agent.table.revision(), Some(2));
 
@@ -372,6 +393,7 @@ async fn an_https_control_server_is_reached_over_mtls() {
     let ca_only = ControlTls {
         ca_pem: Some(ca.cert_pem.clone().into_bytes()),
         client_identity: None,
+        insecure: false,
     };
     let (metrics, shutdown, task) = start(ca_only.clone());
     eventually("a failed attempt", || {

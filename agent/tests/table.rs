@@ -7,6 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
+use tlsfleet_agent::table::Lookup;
 use tlsfleet_policy::{PolicyKey, ServedVersion, TlsVersion};
 
 #[test]
@@ -158,7 +159,7 @@ fn a_snapshot_replaces_the_table() {
 }
 
 #[test]
-fn an_unservable_policy_is_nacked_and_the_bucket_keeps_its_config() {
+fn an_unservable_policy_is_nacked_and_its_bucket_refused_never_served_looser() {
     let pki = Pki::new();
     let table = table_for(&pki.leaf(KeyType::Ecdsa));
     table.apply_snapshot(1, vec![(bucket("aaa"), tls13_only())]);
@@ -183,14 +184,25 @@ fn an_unservable_policy_is_nacked_and_the_bucket_keeps_its_config() {
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert_eq!(errors[0].bucket, "aaa");
     assert_eq!(errors[1].bucket, "bbb");
-    assert_eq!(
-        errors[0].reason,
-        "TLS 1.2 with only ECDHE-RSA suites cannot be served with this agent's ECDSA certificate"
+    assert!(
+        errors[0].reason.starts_with(
+            "TLS 1.2 with only ECDHE-RSA suites cannot be served with this agent's ECDSA \
+             certificate; "
+        ),
+        "{}",
+        errors[0].reason
     );
-    // The failed bucket keeps its previous config; a new one stays without a policy; the
-    // rest of the revision is applied.
-    assert!(Arc::ptr_eq(&table.server_config("aaa").unwrap(), &before));
-    assert!(table.server_config("bbb").is_none());
+    // Neither keeps an older, looser config (aaa was TLS 1.3; bbb had none, i.e. everything):
+    // nothing both policies allow can be served, so both are refused. The rest of the
+    // revision is applied.
+    let snap = table.snapshot();
+    for refused in ["aaa", "bbb"] {
+        assert!(matches!(snap.lookup(refused), Lookup::Refused), "{refused}");
+        assert_eq!(snap.policy_key(refused), PolicyKey::NONE);
+    }
+    drop(snap);
+    assert!(table.server_config("aaa").is_none());
+    drop(before);
     assert!(table.server_config("ccc").is_some());
     assert_eq!(table.revision(), Some(2));
 
@@ -254,5 +266,9 @@ fn an_invalid_policy_is_nacked() {
         .errors
         .iter()
         .all(|e| e.reason.starts_with("invalid policy: ")));
-    assert_eq!(table.len(), 1);
+    // Both are refused (fail closed), not left to the endpoint's everything-goes config.
+    assert_eq!(table.len(), 3);
+    for refused in ["aaa", "bbb"] {
+        assert!(matches!(table.snapshot().lookup(refused), Lookup::Refused));
+    }
 }

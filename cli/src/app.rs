@@ -23,6 +23,7 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
             .as_deref()
             .zip(global.client_key.as_deref()),
         timeout: Duration::from_secs(global.timeout),
+        insecure: global.insecure,
     };
     let client = Client::connect(&opts, Signer::new(credentials)).await?;
     let outcome = commands::execute(&client, &command).await?;

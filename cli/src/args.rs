@@ -47,7 +47,7 @@ pub struct Cli {
 #[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Control plane gRPC URL. https:// connects with TLS (trusting --ca, else the system CA
-    /// bundle); http:// connects in plain text.
+    /// bundle); http:// connects in plain text, to a loopback address only unless --insecure.
     #[arg(
         long,
         env = "TLSFLEET_CONTROL",
@@ -71,6 +71,11 @@ pub struct GlobalArgs {
     /// PEM private key of --client-cert.
     #[arg(long, value_name = "FILE", global = true, requires = "client_cert")]
     pub client_key: Option<PathBuf>,
+
+    /// Allow a plaintext http:// --control URL off loopback: anyone on the path could read the
+    /// policies and the agents' state (the signatures keep them from changing what you send).
+    #[arg(long, global = true)]
+    pub insecure: bool,
 
     /// Access key id the calls are signed with.
     #[arg(long, env = "TLSFLEET_ACCESS_KEY_ID", value_name = "ID", global = true)]

@@ -15,7 +15,10 @@ use tonic::{
     Code, Request, Response, Status, TimeoutExpired,
 };
 
-use crate::{error::CliError, signer::Signer};
+use crate::{
+    error::CliError,
+    signer::{signed_request, Signer},
+};
 
 /// Where a CA bundle usually lives when `--ca` is not given (the paths rustls-native-certs and
 /// OpenSSL probe on Linux, after `$SSL_CERT_FILE`).
@@ -34,6 +37,8 @@ pub struct ConnectOptions<'a> {
     /// Client certificate and key for mTLS.
     pub identity: Option<(&'a Path, &'a Path)>,
     pub timeout: Duration,
+    /// Allow plaintext off loopback.
+    pub insecure: bool,
 }
 
 type Signed = InterceptedService<Channel, Signer>;
@@ -74,6 +79,13 @@ impl Client {
                 return Err(CliError::Usage(
                     "--ca and --client-cert need an https:// --control URL".to_owned(),
                 ));
+            }
+            _ if !opts.insecure && !opts.url.host().is_some_and(is_loopback) => {
+                return Err(CliError::Usage(format!(
+                    "refusing plaintext http:// to {}, which is not this machine: use https:// \
+                     (with --ca), or pass --insecure",
+                    opts.url
+                )));
             }
             _ => {}
         }
@@ -149,10 +161,11 @@ impl Client {
     /// timeout.
     async fn call<M, R, F, Fut>(&self, method: &'static str, msg: M, f: F) -> Result<R, CliError>
     where
+        M: prost::Message,
         F: FnOnce(Request<M>) -> Fut,
         Fut: Future<Output = Result<Response<R>, Status>>,
     {
-        let mut request = Request::new(msg);
+        let mut request = signed_request(msg);
         request.set_timeout(self.timeout);
         bounded(method, self.timeout, f(request))
             .await?
@@ -168,6 +181,15 @@ impl Client {
                 }
             })
     }
+}
+
+/// Whether a URL host is this machine: a loopback address or `localhost`.
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A tonic server answers an expired `grpc-timeout` with `Cancelled` "Timeout expired", not
@@ -267,6 +289,7 @@ mod tests {
             ca: None,
             identity: None,
             timeout: Duration::from_secs(5),
+            insecure: false,
         };
         let creds = crate::signer::Credentials::new(Some("AK".into()), Some("s".into())).unwrap();
         let err = Client::connect(&opts, Signer::new(creds))
@@ -287,6 +310,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn plaintext_off_loopback_is_a_usage_error() {
+        let url: Uri = "http://10.9.8.7:7443".parse().unwrap();
+        let opts = ConnectOptions {
+            url: &url,
+            ca: None,
+            identity: None,
+            timeout: Duration::from_secs(1),
+            insecure: false,
+        };
+        let creds = crate::signer::Credentials::new(Some("AK".into()), Some("s".into())).unwrap();
+        let err = Client::connect(&opts, Signer::new(creds))
+            .await
+            .unwrap_err();
+        assert_eq!(err.exit() as u8, 2, "{err}");
+        assert!(err.to_string().contains("--insecure"), "{err}");
+    }
+
+    #[tokio::test]
     async fn ca_with_plain_http_is_a_usage_error() {
         let url: Uri = "http://127.0.0.1:1".parse().unwrap();
         let ca = Path::new("/nonexistent");
@@ -295,6 +336,7 @@ mod tests {
             ca: Some(ca),
             identity: None,
             timeout: Duration::from_secs(1),
+            insecure: false,
         };
         let creds = crate::signer::Credentials::new(Some("AK".into()), Some("s".into())).unwrap();
         let err = Client::connect(&opts, Signer::new(creds))

@@ -38,14 +38,15 @@ struct Fake {
     lists: Arc<Mutex<Vec<ListRequest>>>,
 }
 
-fn check<T>(req: &Request<T>, path: &str) -> Result<(), Status> {
+fn check<T: prost::Message>(req: &Request<T>, path: &str) -> Result<(), Status> {
     let value = req
         .metadata()
         .get(auth::METADATA_KEY)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| Status::unauthenticated("no authorization"))?;
     let header = SignedHeader::parse(value).map_err(|e| Status::unauthenticated(e.to_string()))?;
-    if header.access_key_id != KEY_ID || !auth::verify(SECRET, &header, path) {
+    let digest = auth::message_digest(req.get_ref());
+    if header.access_key_id != KEY_ID || !auth::verify(SECRET, &header, path, &digest) {
         return Err(Status::unauthenticated("signature does not match"));
     }
     Ok(())

@@ -1,15 +1,28 @@
 //! Signs every gRPC call with the access key (scheme: `tlsfleet_proto::auth`).
 //!
-//! The signature covers the method path, so the signer must know which method a request is
-//! for. A tonic [`Interceptor`] sees the request's extensions, and the generated client puts a
+//! The signature covers the method path and the request message, so the signer must know
+//! both. A tonic [`Interceptor`] sees the request's extensions, and the generated client puts a
 //! [`GrpcMethod`] there before the request reaches the channel, so the path comes from the
-//! generated code itself: no hand-written path can drift from the one actually called.
+//! generated code itself: no hand-written path can drift from the one actually called. The
+//! message's digest is put there by [`signed_request`], where the message is built.
 
 use std::sync::Arc;
 
-use time::{macros::format_description, OffsetDateTime};
-use tlsfleet_proto::auth::{SignedHeader, METADATA_KEY};
+use time::OffsetDateTime;
+use tlsfleet_proto::auth::{format_date, message_digest, Digest, SignedHeader, METADATA_KEY};
 use tonic::{metadata::MetadataValue, service::Interceptor, GrpcMethod, Request, Status};
+
+/// The digest of a request's message, for the interceptor that signs it.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyDigest(pub Digest);
+
+/// A request for `message`, carrying its digest for the signer.
+pub fn signed_request<M: prost::Message>(message: M) -> Request<M> {
+    let digest = message_digest(&message);
+    let mut request = Request::new(message);
+    request.extensions_mut().insert(BodyDigest(digest));
+    request
+}
 
 use crate::error::CliError;
 
@@ -67,16 +80,18 @@ impl Signer {
         }
     }
 
-    /// The `authorization` value for one call of `method_path` at `now`.
-    pub fn header_value(&self, method_path: &str, now: OffsetDateTime) -> String {
+    /// The `authorization` value for one call of `method_path` with a message of `digest`
+    /// at `now`.
+    pub fn header_value(&self, method_path: &str, digest: &Digest, now: OffsetDateTime) -> String {
         let nonce = hex::encode(rand::random::<[u8; 16]>());
         let creds = &self.credentials;
         SignedHeader::sign(
             &creds.key_id,
             &creds.secret,
-            &format_date(now),
+            &utc_date(now),
             &nonce,
             method_path,
+            digest,
         )
         .to_header_value()
     }
@@ -89,7 +104,12 @@ impl Interceptor for Signer {
             // Only generated clients are wrapped, and they always set it.
             None => return Err(Status::internal("tlsfleetctl: call without a gRPC method")),
         };
-        let value = self.header_value(&path, OffsetDateTime::now_utc());
+        let Some(BodyDigest(digest)) = request.extensions().get::<BodyDigest>().copied() else {
+            return Err(Status::internal(
+                "tlsfleetctl: call built without signed_request (no message digest)",
+            ));
+        };
+        let value = self.header_value(&path, &digest, OffsetDateTime::now_utc());
         // Credentials::new admits only printable ASCII, and the rest is hex and digits.
         let value = MetadataValue::try_from(value)
             .map_err(|_| Status::internal("tlsfleetctl: unprintable authorization value"))?;
@@ -98,13 +118,12 @@ impl Interceptor for Signer {
     }
 }
 
-/// `YYYYMMDDTHHMMSSZ` in UTC, the `Date` the server checks against its clock.
-fn format_date(now: OffsetDateTime) -> String {
-    let utc = now.to_offset(time::UtcOffset::UTC);
-    let fmt = format_description!("[year][month][day]T[hour][minute][second]Z");
-    // Formatting fails only for years outside 0..=9999 of a clock gone mad; an empty Date
-    // then makes the server refuse the call with a clear Unauthenticated.
-    utc.format(&fmt).unwrap_or_default()
+/// `YYYYMMDDTHHMMSSZ` in UTC, the `Date` the server checks against its clock (empty for a
+/// clock before 1970, which the server refuses with a clear Unauthenticated).
+fn utc_date(now: OffsetDateTime) -> String {
+    u64::try_from(now.unix_timestamp())
+        .map(format_date)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -121,19 +140,26 @@ mod tests {
     #[test]
     fn date_is_compact_utc() {
         assert_eq!(
-            format_date(datetime!(2026-11-28 21:07:15 UTC)),
+            utc_date(datetime!(2026-11-28 21:07:15 UTC)),
             "20261128T210715Z"
         );
         assert_eq!(
-            format_date(datetime!(2026-11-29 06:07:15 +9)),
+            utc_date(datetime!(2026-11-29 06:07:15 +9)),
             "20261128T210715Z"
         );
     }
 
+    fn put(bucket: &str) -> tlsfleet_proto::v1::PutRequest {
+        tlsfleet_proto::v1::PutRequest {
+            bucket: bucket.into(),
+            config: None,
+        }
+    }
+
     #[test]
-    fn interceptor_signs_the_method_of_the_request() {
+    fn interceptor_signs_the_method_and_message_of_the_request() {
         let mut signer = Signer::new(creds());
-        let mut req = Request::new(());
+        let mut req = signed_request(put("vault")).map(|_| ());
         req.extensions_mut()
             .insert(GrpcMethod::new("tlsfleet.v1.HttpsConfigService", "Put"));
         let req = signer.call(req).unwrap();
@@ -142,15 +168,24 @@ mod tests {
         assert_eq!(header.access_key_id, "AKID");
         assert_eq!(header.nonce.len(), 32);
         assert_eq!(header.date.len(), "20261128T210715Z".len());
+        let digest = message_digest(&put("vault"));
         assert!(auth::verify(
             "s3cret",
             &header,
-            "/tlsfleet.v1.HttpsConfigService/Put"
+            "/tlsfleet.v1.HttpsConfigService/Put",
+            &digest
         ));
         assert!(!auth::verify(
             "s3cret",
             &header,
-            "/tlsfleet.v1.HttpsConfigService/Delete"
+            "/tlsfleet.v1.HttpsConfigService/Delete",
+            &digest
+        ));
+        assert!(!auth::verify(
+            "s3cret",
+            &header,
+            "/tlsfleet.v1.HttpsConfigService/Put",
+            &message_digest(&put("other"))
         ));
     }
 
@@ -159,14 +194,20 @@ mod tests {
         let signer = Signer::new(creds());
         let now = OffsetDateTime::now_utc();
         assert_ne!(
-            signer.header_value("/a/b", now),
-            signer.header_value("/a/b", now)
+            signer.header_value("/a/b", &[0; 32], now),
+            signer.header_value("/a/b", &[0; 32], now)
         );
     }
 
     #[test]
-    fn a_request_without_method_is_not_sent() {
+    fn a_request_without_method_or_digest_is_not_sent() {
         let err = Signer::new(creds()).call(Request::new(())).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Internal);
+        let mut no_digest = Request::new(());
+        no_digest
+            .extensions_mut()
+            .insert(GrpcMethod::new("tlsfleet.v1.HttpsConfigService", "Put"));
+        let err = Signer::new(creds()).call(no_digest).unwrap_err();
         assert_eq!(err.code(), tonic::Code::Internal);
     }
 

@@ -1,8 +1,9 @@
 //! Command-line configuration of `tlsfleet-control`.
 
-use std::{net::SocketAddr, path::PathBuf, str::FromStr};
+use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 use clap::Parser;
+use tlsfleet_net::parse_duration;
 
 /// Where policies are stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,6 +99,71 @@ pub struct ControlArgs {
     /// This server's name in the agent registry [default: the gRPC listen address].
     #[arg(long, value_name = "NAME")]
     pub control_id: Option<String>,
+
+    /// Allow plaintext gRPC on a non-loopback --grpc-listen address. Without TLS anyone on
+    /// the path can read and change the agents' policy stream: use only on a network that is
+    /// otherwise protected.
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// PEM certificate chain for TLS on the REST listener (with --http-tls-key).
+    #[arg(long, value_name = "FILE", requires = "http_tls_key")]
+    pub http_tls_cert: Option<PathBuf>,
+
+    /// PEM private key for TLS on the REST listener.
+    #[arg(long, value_name = "FILE", requires = "http_tls_cert")]
+    pub http_tls_key: Option<PathBuf>,
+
+    /// Accept a REST PUT only when its signature covers the body: Content-MD5 (V1, V4) or a
+    /// hex x-oss-content-sha256 (V4). The v2 SDKs send Content-MD5; oss2 does not.
+    #[arg(long)]
+    pub require_signed_body: bool,
+
+    /// Open REST connections at most; more are closed at accept.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub http_max_connections: usize,
+
+    /// Open REST connections from one source address at most.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub http_max_connections_per_source: usize,
+
+    /// Bound on receiving a request's headers, from the connection's start or the previous
+    /// response (also bounds the TLS handshake).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub http_header_timeout: Duration,
+
+    /// A REST read or write that makes no progress for this long fails its connection.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub http_idle_timeout: Duration,
+
+    /// Open gRPC connections at most; more are closed at accept.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub grpc_max_connections: usize,
+
+    /// Open gRPC connections from one source address at most.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub grpc_max_connections_per_source: usize,
+
+    /// Agent Sync streams open at once, all keys together.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub max_sync_streams: usize,
+
+    /// Agent Sync streams open at once with one access key.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub max_sync_streams_per_key: usize,
+
+    /// A Sync stream whose agent has not taken a message for this long is dropped.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub sync_send_timeout: Duration,
+
+    /// Signatures remembered per access key to refuse replays (gRPC nonces, REST PUTs).
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub replay_cache_per_key: usize,
+
+    /// Revisions of history the embedded store keeps for agents resuming with a delta; older
+    /// ones are compacted (agents from before get a snapshot).
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub embedded_history: u64,
 }
 
 #[cfg(test)]

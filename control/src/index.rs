@@ -144,6 +144,8 @@ struct Inner {
     view_tx: watch::Sender<Option<View>>,
     updates: broadcast::Sender<Arc<Update>>,
     store: Arc<dyn Store>,
+    /// The store's identity, read before the first listing.
+    store_id: std::sync::OnceLock<String>,
 }
 
 /// Handle to the index; cheap to clone.
@@ -182,6 +184,7 @@ impl Index {
             view_tx,
             updates,
             store,
+            store_id: std::sync::OnceLock::new(),
         });
         let task = tokio::spawn({
             let inner = inner.clone();
@@ -194,6 +197,12 @@ impl Index {
             }
         });
         (Self { inner, views }, task)
+    }
+
+    /// The store's identity (see `Store::identity`), once the index has read it (before its
+    /// first load).
+    pub fn store_id(&self) -> Option<String> {
+        self.inner.store_id.get().cloned()
     }
 
     /// The latest view, if loaded.
@@ -312,6 +321,19 @@ fn delta_since(state: &State, view: &View, after: Revision, older: Vec<String>) 
 /// The writer: list, watch, relist on trouble; forever (until cancelled).
 async fn run(inner: &Inner) {
     let mut backoff = Backoff::new();
+    while inner.store_id.get().is_none() {
+        match inner.store.identity().await {
+            Ok(id) => {
+                info!(store_id = %id, "store identity");
+                let _ = inner.store_id.set(id);
+            }
+            Err(e) => {
+                warn!(error = %e, "reading the store identity failed; retrying");
+                backoff.wait().await;
+            }
+        }
+    }
+    backoff.reset();
     let mut resume: Option<Revision> = None;
     loop {
         let revision = match resume {

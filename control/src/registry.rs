@@ -12,6 +12,7 @@ use std::{
 };
 
 use prost::Message;
+use tlsfleet_policy::CertKeyType;
 use tlsfleet_proto::v1::{AgentHello, AgentState, AgentStatus, BucketError, Nack};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -70,14 +71,16 @@ impl Registry {
         lock(&self.inner)
     }
 
-    /// Records a new stream; a reconnect replaces the agent's previous session.
-    pub fn connect(&self, hello: &AgentHello) -> Session {
+    /// Records a new stream; a reconnect replaces the agent's previous session. `applied` is
+    /// the revision the agent is known to enforce (its hello's, clamped to what this store
+    /// has), `key_types` those of its certificate.
+    pub fn connect(&self, hello: &AgentHello, applied: i64, key_types: &[CertKeyType]) -> Session {
         let id = self.inner.sessions.fetch_add(1, Ordering::Relaxed);
         let now = now_ms();
         let status = AgentStatus {
             node_id: hello.node_id.clone(),
             labels: hello.labels.clone(),
-            applied_revision: hello.last_revision,
+            applied_revision: applied,
             sent_revision: 0,
             state: AgentState::Applying as i32,
             errors: vec![],
@@ -85,6 +88,7 @@ impl Registry {
             control_id: self.inner.control_id.clone(),
             connected_at_unix_ms: now,
             last_seen_unix_ms: now,
+            key_types: key_types.iter().map(|k| k.as_str().to_owned()).collect(),
         };
         self.lock().insert(
             hello.node_id.clone(),
@@ -123,6 +127,21 @@ impl Registry {
             all.insert(node.clone(), e.status.clone());
         }
         all.into_values().collect()
+    }
+
+    /// The certificate key types of the connected agents, each with the agents that have it:
+    /// what the fleet can serve. Agents that report none are left out.
+    pub async fn key_types(&self) -> BTreeMap<CertKeyType, Vec<String>> {
+        let mut out: BTreeMap<CertKeyType, Vec<String>> = BTreeMap::new();
+        for a in self.list().await {
+            if a.state == AgentState::Disconnected as i32 {
+                continue;
+            }
+            for kind in a.key_types.iter().filter_map(|k| CertKeyType::parse(k)) {
+                out.entry(kind).or_default().push(a.node_id.clone());
+            }
+        }
+        out
     }
 
     /// Writes changed entries (and refreshes live ones) until `shutdown`.
@@ -228,9 +247,10 @@ impl Session {
         });
     }
 
-    /// The agent applied the revision except for the buckets it names.
+    /// The agent applied the revision except for the buckets it names (the caller bounds the
+    /// list and its strings).
     pub fn nack(&self, nack: Nack) {
-        warn!(node = %self.node_id, revision = nack.revision, errors = ?nack.errors, "agent NACKed a revision");
+        warn!(node = ?self.node_id, revision = nack.revision, errors = ?nack.errors, "agent NACKed a revision");
         self.update(|s| {
             s.applied_revision = s.applied_revision.max(nack.revision);
             s.nack_revision = nack.revision;

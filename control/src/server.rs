@@ -12,14 +12,26 @@ use tracing::{info, warn};
 
 /// How long shutdown waits for clients to close their connections.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+/// gRPC: PING idle connections this often, drop them when a PING is not answered in time.
+const GRPC_PING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+const GRPC_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// gRPC calls (streams) open at once on one connection.
+const GRPC_MAX_STREAMS: u32 = 128;
+/// The largest admin request (a policy is a few hundred bytes; lists are bounded).
+pub const MAX_ADMIN_MESSAGE: usize = 256 * 1024;
+/// The largest agent message (a hello, an ACK, a NACK of at most 100 errors).
+pub const MAX_AGENT_MESSAGE: usize = 1024 * 1024;
+
+use tlsfleet_net::ConnLimiter;
+use tokio_util::task::TaskTracker;
 
 use crate::{
     auth::{Authenticator, Credentials},
     config::{ControlArgs, StoreUrl},
-    grpc::{AdminService, FleetServer},
+    grpc::{limited_incoming, AdminService, FleetServer, SyncLimits},
     index::Index,
     registry::Registry,
-    rest::{self, RestState},
+    rest::{self, RestLimits, RestState},
     service::Policies,
     store::{embedded::EmbeddedStore, etcd::EtcdStore, Store},
 };
@@ -42,6 +54,11 @@ pub enum ServerError {
     Grpc(#[from] tonic::transport::Error),
     #[error("REST server: {0}")]
     Rest(std::io::Error),
+    #[error(
+        "refusing plaintext gRPC on {0}: anyone on the path could read and change the policy \
+         stream; give --grpc-tls-cert/--grpc-tls-key, listen on loopback, or pass --insecure"
+    )]
+    Plaintext(SocketAddr),
 }
 
 /// A bound, not yet running, control server.
@@ -58,15 +75,31 @@ impl ControlServer {
     pub async fn bind(args: ControlArgs) -> Result<Self, ServerError> {
         let creds = Credentials::load(&args.credentials)
             .map_err(|e| ServerError::Credentials(e.to_string()))?;
+        let tls = args.grpc_tls_cert.is_some();
+        if !tls && !args.grpc_listen.ip().is_loopback() {
+            if !args.insecure {
+                return Err(ServerError::Plaintext(args.grpc_listen));
+            }
+            warn!(listen = %args.grpc_listen, "plaintext gRPC off loopback (--insecure)");
+        }
+        if args.http_tls_cert.is_none() && !args.http_listen.ip().is_loopback() {
+            warn!(
+                listen = %args.http_listen,
+                "the REST API is plain HTTP off loopback: signatures keep it authentic, but \
+                 not private; consider --http-tls-cert"
+            );
+        }
         let store: Arc<dyn Store> = match &args.store {
             StoreUrl::Etcd(endpoints) => Arc::new(
                 EtcdStore::connect(endpoints, &args.etcd_prefix)
                     .await
                     .map_err(|e| ServerError::Store(e.to_string()))?,
             ),
-            StoreUrl::File(dir) => {
-                Arc::new(EmbeddedStore::open(dir).map_err(|e| ServerError::Store(e.to_string()))?)
-            }
+            StoreUrl::File(dir) => Arc::new(
+                EmbeddedStore::open(dir)
+                    .map_err(|e| ServerError::Store(e.to_string()))?
+                    .with_history(args.embedded_history),
+            ),
         };
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -76,7 +109,10 @@ impl ControlServer {
         Ok(Self {
             http: bind(args.http_listen).await?,
             grpc: bind(args.grpc_listen).await?,
-            auth: Arc::new(Authenticator::new(creds)),
+            auth: Arc::new(Authenticator::with_replay_capacity(
+                creds,
+                args.replay_cache_per_key,
+            )),
             store,
             args,
         })
@@ -107,8 +143,8 @@ impl ControlServer {
             .unwrap_or_else(|| grpc_addr.to_string());
 
         let (index, index_task) = Index::spawn(store.clone(), shutdown.child_token());
-        let policies = Policies::new(store.clone(), index.clone());
         let registry = Registry::new(store.clone(), control_id);
+        let policies = Policies::new(store.clone(), index.clone()).with_fleet(registry.clone());
         let flusher = registry.spawn_flusher(shutdown.child_token());
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -139,32 +175,73 @@ impl ControlServer {
             }
         });
 
-        let mut builder = tonic::transport::Server::builder();
+        let mut builder = tonic::transport::Server::builder()
+            // A peer that vanished without a FIN is noticed, and its streams end.
+            .http2_keepalive_interval(Some(GRPC_PING_INTERVAL))
+            .http2_keepalive_timeout(Some(GRPC_PING_TIMEOUT))
+            .tcp_keepalive(Some(GRPC_PING_INTERVAL))
+            .max_concurrent_streams(Some(GRPC_MAX_STREAMS));
         if let (Some(cert), Some(key)) = (&args.grpc_tls_cert, &args.grpc_tls_key) {
             builder =
                 builder.tls_config(tls_config(cert, key, args.grpc_tls_client_ca.as_deref())?)?;
         }
+        let sync_tasks = TaskTracker::new();
+        let sync_limits = SyncLimits {
+            max_streams: args.max_sync_streams,
+            max_streams_per_key: args.max_sync_streams_per_key,
+            send_timeout: args.sync_send_timeout,
+            ..SyncLimits::default()
+        };
+        let incoming = limited_incoming(
+            grpc,
+            ConnLimiter::new(
+                args.grpc_max_connections,
+                args.grpc_max_connections_per_source,
+            ),
+        );
         let grpc_server = builder
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(HttpsConfigServiceServer::new(AdminService::new(
-                policies.clone(),
-                auth.clone(),
-            )))
-            .add_service(FleetServiceServer::new(FleetServer::new(
-                index.clone(),
-                auth.clone(),
-                registry,
-                shutdown.child_token(),
-            )))
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc),
-                shutdown.clone().cancelled_owned(),
-            );
+            .add_service(
+                HttpsConfigServiceServer::new(AdminService::new(policies.clone(), auth.clone()))
+                    .max_decoding_message_size(MAX_ADMIN_MESSAGE),
+            )
+            .add_service(
+                FleetServiceServer::new(FleetServer::new(
+                    index.clone(),
+                    auth.clone(),
+                    registry,
+                    sync_limits,
+                    sync_tasks.clone(),
+                    shutdown.child_token(),
+                ))
+                .max_decoding_message_size(MAX_AGENT_MESSAGE),
+            )
+            .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+        let rest_tls = match (&args.http_tls_cert, &args.http_tls_key) {
+            (Some(cert), Some(key)) => {
+                let read = |p: &std::path::Path| {
+                    std::fs::read(p).map_err(|e| ServerError::Tls(format!("{}: {e}", p.display())))
+                };
+                Some(
+                    rest::tls_acceptor(&read(cert)?, &read(key)?)
+                        .map_err(|e| ServerError::Tls(format!("REST: {e}")))?,
+                )
+            }
+            _ => None,
+        };
         let rest_state = RestState {
             policies,
             auth,
             domains: args.domains.clone(),
+            limits: RestLimits {
+                max_connections: args.http_max_connections,
+                max_per_source: args.http_max_connections_per_source,
+                header_timeout: args.http_header_timeout,
+                idle_timeout: args.http_idle_timeout,
+            },
+            tls: rest_tls,
+            require_signed_body: args.require_signed_body,
         };
         let rest_server = rest::serve(http, rest_state, shutdown.clone());
 
@@ -185,6 +262,16 @@ impl ControlServer {
         };
         // Both servers return only on shutdown (or a fatal error): stop everything else too.
         shutdown.cancel();
+        sync_tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, sync_tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                open = sync_tasks.len(),
+                "sync streams still ending after the grace period"
+            );
+        }
         let _ = tokio::join!(index_task, flusher, ready);
         grpc_result?;
         rest_result.map_err(ServerError::Rest)?;

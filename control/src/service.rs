@@ -3,10 +3,13 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tlsfleet_policy::{BucketName, EffectivePolicy, HttpsConfig, ValidationError};
+use tlsfleet_policy::{
+    BucketName, EffectivePolicy, HttpsConfig, ValidationError, ValidationErrorKind,
+};
 
 use crate::{
     index::{Index, PolicyEntry},
+    registry::Registry,
     store::{Revision, Store, StoreError},
 };
 
@@ -64,6 +67,8 @@ pub struct ListPage {
 pub struct Policies {
     store: Arc<dyn Store>,
     index: Index,
+    /// The agents, whose certificates decide what the fleet can serve.
+    fleet: Option<Registry>,
     /// How long a write waits for this server's index to catch up before answering anyway.
     read_your_writes: Duration,
 }
@@ -73,8 +78,15 @@ impl Policies {
         Self {
             store,
             index,
+            fleet: None,
             read_your_writes: Duration::from_secs(5),
         }
+    }
+
+    /// Refuses policies that some connected agent's certificate cannot serve.
+    pub fn with_fleet(mut self, registry: Registry) -> Self {
+        self.fleet = Some(registry);
+        self
     }
 
     pub fn index(&self) -> &Index {
@@ -92,6 +104,7 @@ impl Policies {
         config.check_bounds()?;
         config.normalize();
         let effective = config.effective()?;
+        self.check_fleet_can_serve(&effective).await?;
         let value = StoredPolicy {
             config,
             updated_by: actor.to_owned(),
@@ -104,6 +117,39 @@ impl Policies {
             revision,
             effective,
         })
+    }
+
+    /// A policy an agent cannot build would leave its bucket on an older, looser config (or
+    /// refused): refuse it here instead, naming the agents whose certificates cannot serve it.
+    async fn check_fleet_can_serve(&self, effective: &EffectivePolicy) -> Result<(), PolicyError> {
+        let Some(fleet) = &self.fleet else {
+            return Ok(());
+        };
+        for (kind, agents) in fleet.key_types().await {
+            if effective.key.servable_with(kind) {
+                continue;
+            }
+            let shown: Vec<&str> = agents.iter().take(5).map(String::as_str).collect();
+            let more = agents.len().saturating_sub(shown.len());
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            return Err(PolicyError::Invalid(ValidationError {
+                kind: ValidationErrorKind::InvalidArgument,
+                message: format!(
+                    "the fleet cannot serve this policy: agents with {kind} certificates ({}{more}) \
+                     serve only {}-* suites over TLS 1.2, and the policy allows TLS 1.2 with \
+                     {}-* suites only; add TLSv1.3 or a {}-* suite",
+                    shown.join(", "),
+                    kind.family(),
+                    kind.other_family(),
+                    kind.family(),
+                ),
+            }));
+        }
+        Ok(())
     }
 
     /// Deletes a bucket's policy (it falls back to the default: management disabled).

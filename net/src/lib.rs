@@ -5,9 +5,12 @@
 //! * [`Activity`]: counts a connection's requests in flight (a response counts until its body
 //!   has been sent) and tells when it has had none for a while, so that a connection that
 //!   sends nothing, or stops sending, is closed whatever its protocol.
+//! * [`parse_duration`]: how every duration flag of the binaries is written (`10s`, `500ms`).
 
 mod activity;
+mod duration;
 mod limit;
 
 pub use activity::{Activity, HoldBody, RequestGuard};
+pub use duration::parse_duration;
 pub use limit::{ConnLimiter, ConnPermit, LimitExceeded};

@@ -21,7 +21,8 @@ pub mod xml;
 pub use bucket::{BucketName, InvalidBucketName};
 pub use config::{CipherSuiteConfig, HttpsConfig, TlsConfig, TlsVersion};
 pub use effective::{
-    Dropped, EffectivePolicy, PolicyKey, ServedVersion, ValidationError, ValidationErrorKind,
+    CertKeyType, Dropped, EffectivePolicy, PolicyKey, ServedVersion, ValidationError,
+    ValidationErrorKind,
 };
 pub use suites::{CipherSuiteInfo, ServedSuite, SuiteProtocol};
 pub use xml::XmlError;

@@ -31,3 +31,15 @@ def write_credentials(path: Path) -> Path:
         ]
     path.write_text("\n".join(lines))
     return path
+
+
+def next_second() -> None:
+    """Returns once the wall clock's second has changed. V1 and V4 dates have one-second
+    resolution, and a body the signature does not cover (oss2 sends no Content-MD5) makes two
+    PUTs of one bucket in the same second carry the same signature, which the server refuses as
+    a replay: what a client must do between two such PUTs is wait for a new second."""
+    import time
+
+    start = int(time.time())
+    while int(time.time()) == start:
+        time.sleep(0.01)  # poll interval of the clock, not a guess at a duration

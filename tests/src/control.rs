@@ -20,8 +20,10 @@ pub mod keys {
     pub const READER: (&str, &str) = ("AKIDREADER", "reader-secret");
     /// Put and Get on `logs-*` only.
     pub const LOGS: (&str, &str) = ("AKIDLOGS", "logs-secret");
-    /// `tlsfleet:Sync` only: what an agent holds.
+    /// `tlsfleet:Sync` only, for every node id: a key the whole test fleet shares.
     pub const AGENT: (&str, &str) = ("AKIDAGENT", "agent-secret");
+    /// `tlsfleet:Sync` only, for node `edge-1` alone: one agent's own key.
+    pub const EDGE1: (&str, &str) = ("AKIDEDGE1", "edge1-secret");
 }
 
 /// Writes the standard test credentials file into `dir`.
@@ -51,7 +53,13 @@ buckets = ["logs-*"]
 id = "{}"
 secret = "{}"
 allow = ["tlsfleet:Sync"]
-buckets = ["*"]
+nodes = ["*"]
+
+[[key]]
+id = "{}"
+secret = "{}"
+allow = ["tlsfleet:Sync"]
+nodes = ["edge-1"]
 "#,
         keys::ADMIN.0,
         keys::ADMIN.1,
@@ -60,7 +68,9 @@ buckets = ["*"]
         keys::LOGS.0,
         keys::LOGS.1,
         keys::AGENT.0,
-        keys::AGENT.1
+        keys::AGENT.1,
+        keys::EDGE1.0,
+        keys::EDGE1.1
     );
     std::fs::write(&path, toml).expect("write credentials");
     path

@@ -371,11 +371,19 @@ async fn stale_signatures_are_refused() {
     let mut c = admin(&control.grpc_url()).await;
     let old = std::time::SystemTime::now() - std::time::Duration::from_secs(16 * 60);
     let date = tlsfleet_tests::grpc::utc_at(old);
-    let h =
-        tlsfleet_proto::auth::SignedHeader::sign(keys::ADMIN.0, keys::ADMIN.1, &date, "abcd", GET);
-    let mut req = tonic::Request::new(GetRequest {
+    let msg = GetRequest {
         bucket: "gamma".into(),
-    });
+    };
+    let digest = tlsfleet_proto::auth::message_digest(&msg);
+    let h = tlsfleet_proto::auth::SignedHeader::sign(
+        keys::ADMIN.0,
+        keys::ADMIN.1,
+        &date,
+        "abcd",
+        GET,
+        &digest,
+    );
+    let mut req = tonic::Request::new(msg);
     req.metadata_mut()
         .insert("authorization", h.to_header_value().parse().expect("ascii"));
     let err = c.get(req).await.expect_err("skewed");

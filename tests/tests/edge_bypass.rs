@@ -32,6 +32,18 @@ const TLS12: &SupportedProtocolVersion = &rustls::version::TLS12;
 const TLS13: &SupportedProtocolVersion = &rustls::version::TLS13;
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// HTTP/2 header fields, pseudo-headers included, in the order sent.
+type H2Request = Vec<(&'static str, &'static str)>;
+/// (SNI, version, raw request, bucket served, target and Host the upstream must get)
+type LegitCase = (
+    Option<&'static str>,
+    &'static SupportedProtocolVersion,
+    String,
+    &'static str,
+    &'static str,
+    String,
+);
+
 struct Edge {
     agent: Agent,
     upstream: Lenient,
@@ -530,7 +542,7 @@ async fn http2_bypasses_are_refused() {
         base.extend_from_slice(extra);
         base
     };
-    let mut cases: Vec<(Option<&str>, Vec<(&str, &str)>)> = Vec::new();
+    let mut cases: Vec<(Option<&str>, H2Request)> = Vec::new();
     for sni in [Some("nopol.oss.test"), Some("oss.test"), None] {
         cases.extend([
             (sni, get("/vault/o")),
@@ -627,14 +639,7 @@ async fn legitimate_requests_keep_working_in_every_style() {
     let edge = edge().await;
     let ip_host = format!("127.0.0.1:{}", edge.agent.tls.port());
     // (SNI, version, raw request, bucket served, target and Host the upstream must get)
-    let cases: Vec<(
-        Option<&str>,
-        &'static SupportedProtocolVersion,
-        String,
-        &str,
-        &str,
-        String,
-    )> = vec![
+    let cases: Vec<LegitCase> = vec![
         (
             Some("vault.oss.test"),
             TLS13,
@@ -767,7 +772,7 @@ async fn legitimate_requests_keep_working_in_every_style() {
         ),
     ] {
         let mut s = tls(&edge, sni, version, b"h2").await;
-        let statuses = h2(&mut s, &[fields.clone()]).await;
+        let statuses = h2(&mut s, std::slice::from_ref(&fields)).await;
         let served = edge.upstream.take();
         assert_eq!(statuses, [Some(200)], "{fields:?}: {served:#?}");
         assert_eq!(

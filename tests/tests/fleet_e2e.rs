@@ -445,7 +445,7 @@ async fn without_snapshot_or_cache_the_agent_fails_closed() {
 }
 
 #[tokio::test]
-async fn an_unservable_policy_is_nacked_and_the_bucket_keeps_its_config() {
+async fn a_policy_the_fleet_cannot_serve_is_refused_at_put() {
     let f = fleet(2, KeyKind::EcdsaP256);
     let good = grpc_put(
         &f.control,
@@ -453,51 +453,27 @@ async fn an_unservable_policy_is_nacked_and_the_bucket_keeps_its_config() {
         policy(&["TLSv1.2"], &["ECDHE-ECDSA-AES128-GCM-SHA256"], &[]),
     )
     .await;
-    grpc_put(&f.control, "bystander", policy(&["TLSv1.3"], &[], &[])).await;
     f.converge(good);
-    // TLS 1.2 with only RSA suites cannot be served with an ECDSA certificate.
-    let bad = grpc_put(
-        &f.control,
-        "nacked",
-        policy(&["TLSv1.2"], &["ECDHE-RSA-AES128-GCM-SHA256"], &[]),
-    )
-    .await;
-    f.converge(bad);
-
-    let out = tlsfleetctl(&f.control.grpc_url(), keys::ADMIN, &["agents"]);
+    // TLS 1.2 with only RSA suites cannot be served with the fleet's ECDSA certificates:
+    // the control plane refuses it instead of letting every agent fail to build it.
+    let mut c = admin(&f.control.grpc_url()).await;
+    let req = PutRequest {
+        bucket: "nacked".into(),
+        config: Some(policy(&["TLSv1.2"], &["ECDHE-RSA-AES128-GCM-SHA256"], &[])),
+    };
+    let err = c
+        .put(signed(req, PUT, keys::ADMIN))
+        .await
+        .expect_err("an unservable policy is refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     assert!(
-        out.status.success(),
+        err.message().contains("ECDSA") && err.message().contains("agent-0"),
         "{}",
-        String::from_utf8_lossy(&out.stderr)
+        err.message()
     );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    let text = json.to_string();
-    assert!(
-        text.contains("nacked") && text.contains("ECDSA"),
-        "NACK reason shows in `tlsfleetctl agents`: {text}"
-    );
-
-    // Rollout status names both agents as failed for that revision.
-    let out = tlsfleetctl(
-        &f.control.grpc_url(),
-        keys::ADMIN,
-        &["rollout", "--revision", &bad.to_string()],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rollout: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(
-        rollout["failed"],
-        serde_json::json!(["agent-0", "agent-1"]),
-        "{rollout}"
-    );
-    assert_eq!(rollout["enforcing"], serde_json::json!([]), "{rollout}");
-
+    // Nothing changed: the bucket serves its policy as before.
+    assert_eq!(mod_revision(&f.control, "nacked").await, good);
     for a in &f.agents {
-        // The bucket keeps its previous config...
         assert!(
             s_client(
                 a.tls,
@@ -505,13 +481,77 @@ async fn an_unservable_policy_is_nacked_and_the_bucket_keeps_its_config() {
                 &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"]
             )
             .0,
-            "{} kept the old config",
+            "{} serves the policy in force",
             a.node_id
         );
-        // ...and the others keep working.
-        assert!(s_client(a.tls, &host("bystander"), &["-tls1_3"]).0);
-        assert!(!s_client(a.tls, &host("bystander"), &["-tls1_2"]).0);
     }
+}
+
+#[tokio::test]
+async fn a_policy_an_agent_cannot_build_refuses_its_bucket_and_is_nacked() {
+    // The policy is accepted while no agent is connected: the control plane cannot know yet
+    // that the fleet's certificates are ECDSA. An agent that cannot build it must not serve
+    // the bucket looser than it says (here: not at all), and says so.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = TestCert::generate(dir.path(), DOMAIN, KeyKind::EcdsaP256);
+    let control = Control::embedded();
+    grpc_put(&control, "bystander", policy(&["TLSv1.3"], &[], &[])).await;
+    let bad = grpc_put(
+        &control,
+        "nacked",
+        policy(&["TLSv1.2"], &["ECDHE-RSA-AES128-GCM-SHA256"], &[]),
+    )
+    .await;
+    let mut a = Agent::spawn(
+        "agent-0",
+        &[control.grpc_url()],
+        &cert.cert,
+        &cert.key,
+        None,
+    );
+    a.wait_ready();
+    assert!(a.wait_revision(bad, WAIT));
+
+    let out = tlsfleetctl(&control.grpc_url(), keys::ADMIN, &["agents"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains("nacked") && text.contains("ECDSA") && text.contains("refused"),
+        "NACK reason shows in `tlsfleetctl agents`: {text}"
+    );
+    let out = tlsfleetctl(
+        &control.grpc_url(),
+        keys::ADMIN,
+        &["rollout", "--revision", &bad.to_string()],
+    );
+    let rollout: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        rollout["failed"],
+        serde_json::json!(["agent-0"]),
+        "{rollout}"
+    );
+
+    // Refused whatever the client offers; the other buckets keep working.
+    for flags in [&["-tls1_2"][..], &["-tls1_3"]] {
+        assert!(
+            !s_client(a.tls, &host("nacked"), flags).0,
+            "the bucket was served with {flags:?}"
+        );
+    }
+    assert!(s_client(a.tls, &host("bystander"), &["-tls1_3"]).0);
+    // And path style over the endpoint's own name: 403, not served.
+    let mut tls = handshake(a.tls, DOMAIN, &cert.ca_der, &ClientOffer::tls13())
+        .await
+        .expect("endpoint handshake");
+    let (status, body) = http1(&mut tls, DOMAIN, "/nacked/key")
+        .await
+        .expect("request");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("refused"), "{body}");
 }
 
 #[tokio::test]

@@ -51,7 +51,12 @@ pub fn decide(
 }
 
 fn check(key: PolicyKey, conn: &ConnInfo, bucket: &BucketName) -> Result<(), Refused> {
-    let message = if !key.allows_version(conn.version) {
+    let message = if key == PolicyKey::NONE {
+        format!(
+            "bucket {bucket} is refused at this edge: its newest policy cannot be served here \
+             (the agent reported why to the control plane)"
+        )
+    } else if !key.allows_version(conn.version) {
         let allowed: Vec<_> = key.versions().iter().map(|v| v.as_str()).collect();
         format!(
             "{} is not allowed for bucket {bucket}; allowed: {}",

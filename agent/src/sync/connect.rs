@@ -3,8 +3,7 @@
 
 use std::{fmt, time::Duration};
 
-use time::{macros::format_description, OffsetDateTime};
-use tlsfleet_proto::auth::{SignedHeader, METADATA_KEY};
+use tlsfleet_proto::auth::{message_digest, SignedHeader, METADATA_KEY};
 use tonic::{
     metadata::{AsciiMetadataValue, MetadataMap},
     transport::{Certificate, ClientTlsConfig, Endpoint, Identity},
@@ -40,6 +39,9 @@ pub struct ControlTls {
     pub ca_pem: Option<Vec<u8>>,
     /// PEM certificate chain and key presented to control servers that ask for one.
     pub client_identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// Allow `http://` control servers off loopback (`--insecure`): anyone on the path could
+    /// then feed the agent any policy, or none.
+    pub insecure: bool,
 }
 
 impl fmt::Debug for ControlTls {
@@ -47,6 +49,7 @@ impl fmt::Debug for ControlTls {
         f.debug_struct("ControlTls")
             .field("ca", &self.ca_pem.is_some())
             .field("client_identity", &self.client_identity.is_some())
+            .field("insecure", &self.insecure)
             .finish()
     }
 }
@@ -87,7 +90,15 @@ pub(super) fn endpoint(
         .keep_alive_timeout(timeouts.keepalive_timeout)
         .keep_alive_while_idle(true);
     match endpoint.uri().scheme_str() {
-        Some("http") => {}
+        Some("http") if tls.insecure || endpoint.uri().host().is_some_and(is_loopback) => {}
+        Some("http") => {
+            return Err(invalid(
+                "plaintext http:// to a control server off loopback: anyone on the path could \
+                 change the policies this agent enforces; use https:// with --control-ca, or \
+                 pass --insecure"
+                    .to_owned(),
+            ))
+        }
         Some("https") => {
             let Some(ca) = &tls.ca_pem else {
                 return Err(invalid(
@@ -114,20 +125,27 @@ pub(super) fn endpoint(
     })
 }
 
-/// Adds a fresh signature (new date and nonce: the server refuses a replayed nonce) to a call.
-pub(super) fn sign(metadata: &mut MetadataMap, creds: &Credentials) -> Result<(), SyncError> {
-    let date = OffsetDateTime::now_utc()
-        .format(format_description!(
-            "[year][month][day]T[hour][minute][second]Z"
-        ))
-        .map_err(|e| SyncError::Sign(e.to_string()))?;
-    let nonce = hex::encode(rand::random::<[u8; 16]>());
-    let header = SignedHeader::sign(
+/// Whether a URL host is this machine: a loopback address or `localhost`.
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Adds a fresh signature (new date and nonce: the server refuses a replayed nonce) over the
+/// stream's first message, the `hello`, to a call.
+pub(super) fn sign(
+    metadata: &mut MetadataMap,
+    creds: &Credentials,
+    hello: &tlsfleet_proto::v1::AgentMessage,
+) -> Result<(), SyncError> {
+    let header = SignedHeader::sign_now(
         &creds.access_key_id,
         &creds.secret,
-        &date,
-        &nonce,
         SYNC_METHOD,
+        &message_digest(hello),
     );
     let value = AsciiMetadataValue::try_from(header.to_header_value())
         .map_err(|_| SyncError::Sign("the access key id is not printable ASCII".to_owned()))?;
@@ -148,24 +166,49 @@ mod tests {
         }
     }
 
+    fn hello(node: &str) -> tlsfleet_proto::v1::AgentMessage {
+        tlsfleet_proto::v1::AgentMessage {
+            kind: Some(tlsfleet_proto::v1::agent_message::Kind::Hello(
+                tlsfleet_proto::v1::AgentHello {
+                    node_id: node.into(),
+                    ..Default::default()
+                },
+            )),
+        }
+    }
+
     #[test]
-    fn signature_verifies_for_sync_only() {
+    fn signature_verifies_for_sync_and_this_hello_only() {
         let creds = Credentials {
             access_key_id: "AK1".into(),
             secret: "s3cret".into(),
         };
         let mut md = MetadataMap::new();
-        sign(&mut md, &creds).unwrap();
+        sign(&mut md, &creds, &hello("edge-1")).unwrap();
         let value = md.get(METADATA_KEY).unwrap().to_str().unwrap();
         let parsed = SignedHeader::parse(value).unwrap();
         assert_eq!(parsed.access_key_id, "AK1");
         assert_eq!(parsed.date.len(), "20261128T210715Z".len());
         assert_eq!(parsed.nonce.len(), 32);
-        assert!(tlsfleet_proto::auth::verify("s3cret", &parsed, SYNC_METHOD));
+        let digest = message_digest(&hello("edge-1"));
+        assert!(tlsfleet_proto::auth::verify(
+            "s3cret",
+            &parsed,
+            SYNC_METHOD,
+            &digest
+        ));
         assert!(!tlsfleet_proto::auth::verify(
             "s3cret",
             &parsed,
-            "/tlsfleet.v1.FleetService/ListAgents"
+            "/tlsfleet.v1.FleetService/ListAgents",
+            &digest
+        ));
+        let other = message_digest(&hello("edge-2"));
+        assert!(!tlsfleet_proto::auth::verify(
+            "s3cret",
+            &parsed,
+            SYNC_METHOD,
+            &other
         ));
     }
 
@@ -177,7 +220,7 @@ mod tests {
         };
         let nonce = || {
             let mut md = MetadataMap::new();
-            sign(&mut md, &creds).unwrap();
+            sign(&mut md, &creds, &hello("n")).unwrap();
             SignedHeader::parse(md.get(METADATA_KEY).unwrap().to_str().unwrap())
                 .unwrap()
                 .nonce
@@ -191,7 +234,7 @@ mod tests {
             access_key_id: "ключ\n".into(),
             secret: "s".into(),
         };
-        assert!(sign(&mut MetadataMap::new(), &creds).is_err());
+        assert!(sign(&mut MetadataMap::new(), &creds, &hello("n")).is_err());
     }
 
     #[test]
@@ -200,6 +243,16 @@ mod tests {
         assert!(endpoint("http://127.0.0.1:7443", &none, timeouts()).is_ok());
         assert!(endpoint("https://control.example:7443", &none, timeouts()).is_err());
         assert!(endpoint("ftp://127.0.0.1:1", &none, timeouts()).is_err());
+        // Plaintext only to this machine, unless told otherwise.
+        assert!(endpoint("http://[::1]:7443", &none, timeouts()).is_ok());
+        assert!(endpoint("http://localhost:7443", &none, timeouts()).is_ok());
+        assert!(endpoint("http://10.0.0.1:7443", &none, timeouts()).is_err());
+        assert!(endpoint("http://control.internal:7443", &none, timeouts()).is_err());
+        let insecure = ControlTls {
+            insecure: true,
+            ..ControlTls::default()
+        };
+        assert!(endpoint("http://10.0.0.1:7443", &insecure, timeouts()).is_ok());
         assert!(endpoint("not a url", &none, timeouts()).is_err());
         assert!(format!(
             "{:?}",

@@ -19,6 +19,7 @@
 //! last revision; only the sync state metric says so.
 
 mod backoff;
+mod chunks;
 mod connect;
 mod persist;
 mod session;
@@ -135,7 +136,9 @@ impl SyncClient {
             .map(|url| connect::endpoint(url, &cfg.tls, timeouts))
             .collect::<Result<Vec<_>, _>>()?;
         if let Some(creds) = &cfg.credentials {
-            connect::sign(&mut tonic::metadata::MetadataMap::new(), creds)?;
+            // A key that cannot be signed with fails now, not at the first connection.
+            let probe = tlsfleet_proto::v1::AgentMessage::default();
+            connect::sign(&mut tonic::metadata::MetadataMap::new(), creds, &probe)?;
         }
         Ok(Self {
             shared: Shared {

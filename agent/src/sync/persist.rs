@@ -85,6 +85,11 @@ fn store(cache: &Cache, table: &PolicyTable) -> Result<Option<i64>, crate::cache
         return Ok(None);
     };
     let policies = table.policies();
-    cache.store(&CachedSnapshot { revision, policies })?;
+    cache.store(&CachedSnapshot {
+        revision,
+        policies,
+        store_id: table.store_id(),
+        refused: table.refused_without_policy(),
+    })?;
     Ok(Some(revision))
 }

@@ -1,9 +1,7 @@
 //! One Sync stream: connect, say hello, then apply each control message and answer it with
 //! an ACK or a NACK, until the stream ends or the agent shuts down.
 
-use std::collections::HashMap;
-
-use tlsfleet_policy::{BucketName, HttpsConfig};
+use tlsfleet_policy::{BucketName, CertKeyType, HttpsConfig};
 use tlsfleet_proto::{
     convert,
     v1::{
@@ -16,12 +14,15 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{connect::ControlEndpoint, Progress, Shared};
-use crate::table::{ApplyOutcome, BucketError, PolicyTable};
+use super::{chunks::Assembler, connect::ControlEndpoint, Progress, Shared};
+use crate::{
+    table::{ApplyOutcome, BucketError},
+    tls::KeyKind,
+};
 
-/// A snapshot of a million policies is some hundreds of MiB on the wire; tonic's default
-/// 4 MiB limit would refuse any real fleet's snapshot.
-const MAX_MESSAGE_BYTES: usize = 1 << 30;
+/// The largest control message accepted. The server cuts snapshots and deltas into chunks of
+/// about 128 KiB, so this only bounds a control server gone wrong.
+const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
 /// Why a session ended.
 #[derive(Debug)]
@@ -58,6 +59,7 @@ pub(super) async fn run(
         shared,
         progress,
         opened: false,
+        chunks: Assembler::default(),
     };
     let end = tokio::select! {
         biased;
@@ -74,6 +76,7 @@ struct Session<'a> {
     shared: &'a Shared,
     progress: &'a mut Progress,
     opened: bool,
+    chunks: Assembler,
 }
 
 impl Session<'_> {
@@ -88,6 +91,10 @@ impl Session<'_> {
             Err(_) => return End::Unreachable(format!("no connection within {timeout:?}")),
         };
         let (tx, rx) = mpsc::channel(8);
+        let key_type = match shared.table.factory().resolver().key_kind() {
+            KeyKind::Ecdsa => CertKeyType::Ecdsa,
+            KeyKind::Rsa => CertKeyType::Rsa,
+        };
         let hello = AgentMessage {
             kind: Some(agent_message::Kind::Hello(AgentHello {
                 node_id: shared.node_id.clone(),
@@ -98,18 +105,22 @@ impl Session<'_> {
                     .collect(),
                 last_revision: shared.table.revision().unwrap_or(0),
                 agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+                store_id: shared.table.store_id().unwrap_or_default(),
+                key_types: vec![key_type.as_str().to_owned()],
             })),
         };
+        let mut request_metadata = tonic::metadata::MetadataMap::new();
+        if let Some(creds) = &shared.credentials {
+            if let Err(e) = super::connect::sign(&mut request_metadata, creds, &hello) {
+                return End::Failed(tonic::Status::unauthenticated(e.to_string()));
+            }
+        }
         if tx.send(hello).await.is_err() {
             // The receiver is held just above; a closed channel here is impossible.
             return End::Unreachable("request stream closed before the hello".to_owned());
         }
         let mut request = tonic::Request::new(ReceiverStream::new(rx));
-        if let Some(creds) = &shared.credentials {
-            if let Err(e) = super::connect::sign(request.metadata_mut(), creds) {
-                return End::Failed(tonic::Status::unauthenticated(e.to_string()));
-            }
-        }
+        *request.metadata_mut() = request_metadata;
         let mut client =
             FleetServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
         let mut inbound = match tokio::time::timeout(timeout, client.sync(request)).await {
@@ -126,8 +137,15 @@ impl Session<'_> {
                 Err(status) => return End::Failed(status),
             };
             let applied = match message.kind {
-                Some(control_message::Kind::Snapshot(snapshot)) => self.snapshot(snapshot).await,
-                Some(control_message::Kind::Delta(delta)) => self.delta(delta).await,
+                Some(control_message::Kind::Snapshot(chunk)) => match self.chunks.snapshot(chunk) {
+                    Some(snapshot) => self.snapshot(snapshot).await,
+                    None => continue,
+                },
+                Some(control_message::Kind::Delta(chunk)) => match self.chunks.delta(chunk) {
+                    Ok(Some(delta)) => self.delta(delta).await,
+                    Ok(None) => continue,
+                    Err(e) => return End::Resync(e),
+                },
                 None => {
                     // A message kind from a newer control server: nothing to apply or answer.
                     warn!("ignoring a control message of an unknown kind");
@@ -156,9 +174,11 @@ impl Session<'_> {
         let count = snapshot.policies.len();
         let table = self.shared.table.clone();
         let (policies, bad) = convert_all(snapshot.policies);
+        let store_id = snapshot.store_id;
         let outcome = tokio::task::spawn_blocking(move || {
-            let policies = keep_previous(&table, policies, &bad);
-            merge(table.apply_snapshot(revision, policies), bad)
+            let outcome = table.apply_snapshot_refusing(revision, policies, &bad);
+            table.set_store_id(store_id);
+            merge(outcome, bad)
         })
         .await
         .map_err(panicked)?;
@@ -201,7 +221,10 @@ impl Session<'_> {
         let (n_up, n_del) = (upserts.len(), deletes.len());
         let table = self.shared.table.clone();
         let outcome = tokio::task::spawn_blocking(move || {
-            merge(table.apply_delta(revision, upserts, deletes), bad)
+            merge(
+                table.apply_delta_refusing(revision, upserts, deletes, &bad),
+                bad,
+            )
         })
         .await
         .map_err(panicked)?;
@@ -238,30 +261,6 @@ fn convert_all(policies: Vec<BucketPolicy>) -> (Vec<(BucketName, HttpsConfig)>, 
         }
     }
     (good, bad)
-}
-
-/// A snapshot replaces the whole table, so a bucket left out because its policy did not
-/// convert would lose its config; carry the current one over instead (invariant 4).
-fn keep_previous(
-    table: &PolicyTable,
-    mut policies: Vec<(BucketName, HttpsConfig)>,
-    bad: &[BucketError],
-) -> Vec<(BucketName, HttpsConfig)> {
-    if bad.is_empty() {
-        return policies;
-    }
-    let mut current: HashMap<BucketName, HttpsConfig> = table.policies().into_iter().collect();
-    for error in bad {
-        if let Some(kept) = error
-            .bucket
-            .parse()
-            .ok()
-            .and_then(|b| current.remove_entry(&b))
-        {
-            policies.push(kept);
-        }
-    }
-    policies
 }
 
 fn merge(mut outcome: ApplyOutcome, bad: Vec<BucketError>) -> ApplyOutcome {

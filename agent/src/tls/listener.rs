@@ -23,7 +23,7 @@ use tracing::Instrument;
 use crate::{
     http::{self, ConnInfo, Context, Domains, HostKind},
     metrics::{HandshakeFailure, Refusal},
-    table::TableSnapshot,
+    table::{Lookup, TableSnapshot},
 };
 
 /// Backoff after a failed `accept` (e.g. out of file descriptors), so the loop does not spin.
@@ -43,10 +43,11 @@ pub fn select_config(
     };
     match domains.classify(sni) {
         HostKind::Bare => Ok(table.endpoint().clone()),
-        HostKind::Bucket(label) => match table.server_config(label) {
-            Some(config) => Ok(config.clone()),
-            None if label.parse::<BucketName>().is_ok() => Ok(table.endpoint().clone()),
-            None => Err(Refusal::UnknownSni),
+        HostKind::Bucket(label) => match table.lookup(label) {
+            Lookup::Config(config) => Ok(config.clone()),
+            Lookup::Refused => Err(Refusal::BucketRefused),
+            Lookup::NoPolicy if label.parse::<BucketName>().is_ok() => Ok(table.endpoint().clone()),
+            Lookup::NoPolicy => Err(Refusal::UnknownSni),
         },
         HostKind::Other => Err(Refusal::UnknownSni),
     }

@@ -251,7 +251,11 @@ pub fn wire(name: &str, config: &HttpsConfig) -> BucketPolicy {
 }
 
 pub fn snapshot(revision: i64, policies: Vec<BucketPolicy>) -> control_message::Kind {
-    control_message::Kind::Snapshot(pb::Snapshot { revision, policies })
+    control_message::Kind::Snapshot(pb::Snapshot {
+        revision,
+        policies,
+        ..Default::default()
+    })
 }
 
 pub fn delta(
@@ -265,6 +269,14 @@ pub fn delta(
         revision: to,
         upserts,
         deletes: deletes.iter().map(|d| (*d).to_owned()).collect(),
+        more: false,
+    })
+}
+
+/// The digest the Sync signature covers: the first message, the hello.
+pub fn hello_digest(hello: &pb::AgentHello) -> auth::Digest {
+    auth::message_digest(&AgentMessage {
+        kind: Some(agent_message::Kind::Hello(hello.clone())),
     })
 }
 

@@ -471,6 +471,7 @@ mod tests {
             control_id: "c1".into(),
             connected_at_unix_ms: 1,
             last_seen_unix_ms: 1_000_000 - 12_000,
+            key_types: vec![],
         };
         let out = human(&Outcome::Agents(ListAgentsResponse {
             agents: vec![

@@ -289,6 +289,7 @@ mod tests {
                 control_id: "control-1".into(),
                 connected_at_unix_ms: 1000,
                 last_seen_unix_ms: 2000,
+                key_types: vec![],
             }],
             revision: 6,
         }));

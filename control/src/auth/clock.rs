@@ -49,11 +49,27 @@ pub(crate) fn parse_http_date(s: &str) -> Option<i64> {
 
 /// `Err(RequestTimeTooSkewed)` unless `date` is within [`MAX_SKEW`] of `now`.
 pub(crate) fn check_skew(date: i64, now: i64) -> Result<(), AuthError> {
-    let skew = i64::try_from(MAX_SKEW.as_secs()).unwrap_or(i64::MAX);
-    if date.abs_diff(now) > skew.unsigned_abs() {
+    check_window(date, now, MAX_SKEW, MAX_SKEW)
+}
+
+/// `Err(RequestTimeTooSkewed)` unless `date` is at most `past` before `now` and at most
+/// `future` after it.
+pub(crate) fn check_window(
+    date: i64,
+    now: i64,
+    past: Duration,
+    future: Duration,
+) -> Result<(), AuthError> {
+    let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    if date < now.saturating_sub(secs(past)) || date > now.saturating_add(secs(future)) {
         return Err(AuthError::RequestTimeTooSkewed);
     }
     Ok(())
+}
+
+/// When a request dated `date` stops being accepted: the end of its replay window.
+pub(crate) fn expiry(date: i64) -> i64 {
+    date.saturating_add(i64::try_from(MAX_SKEW.as_secs()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

@@ -11,6 +11,10 @@
 //! Unknown fields are refused rather than ignored: a misspelt `bucket =` silently granting
 //! nothing (or a misspelt `alow =`) is worse than a load error. A key without `buckets` may
 //! only do bucket-less actions (Sync, ListAgents, GetRolloutStatus).
+//!
+//! A key allowed `tlsfleet:Sync` registers agents only under the node ids its `nodes`
+//! patterns cover (`nodes = ["edge-fra-*"]`; `["*"]` for a key shared by the whole fleet):
+//! a leaked agent key cannot pose as another part of the fleet.
 
 use std::{
     collections::HashMap,
@@ -70,6 +74,9 @@ pub struct AccessKey {
     /// The patterns as written, for messages.
     patterns: Vec<String>,
     buckets: GlobSet,
+    /// Agent node ids a Sync call with this key may register as.
+    node_patterns: Vec<String>,
+    nodes: GlobSet,
 }
 
 #[derive(serde::Deserialize)]
@@ -88,6 +95,9 @@ struct KeyEntry {
     allow: Vec<String>,
     #[serde(default)]
     buckets: Vec<String>,
+    /// Agent node ids (glob patterns) a Sync call with this key may register as.
+    #[serde(default)]
+    nodes: Vec<String>,
     /// Free text for operators; not used.
     #[serde(default, rename = "description")]
     _description: Option<String>,
@@ -163,8 +173,17 @@ impl AccessKey {
             secret: secret.to_owned(),
             allow: allow.iter().map(|s| (*s).to_owned()).collect(),
             buckets: buckets.iter().map(|s| (*s).to_owned()).collect(),
+            nodes: Vec::new(),
             _description: None,
         })
+    }
+
+    /// Like [`AccessKey::new`], with the node ids (glob patterns) it may register as.
+    pub fn with_nodes(mut self, nodes: &[&str]) -> Result<Self, CredentialsError> {
+        let patterns: Vec<String> = nodes.iter().map(|s| (*s).to_owned()).collect();
+        self.nodes = glob_set(&self.id, &patterns)?;
+        self.node_patterns = patterns;
+        Ok(self)
     }
 
     fn from_entry(entry: KeyEntry) -> Result<Self, CredentialsError> {
@@ -190,33 +209,16 @@ impl AccessKey {
                 known: Action::known_grants(),
             });
         }
-        let mut set = GlobSetBuilder::new();
-        for pattern in &entry.buckets {
-            let bad = |reason: String| CredentialsError::BadPattern {
-                id: id.clone(),
-                pattern: pattern.clone(),
-                reason,
-            };
-            if pattern.is_empty() {
-                return Err(bad("empty pattern".into()));
-            }
-            let glob = GlobBuilder::new(pattern)
-                .literal_separator(false)
-                .build()
-                .map_err(|e| bad(e.kind().to_string()))?;
-            set.add(glob);
-        }
-        let buckets = set.build().map_err(|e| CredentialsError::BadPattern {
-            id: id.clone(),
-            pattern: entry.buckets.join(", "),
-            reason: e.to_string(),
-        })?;
+        let buckets = glob_set(&id, &entry.buckets)?;
+        let nodes = glob_set(&id, &entry.nodes)?;
         Ok(Self {
             id,
             secret: entry.secret,
             actions,
             patterns: entry.buckets,
             buckets,
+            node_patterns: entry.nodes,
+            nodes,
         })
     }
 
@@ -241,6 +243,42 @@ impl AccessKey {
     pub fn bucket_patterns(&self) -> &[String] {
         &self.patterns
     }
+
+    /// Whether a Sync call with this key may register as agent `node_id` (its `nodes`
+    /// patterns; none: no node id at all).
+    pub fn may_register(&self, node_id: &str) -> bool {
+        self.nodes.is_match(node_id)
+    }
+
+    /// The node patterns as written in the file.
+    pub fn node_patterns(&self) -> &[String] {
+        &self.node_patterns
+    }
+}
+
+/// Glob patterns (`*`, `logs-*`, exact names), each non-empty.
+fn glob_set(id: &str, patterns: &[String]) -> Result<GlobSet, CredentialsError> {
+    let mut set = GlobSetBuilder::new();
+    for pattern in patterns {
+        let bad = |reason: String| CredentialsError::BadPattern {
+            id: id.to_owned(),
+            pattern: pattern.clone(),
+            reason,
+        };
+        if pattern.is_empty() {
+            return Err(bad("empty pattern".into()));
+        }
+        let glob = GlobBuilder::new(pattern)
+            .literal_separator(false)
+            .build()
+            .map_err(|e| bad(e.kind().to_string()))?;
+        set.add(glob);
+    }
+    set.build().map_err(|e| CredentialsError::BadPattern {
+        id: id.to_owned(),
+        pattern: patterns.join(", "),
+        reason: e.to_string(),
+    })
 }
 
 impl fmt::Debug for AccessKey {
@@ -255,6 +293,7 @@ impl fmt::Debug for AccessKey {
             .field("secret", &"<redacted>")
             .field("allow", &granted)
             .field("buckets", &self.patterns)
+            .field("nodes", &self.node_patterns)
             .finish()
     }
 }

@@ -1,25 +1,21 @@
-//! gRPC call authentication: the `TLSFLEET-HMAC-SHA256` metadata of `tlsfleet_proto::auth`,
-//! a 15-minute window on its `Date`, and a replay cache of the nonces seen in that window.
+//! gRPC call authentication: the `TLSFLEET-HMAC-SHA256` metadata of `tlsfleet_proto::auth`
+//! (signature over the method and the request message's digest), a window on its `Date` (15
+//! minutes back, [`MAX_FUTURE_SKEW`] ahead), and the per-key replay cache of nonces.
 
-use std::{
-    collections::{BTreeSet, HashSet},
-    sync::Mutex,
-};
+use tlsfleet_proto::auth::{verify as verify_signature, Digest, SignedHeader, METADATA_KEY};
 
-use tlsfleet_proto::auth::{verify as verify_signature, SignedHeader, METADATA_KEY};
+use super::{bounded, clock, replay::ReplayCache, AuthError, Credentials, Principal};
 
-use super::{bounded, clock, AuthError, Credentials, Principal};
-
-/// At most this many nonces are remembered (about 10 MB). A signed call within its window
-/// only gets through once; beyond this many calls per window, the oldest entries make room
-/// and calls dated at or before them are refused (fail closed) until they age out.
-pub const MAX_REPLAY_ENTRIES: usize = 100_000;
+/// How far ahead of the server's clock a gRPC call may be dated. Small: a date far ahead
+/// would keep its nonce in the cache (and its signature valid) for longer.
+pub const MAX_FUTURE_SKEW: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 pub(super) fn verify(
     creds: &Credentials,
     replay: &ReplayCache,
     metadata: &tonic::metadata::MetadataMap,
     method_path: &str,
+    digest: &Digest,
     now: i64,
 ) -> Result<Principal, AuthError> {
     let value = metadata.get(METADATA_KEY).ok_or(AuthError::Missing)?;
@@ -32,85 +28,14 @@ pub(super) fn verify(
         .ok_or_else(|| AuthError::InvalidAccessKeyId(bounded(&header.access_key_id)))?;
     let date = clock::parse_iso_basic(&header.date)
         .ok_or_else(|| AuthError::Malformed("Date is not YYYYMMDDTHHMMSSZ".into()))?;
-    if !verify_signature(key.secret(), &header, method_path) {
+    if !verify_signature(key.secret(), &header, method_path, digest) {
         return Err(AuthError::SignatureDoesNotMatch);
     }
-    clock::check_skew(date, now)?;
-    // Only verified calls reach the cache, so nobody without a key can fill it.
-    replay.check_and_insert(&key.id, &header.nonce, date, now)?;
+    clock::check_window(date, now, clock::MAX_SKEW, MAX_FUTURE_SKEW)?;
+    // Only verified calls reach the cache, so nobody without a key can fill it; each key has
+    // its own, so no key can fill another's.
+    replay.check_and_insert(&key.id, &header.nonce, clock::expiry(date), now)?;
     Ok(Principal { key })
-}
-
-/// Nonces seen, each remembered until its call's date falls out of the skew window.
-pub(super) struct ReplayCache {
-    inner: Mutex<Replay>,
-}
-
-struct Replay {
-    capacity: usize,
-    /// `key id \0 nonce`.
-    seen: HashSet<String>,
-    /// (expiry, entry), to evict in expiry order.
-    by_expiry: BTreeSet<(i64, String)>,
-    /// Calls that expire at or before this were evicted early: refuse them.
-    floor: i64,
-}
-
-impl ReplayCache {
-    pub(super) fn new(capacity: usize) -> Self {
-        Self {
-            inner: Mutex::new(Replay {
-                capacity: capacity.max(1),
-                seen: HashSet::new(),
-                by_expiry: BTreeSet::new(),
-                floor: i64::MIN,
-            }),
-        }
-    }
-
-    /// `Err(Replayed)` when this key and nonce were seen within the window, or when the
-    /// call is too old for the cache to vouch for it.
-    pub(super) fn check_and_insert(
-        &self,
-        key_id: &str,
-        nonce: &str,
-        date: i64,
-        now: i64,
-    ) -> Result<(), AuthError> {
-        // A poisoned lock only means another thread panicked mid-update; the sets are
-        // still consistent enough to keep refusing replays.
-        let mut r = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some((expiry, _)) = r.by_expiry.first() {
-            if *expiry > now {
-                break;
-            }
-            if let Some((_, entry)) = r.by_expiry.pop_first() {
-                r.seen.remove(&entry);
-            }
-        }
-        let expiry = date.saturating_add(i64::try_from(clock::MAX_SKEW.as_secs()).unwrap_or(0));
-        let entry = format!("{key_id}\0{nonce}");
-        if expiry <= r.floor || r.seen.contains(&entry) {
-            return Err(AuthError::Replayed);
-        }
-        if r.seen.len() >= r.capacity {
-            if let Some((oldest, evicted)) = r.by_expiry.pop_first() {
-                r.seen.remove(&evicted);
-                r.floor = r.floor.max(oldest);
-            }
-            if expiry <= r.floor {
-                return Err(AuthError::Replayed);
-            }
-        }
-        r.seen.insert(entry.clone());
-        r.by_expiry.insert((expiry, entry));
-        Ok(())
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.inner.lock().map(|r| r.seen.len()).unwrap_or(0)
-    }
 }
 
 #[cfg(test)]
@@ -124,18 +49,31 @@ mod tests {
 
     const T: u64 = 1_795_900_035; // 2026-11-28T21:07:15Z
     const PUT: &str = "/tlsfleet.v1.HttpsConfigService/Put";
+    const BODY: Digest = [7; 32];
 
     fn authenticator() -> Authenticator {
         Authenticator::new(
             Credentials::parse(
-                "[[key]]\nid='AKCTL'\nsecret='ctl-secret'\nallow=['oss:*','tlsfleet:*']\nbuckets=['*']\n",
+                "[[key]]\nid='AKCTL'\nsecret='ctl-secret'\nallow=['oss:*','tlsfleet:*']\nbuckets=['*']\n\
+                 [[key]]\nid='AKAGENT'\nsecret='agent-secret'\nallow=['tlsfleet:Sync']\nnodes=['*']\n",
             )
             .unwrap(),
         )
     }
 
     fn md(id: &str, secret: &str, date: &str, nonce: &str, path: &str) -> MetadataMap {
-        let h = SignedHeader::sign(id, secret, date, nonce, path);
+        md_for(id, secret, date, nonce, path, &BODY)
+    }
+
+    fn md_for(
+        id: &str,
+        secret: &str,
+        date: &str,
+        nonce: &str,
+        path: &str,
+        digest: &Digest,
+    ) -> MetadataMap {
+        let h = SignedHeader::sign(id, secret, date, nonce, path, digest);
         let mut m = MetadataMap::new();
         m.insert(
             METADATA_KEY,
@@ -152,14 +90,26 @@ mod tests {
     fn accepts_once_then_refuses_the_replay() {
         let auth = authenticator();
         let m = md("AKCTL", "ctl-secret", "20261128T210715Z", "n1", PUT);
-        let who = auth.grpc_at(&m, PUT, at(T)).unwrap();
+        let who = auth.grpc_at(&m, PUT, &BODY, at(T)).unwrap();
         assert_eq!(who.key.id, "AKCTL");
         assert_eq!(
-            auth.grpc_at(&m, PUT, at(T + 1)).unwrap_err(),
+            auth.grpc_at(&m, PUT, &BODY, at(T + 1)).unwrap_err(),
             AuthError::Replayed
         );
         let fresh = md("AKCTL", "ctl-secret", "20261128T210715Z", "n2", PUT);
-        assert!(auth.grpc_at(&fresh, PUT, at(T + 1)).is_ok());
+        assert!(auth.grpc_at(&fresh, PUT, &BODY, at(T + 1)).is_ok());
+    }
+
+    #[test]
+    fn the_signature_covers_the_message() {
+        let auth = authenticator();
+        let m = md("AKCTL", "ctl-secret", "20261128T210715Z", "n1", PUT);
+        // The same header with another message (a bucket or a policy changed on the way).
+        assert_eq!(
+            auth.grpc_at(&m, PUT, &[8; 32], at(T)).unwrap_err(),
+            AuthError::SignatureDoesNotMatch
+        );
+        assert!(auth.grpc_at(&m, PUT, &BODY, at(T)).is_ok());
     }
 
     #[test]
@@ -191,29 +141,35 @@ mod tests {
                 md("AKCTL", "ctl-secret", "20261128T205214Z", "d", PUT),
                 AuthError::RequestTimeTooSkewed,
             ),
+            // Ahead of the server's clock by more than the small future tolerance.
             (
-                md("AKCTL", "ctl-secret", "20261128T212216Z", "e", PUT),
+                md("AKCTL", "ctl-secret", "20261128T211216Z", "e", PUT),
                 AuthError::RequestTimeTooSkewed,
             ),
         ];
         for (m, want) in cases {
-            assert_eq!(auth.grpc_at(&m, PUT, at(T)).unwrap_err(), want);
+            assert_eq!(auth.grpc_at(&m, PUT, &BODY, at(T)).unwrap_err(), want);
         }
         let bad_date = md("AKCTL", "ctl-secret", "2026-11-28T21:07:15Z", "f", PUT);
         assert!(matches!(
-            auth.grpc_at(&bad_date, PUT, at(T)),
+            auth.grpc_at(&bad_date, PUT, &BODY, at(T)),
             Err(AuthError::Malformed(_))
         ));
         let mut garbage = MetadataMap::new();
         garbage.insert(METADATA_KEY, MetadataValue::from_static("Bearer abc"));
         assert!(matches!(
-            auth.grpc_at(&garbage, PUT, at(T)),
+            auth.grpc_at(&garbage, PUT, &BODY, at(T)),
             Err(AuthError::Malformed(_))
         ));
-        // The edges of the window are accepted.
-        for (date, nonce) in [("20261128T205215Z", "g"), ("20261128T212215Z", "h")] {
+        // The edges of the window are accepted: 15 minutes back, 5 minutes ahead.
+        for (date, nonce) in [("20261128T205215Z", "g"), ("20261128T211215Z", "h")] {
             assert!(auth
-                .grpc_at(&md("AKCTL", "ctl-secret", date, nonce, PUT), PUT, at(T))
+                .grpc_at(
+                    &md("AKCTL", "ctl-secret", date, nonce, PUT),
+                    PUT,
+                    &BODY,
+                    at(T)
+                )
                 .is_ok());
         }
     }
@@ -223,45 +179,40 @@ mod tests {
         let auth = authenticator();
         for i in 0..10 {
             let m = md("AKCTL", "wrong", "20261128T210715Z", &format!("x{i}"), PUT);
-            assert!(auth.grpc_at(&m, PUT, at(T)).is_err());
+            assert!(auth.grpc_at(&m, PUT, &BODY, at(T)).is_err());
         }
-        assert_eq!(auth.replay.len(), 0);
+        assert_eq!(auth.replay.len("AKCTL"), 0);
     }
 
     #[test]
-    fn cache_is_bounded_and_fails_closed_for_evicted_dates() {
-        let cache = ReplayCache::new(3);
-        let now = 9_500;
-        for (i, date) in [9_000, 9_100, 9_200].into_iter().enumerate() {
-            cache
-                .check_and_insert("k", &format!("n{i}"), date, now)
-                .unwrap();
+    fn a_replay_flood_of_one_key_does_not_lock_out_another() {
+        let auth = Authenticator::with_replay_capacity(
+            Credentials::parse(
+                "[[key]]\nid='AKCTL'\nsecret='ctl-secret'\nallow=['oss:*','tlsfleet:*']\nbuckets=['*']\n\
+                 [[key]]\nid='AKAGENT'\nsecret='agent-secret'\nallow=['tlsfleet:Sync']\nnodes=['*']\n",
+            )
+            .unwrap(),
+            100,
+        );
+        const SYNC: &str = "/tlsfleet.v1.FleetService/Sync";
+        // The review's attack: calls dated as far ahead as accepted, more than the cache holds.
+        let ahead = "20261128T211215Z";
+        for i in 0..250 {
+            let m = md("AKAGENT", "agent-secret", ahead, &format!("f{i}"), SYNC);
+            let _ = auth.grpc_at(&m, SYNC, &BODY, at(T));
         }
-        // Full: the entry dated 9000 makes room, so calls dated <= 9000 are refused now.
-        cache.check_and_insert("k", "n3", 9_300, now).unwrap();
-        assert_eq!(cache.len(), 3);
-        assert_eq!(
-            cache.check_and_insert("k", "n0", 9_000, now),
-            Err(AuthError::Replayed)
-        );
-        assert_eq!(
-            cache.check_and_insert("k", "other", 8_999, now),
-            Err(AuthError::Replayed)
-        );
-        // Still remembered ones are still refused; newer ones pass.
-        assert_eq!(
-            cache.check_and_insert("k", "n2", 9_200, now),
-            Err(AuthError::Replayed)
-        );
-        assert!(cache.check_and_insert("k2", "n2", 9_400, now).is_ok());
-        // Once the window has passed, expired entries go and the cache empties.
-        cache
-            .check_and_insert("k", "late", 11_000, 11_000 + 899)
-            .unwrap();
-        assert_eq!(cache.len(), 1);
-        // Same nonce, another key: not a replay.
-        let c = ReplayCache::new(10);
-        c.check_and_insert("a", "n", now, now).unwrap();
-        c.check_and_insert("b", "n", now, now).unwrap();
+        for i in 0..100 {
+            let m = md(
+                "AKCTL",
+                "ctl-secret",
+                "20261128T210715Z",
+                &format!("a{i}"),
+                PUT,
+            );
+            assert!(
+                auth.grpc_at(&m, PUT, &BODY, at(T)).is_ok(),
+                "admin call {i}"
+            );
+        }
     }
 }

@@ -3,24 +3,30 @@
 //! * [`Credentials`]: the access keys of the credentials file and their grants.
 //! * [`Authenticator::oss`]: OSS signatures V1 (`OSS AK:SIG`, HMAC-SHA1) and V4
 //!   (`OSS4-HMAC-SHA256`), as the official SDKs send them (see `docs/oss-https-config-api.md`).
-//! * [`Authenticator::grpc`]: the `TLSFLEET-HMAC-SHA256` metadata of `tlsfleet_proto::auth`,
-//!   with a replay cache of nonces.
+//! * [`Authenticator::grpc`]: the `TLSFLEET-HMAC-SHA256` metadata of `tlsfleet_proto::auth`
+//!   (covering the method and the request message), with a replay cache of nonces.
+//! * Replays: one cache per access key ([`replay`]) remembers every gRPC nonce and every REST
+//!   PUT signature while its date is valid, and refuses them a second time.
 //! * [`Principal::authorize`]: the grant check, the same for both front ends.
 //!
-//! Every request date must be within 15 minutes of the server's clock. Signatures are
-//! compared in constant time. No error message contains a secret.
+//! Every request date must be within 15 minutes of the server's clock (gRPC: at most
+//! [`MAX_FUTURE_SKEW`] ahead). Signatures are compared in constant time. No error message
+//! contains a secret.
 
 use std::{sync::Arc, time::SystemTime};
 
 mod clock;
 mod credentials;
 mod grpc;
+pub mod replay;
 mod sigv1;
 mod sigv4;
 
 pub use clock::MAX_SKEW;
 pub use credentials::{AccessKey, Credentials, CredentialsError};
-pub use grpc::MAX_REPLAY_ENTRIES;
+pub use grpc::MAX_FUTURE_SKEW;
+pub use replay::DEFAULT_PER_KEY as DEFAULT_REPLAY_PER_KEY;
+use tlsfleet_proto::auth::Digest;
 
 /// An operation a key can be granted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -122,11 +128,21 @@ pub enum AuthError {
     )]
     SignatureDoesNotMatch,
     #[error(
-        "the difference between the request time and the server's time is more than 15 minutes"
+        "the difference between the request time and the server's time is too large (at most \
+         15 minutes; for gRPC at most 5 minutes ahead)"
     )]
     RequestTimeTooSkewed,
-    #[error("replayed request: this nonce was already used, or the request is too old to tell")]
+    #[error(
+        "replayed request: this signature (nonce) was already used, or the request is too old \
+         for the server to tell; sign the request again"
+    )]
     Replayed,
+    #[error(
+        "this signature was already used for a PUT with another body: the signature does not \
+         cover the body, so the server cannot tell a second PUT signed in the same second from \
+         a tampered replay; sign it again with a later date, or send Content-MD5"
+    )]
+    ReusedSignature,
     #[error("access key {key:?} is not allowed to {action}{}", on_bucket(bucket))]
     AccessDenied {
         key: String,
@@ -201,19 +217,39 @@ pub struct OssAuth {
     /// The body's SHA-256 the V4 signer committed to in `x-oss-content-sha256`, when it sent
     /// one instead of `UNSIGNED-PAYLOAD`: the caller must check the body against it.
     pub content_sha256: Option<[u8; 32]>,
+    /// The signature presented (for [`Authenticator::check_put_replay`]).
+    pub signature: Vec<u8>,
+    /// The request's date (Unix seconds).
+    pub date: i64,
+}
+
+/// What a V1 or V4 check found.
+struct Verified {
+    principal: Principal,
+    content_sha256: Option<[u8; 32]>,
+    /// The request's date (Unix seconds).
+    date: i64,
+    /// The signature bytes presented.
+    signature: Vec<u8>,
 }
 
 /// Verifies signatures against a set of credentials.
 pub struct Authenticator {
     creds: Credentials,
-    replay: grpc::ReplayCache,
+    replay: replay::ReplayCache,
 }
 
 impl Authenticator {
+    /// With [`DEFAULT_REPLAY_PER_KEY`] replay entries per key.
     pub fn new(creds: Credentials) -> Self {
+        Self::with_replay_capacity(creds, DEFAULT_REPLAY_PER_KEY)
+    }
+
+    /// Remembering at most `per_key` signatures per access key.
+    pub fn with_replay_capacity(creds: Credentials, per_key: usize) -> Self {
         Self {
             creds,
-            replay: grpc::ReplayCache::new(MAX_REPLAY_ENTRIES),
+            replay: replay::ReplayCache::new(per_key),
         }
     }
 
@@ -222,13 +258,15 @@ impl Authenticator {
         &self.creds
     }
 
-    /// Authenticates a gRPC call to `method_path` (e.g. `/tlsfleet.v1.HttpsConfigService/Put`).
+    /// Authenticates a gRPC call to `method_path` (e.g. `/tlsfleet.v1.HttpsConfigService/Put`)
+    /// whose request message has `digest` (`tlsfleet_proto::auth::message_digest`).
     pub fn grpc(
         &self,
         metadata: &tonic::metadata::MetadataMap,
         method_path: &str,
+        digest: &Digest,
     ) -> Result<Principal, AuthError> {
-        self.grpc_at(metadata, method_path, SystemTime::now())
+        self.grpc_at(metadata, method_path, digest, SystemTime::now())
     }
 
     /// [`Self::grpc`] with the server's clock given.
@@ -236,6 +274,7 @@ impl Authenticator {
         &self,
         metadata: &tonic::metadata::MetadataMap,
         method_path: &str,
+        digest: &Digest,
         now: SystemTime,
     ) -> Result<Principal, AuthError> {
         grpc::verify(
@@ -243,6 +282,7 @@ impl Authenticator {
             &self.replay,
             metadata,
             method_path,
+            digest,
             clock::unix(now),
         )
     }
@@ -263,25 +303,62 @@ impl Authenticator {
             .map_err(|_| AuthError::Malformed("Authorization is not visible ASCII".into()))?
             .trim();
         let now = clock::unix(now);
-        if let Some(rest) = value.strip_prefix(sigv4::ALGORITHM) {
-            let (principal, content_sha256) = sigv4::verify(&self.creds, req, rest, now)?;
-            Ok(OssAuth {
-                principal,
-                version: SignatureVersion::V4,
-                content_sha256,
-            })
+        let (verified, version) = if let Some(rest) = value.strip_prefix(sigv4::ALGORITHM) {
+            (
+                sigv4::verify(&self.creds, req, rest, now)?,
+                SignatureVersion::V4,
+            )
         } else if let Some(rest) = value.strip_prefix("OSS ") {
-            let principal = sigv1::verify(&self.creds, req, rest, now)?;
-            Ok(OssAuth {
-                principal,
-                version: SignatureVersion::V1,
-                content_sha256: None,
-            })
+            (
+                sigv1::verify(&self.creds, req, rest, now)?,
+                SignatureVersion::V1,
+            )
         } else {
-            Err(AuthError::Malformed(
+            return Err(AuthError::Malformed(
                 "unsupported Authorization scheme: expected \"OSS\" or \"OSS4-HMAC-SHA256\"".into(),
-            ))
+            ));
+        };
+        Ok(OssAuth {
+            principal: verified.principal,
+            version,
+            content_sha256: verified.content_sha256,
+            signature: verified.signature,
+            date: verified.date,
+        })
+    }
+
+    /// Refuses a PUT whose signature was used before (while its date is valid), once its body
+    /// is known, and remembers it otherwise: a write captured on the way (or read from a log)
+    /// cannot be sent again, with its body or another. Call it before the write.
+    ///
+    /// Reads are not checked: an identical GET repeated within a second is legitimate, and the
+    /// answer it gets is the one the original got.
+    pub fn check_put_replay(&self, auth: &OssAuth, body: &[u8]) -> Result<(), AuthError> {
+        self.check_put_replay_at(auth, body, SystemTime::now())
+    }
+
+    /// [`Self::check_put_replay`] with the server's clock given.
+    pub fn check_put_replay_at(
+        &self,
+        auth: &OssAuth,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<(), AuthError> {
+        use sha2::Digest as _;
+        let now = clock::unix(now);
+        let key = &auth.principal.key.id;
+        let expiry = clock::expiry(auth.date);
+        let signature = format!("oss:{}", hex::encode(&auth.signature));
+        let with_body = format!("{signature}:{}", hex::encode(sha2::Sha256::digest(body)));
+        if self.replay.contains(key, &signature, now) {
+            return Err(if self.replay.contains(key, &with_body, now) {
+                AuthError::Replayed
+            } else {
+                AuthError::ReusedSignature
+            });
         }
+        self.replay.check_and_insert(key, &signature, expiry, now)?;
+        self.replay.check_and_insert(key, &with_body, expiry, now)
     }
 }
 

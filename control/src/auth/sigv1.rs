@@ -10,7 +10,7 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 
-use super::{bounded, clock, header_bytes, AuthError, OssRequest, Principal};
+use super::{bounded, clock, header_bytes, AuthError, OssRequest, Principal, Verified};
 use crate::auth::Credentials;
 
 /// Query parameters that are part of the V1 CanonicalizedResource (oss2's list, which the
@@ -89,7 +89,7 @@ pub(super) fn verify(
     req: &OssRequest<'_>,
     rest: &str,
     now: i64,
-) -> Result<Principal, AuthError> {
+) -> Result<Verified, AuthError> {
     let (id, signature) = rest
         .trim()
         .split_once(':')
@@ -113,7 +113,12 @@ pub(super) fn verify(
     mac.verify_slice(&presented)
         .map_err(|_| AuthError::SignatureDoesNotMatch)?;
     clock::check_skew(date, now)?;
-    Ok(Principal { key })
+    Ok(Verified {
+        principal: Principal { key },
+        content_sha256: None,
+        date,
+        signature: presented,
+    })
 }
 
 fn request_date(req: &OssRequest<'_>) -> Result<i64, AuthError> {
@@ -263,6 +268,8 @@ mod tests {
 
     #[test]
     fn verifies_the_captured_request_and_refuses_tampering() {
+        // A PUT signature is good once (replays: see below): each acceptance checked here
+        // gets its own authenticator.
         let auth = Authenticator::new(creds());
         let q = query();
         let good = format!("OSS AKV1:{CAPTURED_SIGNATURE}");
@@ -317,9 +324,28 @@ mod tests {
                 .unwrap_err(),
             AuthError::RequestTimeTooSkewed
         );
-        assert!(auth
+        assert!(Authenticator::new(creds())
             .oss_at(&put_req(&h, &q), at(1_795_900_035 - 900))
             .is_ok());
+        // The same signed PUT a second time is a replay; with another body (which V1 without
+        // Content-MD5 does not sign), a reused signature. Both are refused.
+        let now = at(1_795_900_035 + 61);
+        auth.check_put_replay_at(&ok, b"<a/>", now).unwrap();
+        assert_eq!(
+            auth.check_put_replay_at(&ok, b"<a/>", now).unwrap_err(),
+            AuthError::Replayed
+        );
+        assert_eq!(
+            auth.check_put_replay_at(&ok, b"<swapped/>", now)
+                .unwrap_err(),
+            AuthError::ReusedSignature
+        );
+        // Once its date is out of the window, the signature is refused as too old anyway.
+        assert_eq!(
+            auth.oss_at(&put_req(&h, &q), at(1_795_900_035 + 901))
+                .unwrap_err(),
+            AuthError::RequestTimeTooSkewed
+        );
 
         for (value, want) in [
             (

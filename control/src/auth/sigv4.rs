@@ -13,7 +13,7 @@
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use super::{bounded, clock, header_bytes, AuthError, OssRequest, Principal};
+use super::{bounded, clock, header_bytes, AuthError, OssRequest, Principal, Verified};
 use crate::auth::Credentials;
 
 /// The scheme, first word of the header.
@@ -98,7 +98,7 @@ pub(super) fn verify(
     req: &OssRequest<'_>,
     rest: &str,
     now: i64,
-) -> Result<(Principal, Option<[u8; 32]>), AuthError> {
+) -> Result<Verified, AuthError> {
     let fields = parse(rest)?;
     let key = creds
         .get_arc(fields.access_key_id)
@@ -135,7 +135,12 @@ pub(super) fn verify(
     mac.verify_slice(&presented)
         .map_err(|_| AuthError::SignatureDoesNotMatch)?;
     clock::check_skew(date, now)?;
-    Ok((Principal { key }, content_sha256))
+    Ok(Verified {
+        principal: Principal { key },
+        content_sha256,
+        date,
+        signature: presented,
+    })
 }
 
 fn hmac_sha256(key: &[u8]) -> Hmac<Sha256> {

@@ -30,8 +30,14 @@ impl AdminService {
         Self { policies, auth }
     }
 
-    fn authenticate<T>(&self, req: &Request<T>, method: &str) -> Result<Principal, Status> {
-        Ok(self.auth.grpc(req.metadata(), method)?)
+    /// The caller, from a signature over `method` and the request message.
+    fn authenticate<T: prost::Message>(
+        &self,
+        req: &Request<T>,
+        method: &str,
+    ) -> Result<Principal, Status> {
+        let digest = tlsfleet_proto::auth::message_digest(req.get_ref());
+        Ok(self.auth.grpc(req.metadata(), method, &digest)?)
     }
 }
 

@@ -7,9 +7,11 @@ use crate::service::PolicyError;
 
 pub mod admin;
 pub mod fleet;
+mod listener;
 
 pub use admin::AdminService;
-pub use fleet::FleetServer;
+pub use fleet::{FleetServer, SyncLimits};
+pub use listener::limited_incoming;
 
 /// The one mapping of policy errors to gRPC status codes.
 pub(crate) fn status(e: PolicyError) -> Status {

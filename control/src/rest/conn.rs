@@ -1,84 +1,198 @@
-//! The REST listener: a cap on open connections and an idle timeout on each, so that slow
-//! or stuck clients can neither pile up nor hold a graceful shutdown open.
+//! The REST listener: caps on open connections (in total and per source address), a deadline
+//! on every request head, a stall timeout on every read and write, optional TLS, and a bounded
+//! drain at shutdown.
+//!
+//! Why not `axum::serve`: it runs hyper without a timer, so hyper's header-read timeout never
+//! fires, and an idle timer that every trickled byte resets lets a client hold a connection
+//! forever: 1,024 such clients, no key needed, kept everyone else out. Here a request head
+//! must be complete [`RestLimits::header_timeout`] after the connection (or the previous
+//! response) is ready for it, however slowly its bytes come.
 
 use std::{
     future::Future,
     io,
+    net::SocketAddr,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
 
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use tlsfleet_net::ConnLimiter;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::{OwnedSemaphorePermit, Semaphore},
     time::{Instant, Sleep},
 };
-use tracing::debug;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{debug, warn};
 
-/// A TCP listener that accepts at most `max` connections at a time.
-pub struct Limited {
-    listener: TcpListener,
-    permits: Arc<Semaphore>,
-    idle: Duration,
+/// Bounds of the REST listener (defaults: 4,096 connections, 64 per source address, 10 s
+/// for a request head, 60 s for a stalled read or write).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestLimits {
+    pub max_connections: usize,
+    pub max_per_source: usize,
+    /// From a connection's start (or its previous response) to a complete request head; also
+    /// bounds the TLS handshake.
+    pub header_timeout: Duration,
+    /// A read or write that makes no progress for this long fails the connection.
+    pub idle_timeout: Duration,
 }
 
-impl Limited {
-    pub fn new(listener: TcpListener, max: usize, idle: Duration) -> Self {
+impl Default for RestLimits {
+    fn default() -> Self {
         Self {
-            listener,
-            permits: Arc::new(Semaphore::new(max)),
-            idle,
+            max_connections: 4096,
+            max_per_source: 64,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
 
-impl axum::serve::Listener for Limited {
-    type Io = IdleTimeout;
-    type Addr = std::net::SocketAddr;
+/// How long in-flight requests may take after shutdown before connections are dropped.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Backoff after a failed `accept` (out of file descriptors), so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            // The semaphore is never closed, so acquiring only waits.
-            let Ok(permit) = self.permits.clone().acquire_owned().await else {
-                continue;
-            };
-            match self.listener.accept().await {
-                Ok((stream, addr)) => {
-                    let _ = stream.set_nodelay(true);
-                    return (IdleTimeout::new(stream, permit, self.idle), addr);
-                }
+/// Serves `app` on `listener` until `shutdown`; then lets in-flight requests finish for at
+/// most [`SHUTDOWN_GRACE`] and returns once every connection task has ended.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: RestLimits,
+    tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let limiter = ConnLimiter::new(limits.max_connections, limits.max_per_source);
+    let tracker = TaskTracker::new();
+    let force = CancellationToken::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
                     debug!(error = %e, "REST accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
                 }
+            },
+        };
+        let permit = match limiter.try_acquire(peer.ip()) {
+            Ok(p) => p,
+            Err(e) => {
+                debug!(%peer, error = %e, "REST connection refused");
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let conn = connection(
+            tcp,
+            peer,
+            app.clone(),
+            limits,
+            tls.clone(),
+            shutdown.clone(),
+            force.clone(),
+        );
+        tracker.spawn(async move {
+            conn.await;
+            drop(permit);
+        });
+    }
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("REST requests still in flight after the shutdown grace period; closing them");
+        force.cancel();
+        tracker.wait().await;
+    }
+    Ok(())
+}
+
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    limits: RestLimits,
+    tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+    force: CancellationToken,
+) {
+    let io = Stalling::new(tcp, limits.idle_timeout);
+    match tls {
+        None => serve_http(io, app, limits, shutdown, force).await,
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(io));
+            let stream = tokio::select! {
+                () = shutdown.cancelled() => return,
+                r = handshake => r,
+            };
+            match stream {
+                Ok(Ok(stream)) => serve_http(stream, app, limits, shutdown, force).await,
+                Ok(Err(e)) => debug!(%peer, error = %e, "REST TLS handshake failed"),
+                Err(_) => debug!(%peer, "REST TLS handshake timed out"),
             }
         }
     }
+}
 
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.listener.local_addr()
+async fn serve_http<IO>(
+    io: IO,
+    app: Router,
+    limits: RestLimits,
+    shutdown: CancellationToken,
+    force: CancellationToken,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(64 * 1024);
+    let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        r = connection.as_mut() => r,
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            tokio::select! {
+                r = connection.as_mut() => r,
+                () = force.cancelled() => Ok(()),
+            }
+        }
+    };
+    if let Err(e) = result {
+        debug!(error = %e, "REST connection ended with an error");
     }
 }
 
-/// A connection that fails with `TimedOut` once no byte moved either way for `idle`.
-pub struct IdleTimeout {
-    stream: TcpStream,
+/// A stream whose reads and writes fail with `TimedOut` when they make no progress for
+/// `idle` (a client that stops reading its response, or stops sending its body).
+pub struct Stalling<S> {
+    stream: S,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
-    _permit: OwnedSemaphorePermit,
 }
 
-impl IdleTimeout {
-    fn new(stream: TcpStream, permit: OwnedSemaphorePermit, idle: Duration) -> Self {
+impl<S> Stalling<S> {
+    pub fn new(stream: S, idle: Duration) -> Self {
         Self {
             stream,
             idle,
             deadline: Box::pin(tokio::time::sleep(idle)),
-            _permit: permit,
         }
     }
 
@@ -90,7 +204,6 @@ impl IdleTimeout {
         self.deadline.as_mut().poll(cx).is_ready()
     }
 
-    /// A write's outcome: bytes written reset the idle deadline; waiting past it fails.
     fn written(
         &mut self,
         cx: &mut Context<'_>,
@@ -110,10 +223,10 @@ impl IdleTimeout {
 }
 
 fn timed_out() -> io::Error {
-    io::Error::new(io::ErrorKind::TimedOut, "connection idle for too long")
+    io::Error::new(io::ErrorKind::TimedOut, "connection stalled for too long")
 }
 
-impl AsyncRead for IdleTimeout {
+impl<S: AsyncRead + Unpin> AsyncRead for Stalling<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -134,7 +247,7 @@ impl AsyncRead for IdleTimeout {
     }
 }
 
-impl AsyncWrite for IdleTimeout {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Stalling<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -168,33 +281,45 @@ impl AsyncWrite for IdleTimeout {
     }
 }
 
+/// The REST listener's TLS config from PEM files: HTTP/1.1 only.
+pub fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<TlsAcceptor, String> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("certificate: {e}"))?;
+    if chain.is_empty() {
+        return Err("no certificate in the certificate file".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("key: {e}"))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(|e| e.to_string())?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
 #[cfg(test)]
 mod tests {
-    use axum::serve::Listener as _;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
 
     #[tokio::test]
-    async fn idle_connections_time_out_and_release_their_slot() {
+    async fn stalled_reads_time_out() {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
-        let mut listener = Limited::new(tcp, 1, Duration::from_millis(200));
         let mut client = TcpStream::connect(addr).await.unwrap();
-        let (mut conn, _) = listener.accept().await;
+        let (server, _) = tcp.accept().await.unwrap();
+        let mut conn = Stalling::new(server, Duration::from_millis(200));
         client.write_all(b"x").await.unwrap();
         let mut buf = [0u8; 8];
         assert_eq!(conn.read(&mut buf).await.unwrap(), 1);
-        // Nothing more arrives: the read fails with TimedOut instead of hanging.
         let err = conn.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-
-        // The only slot is taken until that connection is dropped.
-        let _second = TcpStream::connect(addr).await.unwrap();
-        let pending = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
-        assert!(pending.is_err(), "accepted beyond the cap");
-        drop(conn);
-        let accepted = tokio::time::timeout(Duration::from_secs(5), listener.accept()).await;
-        assert!(accepted.is_ok());
     }
 }

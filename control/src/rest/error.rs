@@ -86,6 +86,7 @@ impl From<AuthError> for OssError {
             AuthError::Missing
             | AuthError::Malformed(_)
             | AuthError::Replayed
+            | AuthError::ReusedSignature
             | AuthError::AccessDenied { .. } => "AccessDenied",
         };
         let message = match e {

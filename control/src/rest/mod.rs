@@ -13,7 +13,7 @@
 //! * every response carries `x-oss-request-id`; a PUT's and a GET's also carry
 //!   `x-tlsfleet-revision` (the store revision written at, or the index revision read from).
 
-use std::{future::IntoFuture, sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use axum::{
     body::Body,
@@ -26,8 +26,9 @@ use bytes::Bytes;
 use http::{header, request::Parts, HeaderValue, StatusCode};
 use md5::{Digest as _, Md5};
 use sha2::Sha256;
-use tlsfleet_policy::{xml, HttpsConfig};
+use tlsfleet_policy::{names::Domains, xml, HttpsConfig};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -44,15 +45,10 @@ mod route;
 mod tests;
 
 pub use body::MAX_BODY;
+pub use conn::{tls_acceptor, RestLimits};
 pub use error::{request_id, OssError};
 use route::{Route, Target};
 
-/// Open REST connections at most; more wait in the accept queue.
-const MAX_CONNECTIONS: usize = 1024;
-/// A connection on which nothing moved for this long is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// After shutdown, how long in-flight requests may take before the server stops anyway.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Our extension header: the revision a PUT was written at / a GET was read from.
 const REVISION_HEADER: &str = "x-tlsfleet-revision";
 const REQUEST_ID_HEADER: &str = "x-oss-request-id";
@@ -64,13 +60,20 @@ pub struct RestState {
     pub auth: Arc<Authenticator>,
     /// Endpoint domains for virtual-hosted requests (`<bucket>.<domain>`).
     pub domains: Vec<String>,
+    /// Connection caps and timeouts.
+    pub limits: RestLimits,
+    /// TLS on the listener (`--http-tls-cert`), else plain HTTP.
+    pub tls: Option<TlsAcceptor>,
+    /// Refuse a PUT whose body the signature does not cover (`--require-signed-body`): V1
+    /// needs `Content-MD5`; V4 `Content-MD5` or a hex `x-oss-content-sha256`.
+    pub require_signed_body: bool,
 }
 
 struct Shared {
     policies: Policies,
     auth: Arc<Authenticator>,
-    /// Normalised: lowercase, no port, no leading or trailing dot.
-    domains: Vec<String>,
+    domains: Domains,
+    require_signed_body: bool,
 }
 
 /// Serves the REST API on `listener` until `shutdown` is cancelled; then lets in-flight
@@ -80,32 +83,14 @@ pub async fn serve(
     state: RestState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let domains = state
-        .domains
-        .iter()
-        .map(|d| route::normalize_domain(d))
-        .filter(|d| !d.is_empty())
-        .collect();
     let shared = Arc::new(Shared {
         policies: state.policies,
         auth: state.auth,
-        domains,
+        domains: Domains::new(&state.domains),
+        require_signed_body: state.require_signed_body,
     });
     let app = Router::new().fallback(handle).with_state(shared);
-    let listener = conn::Limited::new(listener, MAX_CONNECTIONS, IDLE_TIMEOUT);
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
-    tokio::select! {
-        result = server => result,
-        () = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => {
-            warn!("REST requests still in flight after the shutdown grace period; stopping anyway");
-            Ok(())
-        }
-    }
+    conn::serve(listener, app, state.limits, state.tls, shutdown).await
 }
 
 /// The result of one request, for the response and the log line.
@@ -260,8 +245,19 @@ async fn put_config(
 ) -> Result<Response, OssError> {
     auth.principal
         .authorize(Action::PutBucketHttpsConfig, Some(target.bucket.as_str()))?;
+    if shared.require_signed_body
+        && !parts.headers.contains_key("content-md5")
+        && auth.content_sha256.is_none()
+    {
+        return Err(OssError::bad_request(
+            "MissingContentMD5",
+            "this server accepts only PUTs whose body the signature covers: send Content-MD5 \
+             (V1 and V4) or a hex x-oss-content-sha256 (V4)",
+        ));
+    }
     let bytes = body::read_limited(body.take().unwrap_or_default(), framing).await?;
     check_digests(&parts.headers, auth, &bytes)?;
+    shared.auth.check_put_replay(auth, &bytes)?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(OssError::bad_request(
             "MalformedXML",
@@ -338,7 +334,7 @@ fn check_digests(headers: &http::HeaderMap, auth: &OssAuth, body: &Bytes) -> Res
 
 /// `HostId` of error documents: the host the request was sent to when it looks like a host
 /// name, else our first endpoint domain.
-fn host_id(host: Option<&str>, domains: &[String]) -> String {
+fn host_id(host: Option<&str>, domains: &Domains) -> String {
     let valid = |h: &str| {
         !h.is_empty()
             && h.len() <= 253
@@ -348,6 +344,7 @@ fn host_id(host: Option<&str>, domains: &[String]) -> String {
     match host.map(route::host_name) {
         Some(h) if valid(&h) => h,
         _ => domains
+            .as_slice()
             .first()
             .cloned()
             .unwrap_or_else(|| "tlsfleet".to_owned()),

@@ -3,7 +3,10 @@
 
 use http::{Method, StatusCode};
 use percent_encoding::percent_decode_str;
-use tlsfleet_policy::BucketName;
+use tlsfleet_policy::{
+    names::{Domains, HostKind},
+    BucketName,
+};
 
 use super::error::OssError;
 
@@ -49,18 +52,14 @@ pub fn host_name(host: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
 }
 
-/// Normalises a `--domain` value: lowercase, no leading or trailing dot, no port.
-pub fn normalize_domain(domain: &str) -> String {
-    host_name(domain.trim().trim_start_matches('.'))
-}
-
-/// Routes a request. `domains` are normalised (see [`normalize_domain`]).
+/// Routes a request. `domains` are the endpoint domains, most specific first (the agent reads
+/// hosts with the same [`Domains`], so `abc.internal.oss.test` is bucket `abc` for both).
 pub fn route(
     method: &Method,
     path: &str,
     query: Option<&str>,
     host: Option<&str>,
-    domains: &[String],
+    domains: &Domains,
 ) -> Result<Route, RouteError> {
     let fail = |error: OssError, bucket: Option<String>| Err(RouteError { error, bucket });
     if let Some(probe) = path.strip_prefix("/-/") {
@@ -83,14 +82,12 @@ pub fn route(
         return Ok(route);
     }
 
-    let virtual_bucket = host.map(host_name).and_then(|h| {
-        domains.iter().find_map(|d| {
-            h.strip_suffix(d.as_str())
-                .and_then(|p| p.strip_suffix('.'))
-                .filter(|p| !p.is_empty())
-                .map(str::to_owned)
-        })
-    });
+    let virtual_bucket = host
+        .map(host_name)
+        .and_then(|h| match domains.classify(&h) {
+            HostKind::Bucket(label) => Some(label.to_owned()),
+            HostKind::Bare | HostKind::Other => None,
+        });
     let path = path.strip_prefix('/').unwrap_or(path);
     let (raw_bucket, raw_key) = match &virtual_bucket {
         Some(b) => (b.clone(), path.to_owned()),
@@ -216,11 +213,8 @@ fn parse_query(q: &str) -> Result<Vec<(String, String)>, OssError> {
 mod tests {
     use super::*;
 
-    fn domains() -> Vec<String> {
-        vec![
-            normalize_domain("OSS.test"),
-            normalize_domain(".oss-cn-hangzhou.example.com:443"),
-        ]
+    fn domains() -> Domains {
+        Domains::new(["OSS.test", ".oss-cn-hangzhou.example.com:443"])
     }
 
     fn ok(method: Method, path: &str, query: Option<&str>, host: Option<&str>) -> Route {

@@ -39,6 +39,9 @@ async fn start() -> Server {
         policies: Policies::new(store, index),
         auth: Arc::new(Authenticator::new(Credentials::parse(CREDS).unwrap())),
         domains: vec!["oss.test".into()],
+        limits: super::RestLimits::default(),
+        tls: None,
+        require_signed_body: false,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

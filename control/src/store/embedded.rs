@@ -20,7 +20,10 @@ mod watch;
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, PoisonError,
+    },
     time::{Duration, Instant},
 };
 
@@ -34,6 +37,9 @@ pub const FILE_NAME: &str = "tlsfleet.redb";
 
 /// Live events buffered per watcher; a watcher further behind re-reads the log.
 const LIVE_BUFFER: usize = 256;
+
+/// With a bounded history, the log is compacted every this many revisions.
+pub const COMPACT_EVERY: i64 = 1024;
 
 /// redb's default page cache is 1 GiB; policies are small.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
@@ -52,6 +58,9 @@ struct Inner {
     /// go out in revision order.
     write_order: Mutex<()>,
     agents: Mutex<HashMap<String, Agent>>,
+    identity: String,
+    /// Revisions of the event log kept (0: all); older ones are compacted as writes go on.
+    history: AtomicU64,
 }
 
 struct Agent {
@@ -82,7 +91,7 @@ impl EmbeddedStore {
                 )),
                 e => StoreError::Other(format!("cannot open {}: {e}", path.display())),
             })?;
-        tables::init(&db)?;
+        let identity = tables::init(&db)?;
         let (live, _) = broadcast::channel(LIVE_BUFFER);
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
@@ -91,8 +100,18 @@ impl EmbeddedStore {
                 live,
                 write_order: Mutex::new(()),
                 agents: Mutex::new(HashMap::new()),
+                identity,
+                history: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// Keeps only the last `revisions` of the event log (0: all): every
+    /// [`COMPACT_EVERY`] writes, the log is compacted below that. Watches and resuming agents
+    /// from before the kept history get `Compacted` (a relist, a snapshot).
+    pub fn with_history(self, revisions: u64) -> Self {
+        self.inner.history.store(revisions, Ordering::Relaxed);
+        self
     }
 
     /// The database file.
@@ -126,8 +145,16 @@ impl EmbeddedStore {
                 .unwrap_or_else(PoisonError::into_inner);
             let (out, event) = f(&inner.db)?;
             if let Some(event) = event {
+                let revision = event.revision();
                 // An error only means that no watch is listening.
                 let _ = inner.live.send(event);
+                let keep = i64::try_from(inner.history.load(Ordering::Relaxed)).unwrap_or(0);
+                if keep > 0 && revision % COMPACT_EVERY == 0 && revision > keep {
+                    // The write is committed either way; a failed compaction is retried later.
+                    if let Err(e) = tables::compact(&inner.db, revision - keep) {
+                        tracing::warn!(error = %e, "compacting the event log failed");
+                    }
+                }
             }
             Ok(out)
         })
@@ -209,6 +236,10 @@ impl Store for EmbeddedStore {
     async fn changes_since(&self, after: Revision) -> Result<(Revision, Vec<String>), StoreError> {
         self.run(move |db| tables::changes_since(db, after.max(0)))
             .await
+    }
+
+    async fn identity(&self) -> Result<String, StoreError> {
+        Ok(self.inner.identity.clone())
     }
 
     async fn put_agent(

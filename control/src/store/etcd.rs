@@ -25,8 +25,9 @@ mod watch;
 use std::{collections::BTreeSet, future::Future, time::Duration};
 
 use etcd_client::{
-    Client, CompactionOptions, ConnectOptions, DeleteOptions, GetOptions, KvClient, LeaseClient,
-    PutOptions, ResponseHeader, WatchClient, WatchOptions,
+    Client, CompactionOptions, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions,
+    KvClient, LeaseClient, PutOptions, ResponseHeader, Txn, TxnOp, TxnOpResponse, WatchClient,
+    WatchOptions,
 };
 use tokio::time::Instant;
 use tonic::Code;
@@ -54,6 +55,7 @@ pub struct EtcdStore {
     lease: LeaseClient,
     policies: String,
     agents: String,
+    identity_key: String,
 }
 
 /// How one attempt of a call ended, when it did not succeed.
@@ -124,6 +126,7 @@ impl EtcdStore {
             lease: client.lease_client(),
             policies: format!("{prefix}policies/"),
             agents: format!("{prefix}agents/"),
+            identity_key: format!("{prefix}meta/identity"),
         })
     }
 
@@ -351,6 +354,36 @@ impl Store for EtcdStore {
                 .filter(|k| !still_there.contains(k)),
         );
         Ok((now, changed.into_iter().collect()))
+    }
+
+    async fn identity(&self) -> Result<String, StoreError> {
+        let key = self.identity_key.clone();
+        let fresh = format!("etcd-{}", hex::encode(rand::random::<[u8; 8]>()));
+        self.call("identity", || {
+            let (mut kv, key, fresh) = (self.kv.clone(), key.clone(), fresh.clone());
+            async move {
+                // Made once, by whichever control server gets there first.
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(key.clone(), fresh.clone(), None)])
+                    .or_else([TxnOp::get(key, None)]);
+                let resp = kv.txn(txn).await?;
+                if resp.succeeded() {
+                    return Ok(fresh);
+                }
+                for op in resp.op_responses() {
+                    if let TxnOpResponse::Get(get) = op {
+                        if let Some(kv) = get.kvs().first() {
+                            return Ok(String::from_utf8_lossy(kv.value()).into_owned());
+                        }
+                    }
+                }
+                Err(Attempt::Fail(StoreError::Other(
+                    "etcd: the store identity is neither new nor readable".into(),
+                )))
+            }
+        })
+        .await
     }
 
     async fn put_agent(

@@ -116,6 +116,11 @@ pub trait Store: Send + Sync + 'static {
     /// brief: both adapters implement it and the conformance suite covers it.
     async fn changes_since(&self, after: Revision) -> Result<(Revision, Vec<String>), StoreError>;
 
+    /// A name of this store's history, created with the store and kept for its lifetime: a
+    /// store wiped and made anew gets another one, so a revision remembered from the old one
+    /// is recognised as meaningless.
+    async fn identity(&self) -> Result<String, StoreError>;
+
     /// Agent registry: stores `value` for `node_id`; it expires `ttl` after the last put.
     async fn put_agent(
         &self,

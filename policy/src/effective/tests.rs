@@ -511,3 +511,33 @@ fn dedup_is_linear_and_keeps_first_occurrences() {
     let cs = c.cipher_suite.unwrap().custom_cipher_suites;
     assert_eq!(cs, ["N0", "N1", "N2", "N3", "N4", "N5", "N6"]);
 }
+
+#[test]
+fn what_each_certificate_key_type_serves() {
+    use crate::CertKeyType::{Ecdsa, Rsa};
+    let rsa_only = custom(&[TlsVersion::Tls12], &["ECDHE-RSA-AES128-GCM-SHA256"], &[])
+        .effective()
+        .unwrap()
+        .key;
+    assert!(rsa_only.servable_with(Rsa));
+    assert!(!rsa_only.servable_with(Ecdsa));
+    assert_eq!(rsa_only.served_with(Rsa), rsa_only);
+    // TLS 1.3 as well: an ECDSA edge serves the TLS 1.3 part only, never more.
+    let mixed = custom(BOTH, &["ECDHE-RSA-AES128-GCM-SHA256"], &[])
+        .effective()
+        .unwrap()
+        .key;
+    let on_ecdsa = mixed.served_with(Ecdsa);
+    assert!(on_ecdsa.servable_with(Ecdsa));
+    assert!(!on_ecdsa.allows_version(Tls12));
+    assert_eq!(on_ecdsa.intersection(mixed), on_ecdsa);
+    assert!(PolicyKey::ALL.servable_with(Ecdsa) && PolicyKey::ALL.servable_with(Rsa));
+    assert_eq!(CertKeyType::parse("RSA"), Some(Rsa));
+    assert_eq!(CertKeyType::parse("rsa"), None);
+    // The intersection of a TLS 1.3-only key and a TLS 1.2-only one serves nothing.
+    let t13 = custom(&[TlsVersion::Tls13], &[], &[])
+        .effective()
+        .unwrap()
+        .key;
+    assert!(!t13.intersection(rsa_only).serves_anything());
+}

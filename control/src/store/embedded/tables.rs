@@ -21,6 +21,9 @@ const LOG: TableDefinition<i64, LogRecord> = TableDefinition::new("log");
 type LogRecord = (&'static str, Option<(&'static [u8], i64)>);
 /// REVISION and COMPACTED -> revision
 const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
+/// IDENTITY -> the store's identity, made at creation.
+const NAMES: TableDefinition<&str, &str> = TableDefinition::new("names");
+const IDENTITY: &str = "identity";
 
 const REVISION: &str = "revision";
 const COMPACTED: &str = "compact_revision";
@@ -40,13 +43,27 @@ impl<T, E: Into<redb::Error>> OrStore<T> for Result<T, E> {
     }
 }
 
-/// Creates the tables so that read transactions never meet a missing one.
-pub(super) fn init(db: &Database) -> Result<(), StoreError> {
+/// Creates the tables so that read transactions never meet a missing one, and the store's
+/// identity on first use; returns the identity.
+pub(super) fn init(db: &Database) -> Result<String, StoreError> {
     let txn = begin_write(db)?;
     txn.open_table(POLICIES).db()?;
     txn.open_table(LOG).db()?;
     txn.open_table(META).db()?;
-    txn.commit().db()
+    let identity = {
+        let mut names = txn.open_table(NAMES).db()?;
+        let existing = names.get(IDENTITY).db()?.map(|v| v.value().to_owned());
+        match existing {
+            Some(id) => id,
+            None => {
+                let id = format!("file-{}", hex::encode(rand::random::<[u8; 8]>()));
+                names.insert(IDENTITY, id.as_str()).db()?;
+                id
+            }
+        }
+    };
+    txn.commit().db()?;
+    Ok(identity)
 }
 
 fn begin_write(db: &Database) -> Result<WriteTransaction, StoreError> {

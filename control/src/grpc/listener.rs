@@ -1,0 +1,104 @@
+//! The gRPC listener's connections, capped in total and per source address: a connection
+//! over a cap is closed at accept, before any HTTP/2 is spoken.
+
+use std::{
+    io,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures::Stream;
+use tlsfleet_net::{ConnLimiter, ConnPermit};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+};
+use tonic::transport::server::{Connected, TcpConnectInfo};
+use tracing::debug;
+
+/// Backoff after a failed `accept` (out of file descriptors), so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// A TCP connection holding its place under the caps until it is dropped.
+pub struct Limited {
+    stream: TcpStream,
+    _permit: ConnPermit,
+}
+
+impl Connected for Limited {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for Limited {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Limited {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// The accepted connections of `listener` that fit under `limiter`'s caps.
+pub fn limited_incoming(
+    listener: TcpListener,
+    limiter: Arc<ConnLimiter>,
+) -> impl Stream<Item = io::Result<Limited>> + Send + 'static {
+    futures::stream::unfold((listener, limiter), |(listener, limiter)| async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => match limiter.try_acquire(peer.ip()) {
+                    Ok(permit) => {
+                        let _ = stream.set_nodelay(true);
+                        let conn = Limited {
+                            stream,
+                            _permit: permit,
+                        };
+                        return Some((Ok(conn), (listener, limiter)));
+                    }
+                    Err(e) => debug!(%peer, error = %e, "gRPC connection refused"),
+                },
+                Err(e) => {
+                    debug!(error = %e, "gRPC accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            }
+        }
+    })
+}
