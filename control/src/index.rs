@@ -134,7 +134,48 @@ struct State {
     /// Deltas can be computed in memory for subscribers at revision >= floor.
     floor: Revision,
     /// bucket -> revision of its delete, for deletes after `floor`.
-    tombstones: OrdMap<String, Revision>,
+    tombstones: Tombstones,
+}
+
+/// Deleted buckets and the revision of each delete, also ordered by revision so that the
+/// oldest is forgotten in O(log n).
+#[derive(Default)]
+struct Tombstones {
+    by_bucket: std::collections::HashMap<String, Revision>,
+    by_revision: BTreeSet<(Revision, String)>,
+}
+
+impl Tombstones {
+    fn insert(&mut self, bucket: String, revision: Revision) {
+        if let Some(old) = self.by_bucket.insert(bucket.clone(), revision) {
+            self.by_revision.remove(&(old, bucket.clone()));
+        }
+        self.by_revision.insert((revision, bucket));
+    }
+
+    fn remove(&mut self, bucket: &str) {
+        if let Some(old) = self.by_bucket.remove(bucket) {
+            self.by_revision.remove(&(old, bucket.to_owned()));
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.by_bucket.len()
+    }
+
+    /// Forgets the oldest delete; returns its revision.
+    fn pop_oldest(&mut self) -> Option<Revision> {
+        let (revision, bucket) = self.by_revision.pop_first()?;
+        self.by_bucket.remove(&bucket);
+        Some(revision)
+    }
+
+    /// The deletes after `after`.
+    fn since(&self, after: Revision) -> impl Iterator<Item = &String> {
+        self.by_revision
+            .range((after + 1, String::new())..)
+            .map(|(_, bucket)| bucket)
+    }
 }
 
 struct Inner {
@@ -179,7 +220,7 @@ impl Index {
                 view: View::default(),
                 loaded: false,
                 floor: 0,
-                tombstones: OrdMap::new(),
+                tombstones: Tombstones::default(),
             }),
             view_tx,
             updates,
@@ -298,10 +339,8 @@ fn delta_since(state: &State, view: &View, after: Revision, older: Vec<String>) 
             keys.insert(entry.bucket.as_str().to_owned());
         }
     }
-    for (bucket, rev) in &state.tombstones {
-        if *rev > after {
-            keys.insert(bucket.clone());
-        }
+    for bucket in state.tombstones.since(after) {
+        keys.insert(bucket.clone());
     }
     let mut update = Update {
         from_revision: after,
@@ -499,14 +538,9 @@ fn apply_events(inner: &Inner, revision: Revision, events: Vec<Event>) {
     state.view = view.clone();
     while state.tombstones.len() > MAX_TOMBSTONES {
         // Forget the oldest delete; subscribers from before it get a snapshot.
-        let oldest = state
-            .tombstones
-            .iter()
-            .min_by_key(|(_, r)| **r)
-            .map(|(k, r)| (k.clone(), *r));
-        if let Some((k, r)) = oldest {
-            state.tombstones.remove(&k);
-            state.floor = state.floor.max(r);
+        match state.tombstones.pop_oldest() {
+            Some(r) => state.floor = state.floor.max(r),
+            None => break,
         }
     }
     publish(inner, update);

@@ -31,6 +31,10 @@ pub enum PolicyError {
     /// The store is unreachable (`503`, gRPC `Unavailable`); nothing was written.
     #[error("{0}")]
     Unavailable(String),
+    /// The write was sent but not confirmed (`503`, gRPC `DeadlineExceeded`): it may have
+    /// been applied; read the bucket before writing again.
+    #[error("{0}")]
+    OutcomeUnknown(String),
     /// Anything else (`500`, gRPC `Internal`).
     #[error("{0}")]
     Internal(String),
@@ -40,6 +44,9 @@ impl From<StoreError> for PolicyError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(m) => PolicyError::Unavailable(m),
+            e @ StoreError::OutcomeUnknown(_) => PolicyError::OutcomeUnknown(format!(
+                "{e}; read the bucket back before writing it again"
+            )),
             other => PolicyError::Internal(other.to_string()),
         }
     }

@@ -8,5 +8,6 @@ pub mod grpc;
 pub mod lenient;
 pub mod ports;
 pub mod procs;
+pub mod proxy;
 pub mod rest;
 pub mod tls;

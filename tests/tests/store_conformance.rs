@@ -580,6 +580,63 @@ mod embedded_only {
     use super::*;
 
     #[tokio::test]
+    async fn a_bounded_history_is_compacted_as_writes_go_on() {
+        let dir = TempDir::new().expect("temporary directory");
+        let store: Arc<dyn Store> = Arc::new(
+            EmbeddedStore::open(dir.path())
+                .expect("open")
+                .with_history(16),
+        );
+        let mut last = 0;
+        for i in 0..100 {
+            last = put(&store, &format!("k{}", i % 7), "v").await;
+        }
+        // At most the kept history plus the slack remains.
+        let (_, compact_revision) = expect_compacted(&store, 1).await;
+        assert!(
+            compact_revision >= last - 16 - 2 && compact_revision <= last - 16,
+            "compacted at {compact_revision}, last revision {last}"
+        );
+        assert!(matches!(
+            store.changes_since(10).await,
+            Err(StoreError::Compacted { .. })
+        ));
+        // The recent history is still there for resuming agents.
+        let (now, keys) = store
+            .changes_since(last - 10)
+            .await
+            .expect("recent history");
+        assert_eq!(now, last);
+        assert!(!keys.is_empty());
+        // The same directory opened again keeps compacting from where it was.
+        drop(store);
+        let store: Arc<dyn Store> = Arc::new(
+            EmbeddedStore::open(dir.path())
+                .expect("reopen")
+                .with_history(16),
+        );
+        for _ in 0..40 {
+            last = put(&store, "k0", "w").await;
+        }
+        let (_, again) = expect_compacted(&store, 1).await;
+        assert!(again >= last - 16 - 2, "compacted at {again}, last {last}");
+    }
+
+    #[tokio::test]
+    async fn the_identity_is_made_once_and_kept() {
+        let dir = TempDir::new().expect("temporary directory");
+        let first = EmbeddedStore::open(dir.path()).expect("open");
+        let id = first.identity().await.expect("identity");
+        assert!(id.starts_with("file-"), "{id}");
+        drop(first);
+        let again = EmbeddedStore::open(dir.path()).expect("reopen");
+        assert_eq!(again.identity().await.expect("identity"), id);
+        let other = TempDir::new().expect("temporary directory");
+        let fresh = EmbeddedStore::open(other.path()).expect("open");
+        assert_ne!(fresh.identity().await.expect("identity"), id);
+    }
+
+    #[tokio::test]
     async fn survives_reopen_with_the_same_data_and_revision() {
         let dir = TempDir::new().expect("temporary directory");
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("open"));
@@ -644,6 +701,24 @@ mod embedded_only {
 /// Cases only the etcd store has.
 mod etcd_only {
     use super::*;
+
+    #[tokio::test]
+    async fn the_identity_is_made_once_and_shared() {
+        let etcd = Etcd::start();
+        let a = EtcdStore::connect(&[etcd.endpoint()], "/tlsfleet/")
+            .await
+            .expect("connect");
+        let b = EtcdStore::connect(&[etcd.endpoint()], "/tlsfleet/")
+            .await
+            .expect("connect");
+        let id = a.identity().await.expect("identity");
+        assert!(id.starts_with("etcd-"), "{id}");
+        assert_eq!(b.identity().await.expect("identity"), id);
+        let other = EtcdStore::connect(&[etcd.endpoint()], "/other/")
+            .await
+            .expect("connect");
+        assert_ne!(other.identity().await.expect("identity"), id);
+    }
 
     async fn connect(etcd: &Etcd) -> Arc<dyn Store> {
         let store = EtcdStore::connect(&[etcd.endpoint()], "/tlsfleet/")

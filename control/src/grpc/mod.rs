@@ -18,6 +18,7 @@ pub(crate) fn status(e: PolicyError) -> Status {
     match e {
         PolicyError::Invalid(v) => Status::invalid_argument(v.message),
         PolicyError::Unavailable(m) => Status::unavailable(m),
+        PolicyError::OutcomeUnknown(m) => Status::deadline_exceeded(m),
         PolicyError::Internal(m) => Status::internal(m),
     }
 }

@@ -112,6 +112,9 @@ impl From<PolicyError> for OssError {
                 "ServiceUnavailable",
                 format!("the policy store is unavailable, nothing was written: {m}"),
             ),
+            PolicyError::OutcomeUnknown(m) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", m)
+            }
             PolicyError::Internal(m) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", m)
             }

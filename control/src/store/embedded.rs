@@ -21,7 +21,7 @@ use std::{
     collections::HashMap,
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
         Arc, Mutex, PoisonError,
     },
     time::{Duration, Instant},
@@ -38,7 +38,7 @@ pub const FILE_NAME: &str = "tlsfleet.redb";
 /// Live events buffered per watcher; a watcher further behind re-reads the log.
 const LIVE_BUFFER: usize = 256;
 
-/// With a bounded history, the log is compacted every this many revisions.
+/// With a bounded history, the log is compacted at least every this many revisions.
 pub const COMPACT_EVERY: i64 = 1024;
 
 /// redb's default page cache is 1 GiB; policies are small.
@@ -61,6 +61,8 @@ struct Inner {
     identity: String,
     /// Revisions of the event log kept (0: all); older ones are compacted as writes go on.
     history: AtomicU64,
+    /// The revision the log was last compacted at, as known to this process.
+    compacted: AtomicI64,
 }
 
 struct Agent {
@@ -92,6 +94,7 @@ impl EmbeddedStore {
                 e => StoreError::Other(format!("cannot open {}: {e}", path.display())),
             })?;
         let identity = tables::init(&db)?;
+        let compacted = tables::compact_revision(&db)?;
         let (live, _) = broadcast::channel(LIVE_BUFFER);
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
@@ -102,13 +105,14 @@ impl EmbeddedStore {
                 agents: Mutex::new(HashMap::new()),
                 identity,
                 history: AtomicU64::new(0),
+                compacted: AtomicI64::new(compacted),
             }),
         })
     }
 
-    /// Keeps only the last `revisions` of the event log (0: all): every
-    /// [`COMPACT_EVERY`] writes, the log is compacted below that. Watches and resuming agents
-    /// from before the kept history get `Compacted` (a relist, a snapshot).
+    /// Keeps only the last `revisions` of the event log (0: all): once an eighth more has
+    /// piled up (at most [`COMPACT_EVERY`]), the log is compacted below that. Watches and
+    /// resuming agents from before the kept history get `Compacted` (a relist, a snapshot).
     pub fn with_history(self, revisions: u64) -> Self {
         self.inner.history.store(revisions, Ordering::Relaxed);
         self
@@ -149,10 +153,13 @@ impl EmbeddedStore {
                 // An error only means that no watch is listening.
                 let _ = inner.live.send(event);
                 let keep = i64::try_from(inner.history.load(Ordering::Relaxed)).unwrap_or(0);
-                if keep > 0 && revision % COMPACT_EVERY == 0 && revision > keep {
+                let done = inner.compacted.load(Ordering::Relaxed);
+                let slack = (keep / 8).clamp(1, COMPACT_EVERY);
+                if keep > 0 && revision - keep - done >= slack {
                     // The write is committed either way; a failed compaction is retried later.
-                    if let Err(e) = tables::compact(&inner.db, revision - keep) {
-                        tracing::warn!(error = %e, "compacting the event log failed");
+                    match tables::compact(&inner.db, revision - keep) {
+                        Ok(()) => inner.compacted.store(revision - keep, Ordering::Relaxed),
+                        Err(e) => tracing::warn!(error = %e, "compacting the event log failed"),
                     }
                 }
             }

@@ -11,8 +11,10 @@
 //! (`Unavailable` and friends, transport errors, timeouts) with a short backoff. When that
 //! runs out the call fails with `StoreError::Unavailable`, so a REST write answers 503 within
 //! seconds while etcd is down. A put is acknowledged only once etcd answered, i.e. committed.
-//! A put whose answer was lost (timeout) may still have committed; a retry then writes the
-//! same value again at a later revision, which is harmless for whole-document puts.
+//! Writes are retried conditionally (see `conditional_write`): a put whose answer was lost may
+//! have committed, and a blind retry could overwrite a newer write another control server
+//! acknowledged meanwhile; instead the retry recognises its own write, or answers
+//! `OutcomeUnknown` ("may have been applied") rather than "nothing written".
 //!
 //! Agent registry: each `put_agent` grants a fresh lease of `ttl` (whole seconds, at least 1)
 //! and puts the entry on it; putting a key on a new lease detaches it from the old one, which
@@ -221,6 +223,166 @@ impl EtcdStore {
     }
 }
 
+/// What a conditional write does to its key.
+enum Write {
+    Put(Vec<u8>),
+    Delete,
+}
+
+/// How an attempt of a write ended, when it did not commit.
+enum Outcome {
+    /// Committed at this revision (by this attempt, or by an earlier one whose answer was lost).
+    Done(Revision, bool),
+    /// The key changed since `base` by another writer: `base` is now its current state.
+    Moved {
+        base: Revision,
+        current: Option<Vec<u8>>,
+    },
+}
+
+impl EtcdStore {
+    /// The mod revision of `key` (0: absent) and its value, read at once.
+    async fn current(&self, key: &str) -> Result<(Revision, Option<Vec<u8>>), StoreError> {
+        let resp = self
+            .call("get", || {
+                let (mut kv, key) = (self.kv.clone(), key.to_owned());
+                async move { Ok(kv.get(key, None).await?) }
+            })
+            .await?;
+        Ok(resp.kvs().first().map_or((0, None), |kv| {
+            (kv.mod_revision(), Some(kv.value().to_vec()))
+        }))
+    }
+
+    /// A put or delete that can be retried without ever overwriting a newer write.
+    ///
+    /// Each attempt is a transaction conditional on the key's mod revision as read before the
+    /// first attempt (`base`). An attempt whose answer is lost may still have committed; the
+    /// retry then finds the key moved, and tells its own write (the value it wrote, or the key
+    /// gone) from another writer's. Another writer's change before any attempt could have
+    /// committed is a plain race: the write is retried on top of it (last writer wins, as with
+    /// an unconditional put). After an attempt that may have committed, another writer's change
+    /// means this write's fate is unknown: `OutcomeUnknown`, never a blind overwrite. The
+    /// same when the deadline passes after such an attempt; `Unavailable` (nothing written)
+    /// only when no attempt can have reached etcd.
+    async fn conditional_write(
+        &self,
+        what: &str,
+        key: &str,
+        write: Write,
+    ) -> Result<(Revision, bool), StoreError> {
+        let (mut base, current) = self.current(key).await?;
+        if matches!(write, Write::Delete) && current.is_none() {
+            let now = self.revision().await?;
+            return Ok((now, false));
+        }
+        let deadline = Instant::now() + CALL_DEADLINE;
+        let mut backoff = FIRST_BACKOFF;
+        let mut maybe_sent = false;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let attempt = tokio::time::timeout(
+                left.min(ATTEMPT_TIMEOUT),
+                self.write_once(key, &write, base),
+            )
+            .await;
+            let why = match attempt {
+                Ok(Ok(Outcome::Done(revision, existed))) => return Ok((revision, existed)),
+                Ok(Ok(Outcome::Moved { current, base: now })) => {
+                    let ours = match (&write, &current) {
+                        (Write::Put(value), Some(v)) => v == value,
+                        (Write::Delete, None) => true,
+                        _ => false,
+                    };
+                    if ours && maybe_sent {
+                        // Our lost attempt committed (the value is ours, or the key is gone).
+                        let revision = match write {
+                            Write::Put(_) => now,
+                            Write::Delete => self.revision().await?,
+                        };
+                        return Ok((revision, true));
+                    }
+                    if maybe_sent {
+                        return Err(StoreError::OutcomeUnknown(format!(
+                            "etcd {what} of {key}: an attempt timed out, and the key has \
+                             changed since"
+                        )));
+                    }
+                    if matches!(write, Write::Delete) && current.is_none() {
+                        let revision = self.revision().await?;
+                        return Ok((revision, false));
+                    }
+                    base = now;
+                    continue;
+                }
+                Ok(Err(Attempt::Fail(e))) => return Err(e),
+                Ok(Err(Attempt::Retry(why))) => {
+                    maybe_sent |= !never_sent(&why);
+                    why
+                }
+                Err(_) => {
+                    maybe_sent = true;
+                    "no answer in time".to_owned()
+                }
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left <= backoff * 2 {
+                return Err(if maybe_sent {
+                    StoreError::OutcomeUnknown(format!("etcd {what} of {key}: {why}"))
+                } else {
+                    StoreError::Unavailable(format!("etcd {what}: {why}"))
+                });
+            }
+            tracing::debug!(what, why, "etcd write failed; retrying conditionally");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    async fn write_once(
+        &self,
+        key: &str,
+        write: &Write,
+        base: Revision,
+    ) -> Result<Outcome, Attempt> {
+        let mut kv = self.kv.clone();
+        let op = match write {
+            Write::Put(value) => TxnOp::put(key, value.clone(), None),
+            Write::Delete => TxnOp::delete(key, None),
+        };
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, base)])
+            .and_then([op])
+            .or_else([TxnOp::get(key, None)]);
+        let resp = kv.txn(txn).await?;
+        let revision = header_revision(resp.header())?;
+        if resp.succeeded() {
+            return Ok(Outcome::Done(revision, true));
+        }
+        let current = resp.op_responses().into_iter().find_map(|op| match op {
+            TxnOpResponse::Get(get) => Some(
+                get.kvs()
+                    .first()
+                    .map(|kv| (kv.mod_revision(), kv.value().to_vec())),
+            ),
+            _ => None,
+        });
+        let (base, current) = match current.flatten() {
+            Some((m, v)) => (m, Some(v)),
+            None => (0, None),
+        };
+        Ok(Outcome::Moved { base, current })
+    }
+}
+
+/// Whether a failed attempt certainly never reached etcd (the connection could not be made),
+/// so that the write cannot have committed.
+fn never_sent(why: &str) -> bool {
+    why.contains("tcp connect error")
+        || why.contains("error trying to connect")
+        || why.contains("dns error")
+}
+
 fn attempt_error(attempt: Attempt) -> StoreError {
     match attempt {
         Attempt::Retry(why) => StoreError::Unavailable(why),
@@ -232,23 +394,14 @@ fn attempt_error(attempt: Attempt) -> StoreError {
 impl Store for EtcdStore {
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError> {
         let key = self.policy_key(key);
-        self.call("put", || {
-            let (mut kv, key, value) = (self.kv.clone(), key.clone(), value.clone());
-            async move { header_revision(kv.put(key, value, None).await?.header()) }
-        })
-        .await
+        self.conditional_write("put", &key, Write::Put(value))
+            .await
+            .map(|(revision, _)| revision)
     }
 
     async fn delete(&self, key: &str) -> Result<(Revision, bool), StoreError> {
         let key = self.policy_key(key);
-        self.call("delete", || {
-            let (mut kv, key) = (self.kv.clone(), key.clone());
-            async move {
-                let resp = kv.delete(key, None).await?;
-                Ok((header_revision(resp.header())?, resp.deleted() > 0))
-            }
-        })
-        .await
+        self.conditional_write("delete", &key, Write::Delete).await
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {

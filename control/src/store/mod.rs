@@ -72,6 +72,12 @@ pub enum StoreError {
     /// The store cannot be reached (or did not answer in time). Nothing was written.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A write was sent but its outcome never came back: it may or may not have committed.
+    /// Read it back before writing again.
+    #[error(
+        "the store did not confirm the write in time; it may or may not have been applied: {0}"
+    )]
+    OutcomeUnknown(String),
     /// The history asked for is gone; relist.
     #[error("revision {requested} is compacted (history starts after {compact_revision})")]
     Compacted {

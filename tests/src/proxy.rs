@@ -1,0 +1,191 @@
+//! A TCP proxy between a client and a real server that can lose the server's answers, for
+//! tests of what a client does when a request may have arrived but no answer came back.
+//!
+//! Modes: forward both ways; black-hole (the client's bytes still reach the server, the
+//! server's answers are dropped), now or from the first client bytes holding a marker (the
+//! request to lose the answer of); and [`Proxy::reset`], which closes every connection open
+//! now (later ones forward normally).
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
+
+/// The running proxy; it stops when dropped.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    blackhole: Arc<AtomicBool>,
+    trigger: Arc<std::sync::Mutex<Option<(Vec<u8>, usize)>>>,
+    /// Bumped by `reset`: connections of an older generation close.
+    generation: watch::Sender<u64>,
+    counter: Arc<AtomicU64>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Proxies a free loopback port to `upstream`.
+    pub fn start(upstream: SocketAddr) -> Self {
+        let blackhole = Arc::new(AtomicBool::new(false));
+        let trigger = Arc::new(std::sync::Mutex::new(None::<(Vec<u8>, usize)>));
+        let (generation, gen_rx) = watch::channel(0u64);
+        let counter = Arc::new(AtomicU64::new(0));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn({
+            let blackhole = blackhole.clone();
+            let trigger = trigger.clone();
+            move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(async move {
+                    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                    addr_tx
+                        .send(listener.local_addr().expect("addr"))
+                        .expect("send addr");
+                    let accept = async {
+                        loop {
+                            let Ok((client, _)) = listener.accept().await else {
+                                continue;
+                            };
+                            let Ok(server) = TcpStream::connect(upstream).await else {
+                                continue;
+                            };
+                            let (blackhole, gen_rx) = (blackhole.clone(), gen_rx.clone());
+                            let trigger = trigger.clone();
+                            tokio::spawn(pipe(client, server, blackhole, trigger, gen_rx));
+                        }
+                    };
+                    tokio::select! {
+                        () = accept => {}
+                        _ = stopped => {}
+                    }
+                });
+            }
+        });
+        let addr = addr_rx.recv().expect("proxy address");
+        Self {
+            addr,
+            blackhole,
+            trigger,
+            generation,
+            counter,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Drop (or stop dropping) the server's answers.
+    pub fn set_blackhole(&self, on: bool) {
+        self.blackhole.store(on, Ordering::SeqCst);
+    }
+
+    /// Black-holes the server's answers from the first client bytes that contain `marker` on
+    /// (those bytes are still forwarded).
+    pub fn blackhole_from(&self, marker: &[u8]) {
+        self.blackhole_from_nth(marker, 1);
+    }
+
+    /// Like [`Proxy::blackhole_from`], from the `n`-th client write holding `marker`.
+    pub fn blackhole_from_nth(&self, marker: &[u8], n: usize) {
+        *self.trigger.lock().expect("trigger") = Some((marker.to_vec(), n.max(1)));
+    }
+
+    /// Closes every connection open now; new ones forward (black-holing is turned off).
+    pub fn reset(&self) {
+        self.blackhole.store(false, Ordering::SeqCst);
+        *self.trigger.lock().expect("trigger") = None;
+        let next = self.counter.fetch_add(1, Ordering::SeqCst) + 1;
+        self.generation.send_replace(next);
+    }
+}
+
+async fn pipe(
+    client: TcpStream,
+    server: TcpStream,
+    blackhole: Arc<AtomicBool>,
+    trigger: Arc<std::sync::Mutex<Option<(Vec<u8>, usize)>>>,
+    mut generation: watch::Receiver<u64>,
+) {
+    let born = *generation.borrow_and_update();
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let up = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match cr.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    {
+                        let mut t = trigger.lock().expect("trigger");
+                        if let Some((marker, left)) = t.as_mut() {
+                            if buf[..n]
+                                .windows(marker.len())
+                                .any(|w| w == marker.as_slice())
+                            {
+                                *left -= 1;
+                                if *left == 0 {
+                                    blackhole.store(true, Ordering::SeqCst);
+                                    *t = None;
+                                }
+                            }
+                        }
+                    }
+                    if sw.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    let down = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match sr.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if blackhole.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    let reset = async {
+        while generation.changed().await.is_ok() {
+            if *generation.borrow() != born {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = up => {}
+        () = down => {}
+        () = reset => {}
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
