@@ -20,11 +20,14 @@ use tokio::{
     sync::watch,
 };
 
+/// A marker to black-hole answers from, and how many more client writes holding it to wait.
+type Trigger = Arc<std::sync::Mutex<Option<(Vec<u8>, usize)>>>;
+
 /// The running proxy; it stops when dropped.
 pub struct Proxy {
     pub addr: SocketAddr,
     blackhole: Arc<AtomicBool>,
-    trigger: Arc<std::sync::Mutex<Option<(Vec<u8>, usize)>>>,
+    trigger: Trigger,
     /// Bumped by `reset`: connections of an older generation close.
     generation: watch::Sender<u64>,
     counter: Arc<AtomicU64>,
@@ -36,7 +39,7 @@ impl Proxy {
     /// Proxies a free loopback port to `upstream`.
     pub fn start(upstream: SocketAddr) -> Self {
         let blackhole = Arc::new(AtomicBool::new(false));
-        let trigger = Arc::new(std::sync::Mutex::new(None::<(Vec<u8>, usize)>));
+        let trigger: Trigger = Arc::new(std::sync::Mutex::new(None));
         let (generation, gen_rx) = watch::channel(0u64);
         let counter = Arc::new(AtomicU64::new(0));
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -115,7 +118,7 @@ async fn pipe(
     client: TcpStream,
     server: TcpStream,
     blackhole: Arc<AtomicBool>,
-    trigger: Arc<std::sync::Mutex<Option<(Vec<u8>, usize)>>>,
+    trigger: Trigger,
     mut generation: watch::Receiver<u64>,
 ) {
     let born = *generation.borrow_and_update();
