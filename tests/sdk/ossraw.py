@@ -28,6 +28,27 @@ def sign_v1(secret: str, method: str, resource: str, headers: dict) -> str:
     return base64.b64encode(digest).decode()
 
 
+def sign_v4(secret: str, method: str, bucket: str, headers: dict, region: str = "cn-hangzhou",
+            query: str = "httpsConfig") -> str:
+    """The OSS4-HMAC-SHA256 Authorization value, as docs/oss-https-config-api.md defines it
+    (default-signed headers only: x-oss-*, content-type, content-md5)."""
+    lower = {k.lower(): v.strip() for k, v in headers.items()}
+    date = lower["x-oss-date"]
+    day = date[:8]
+    signed = sorted(k for k in lower if k.startswith("x-oss-") or k in ("content-type", "content-md5"))
+    canonical_headers = "".join(f"{k}:{lower[k]}\n" for k in signed)
+    payload = lower.get("x-oss-content-sha256", "UNSIGNED-PAYLOAD")
+    canonical = "\n".join([method, f"/{bucket}/", query, canonical_headers, "", payload])
+    scope = f"{day}/{region}/oss/aliyun_v4_request"
+    to_sign = "\n".join(["OSS4-HMAC-SHA256", date, scope,
+                         hashlib.sha256(canonical.encode()).hexdigest()])
+    key = ("aliyun_v4" + secret).encode()
+    for part in (day, region, "oss", "aliyun_v4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    return f"OSS4-HMAC-SHA256 Credential={{ak}}/{scope},Signature={signature}"
+
+
 @dataclass
 class Reply:
     status: int

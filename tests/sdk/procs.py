@@ -137,11 +137,13 @@ class Etcd:
 class Control:
     """A tlsfleet-control process."""
 
-    def __init__(self, workdir: Path, store: str, credentials: Path, domains=("oss.test",)):
+    def __init__(self, workdir: Path, store: str, credentials: Path, domains=("oss.test",),
+                 extra=()):
         self.workdir = workdir
         self.store = store
         self.credentials = credentials
         self.domains = domains
+        self.extra = tuple(extra)
         self.log = workdir / "control.log"
         self.proc = None
         self.http_port = None
@@ -164,6 +166,7 @@ class Control:
             ]
             for d in self.domains:
                 args += ["--domain", d]
+            args += list(self.extra)
             env = dict(os.environ)
             env.setdefault("RUST_LOG", "info,tlsfleet_control=debug")
             env["NO_COLOR"] = "1"

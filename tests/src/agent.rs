@@ -16,6 +16,7 @@ use crate::{
 pub struct Agent {
     proc: Proc,
     args: Vec<String>,
+    key: (String, String),
     pub node_id: String,
     pub tls: SocketAddr,
     pub admin: SocketAddr,
@@ -43,6 +44,30 @@ impl Agent {
         cache_dir: Option<PathBuf>,
         extra: &[String],
     ) -> Self {
+        Self::spawn_full(node_id, controls, cert, key, cache_dir, keys::AGENT, extra)
+    }
+
+    /// Like [`Agent::spawn`], signing with `access_key` instead of the shared agent key.
+    pub fn spawn_with_key(
+        node_id: &str,
+        controls: &[String],
+        cert: &Path,
+        key: &Path,
+        access_key: (&str, &str),
+        extra: &[String],
+    ) -> Self {
+        Self::spawn_full(node_id, controls, cert, key, None, access_key, extra)
+    }
+
+    fn spawn_full(
+        node_id: &str,
+        controls: &[String],
+        cert: &Path,
+        key: &Path,
+        cache_dir: Option<PathBuf>,
+        access_key: (&str, &str),
+        extra: &[String],
+    ) -> Self {
         let tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let mut args = vec![
@@ -68,10 +93,12 @@ impl Agent {
             args.push(dir.display().to_string());
         }
         args.extend(extra.iter().cloned());
-        let proc = spawn(&args);
+        let access_key = (access_key.0.to_owned(), access_key.1.to_owned());
+        let proc = spawn(&args, &access_key);
         Self {
             proc,
             args,
+            key: access_key,
             node_id: node_id.to_owned(),
             tls,
             admin,
@@ -128,16 +155,16 @@ impl Agent {
     /// Starts again with the same flags (ports, cache).
     pub fn restart(&mut self) {
         self.proc.kill();
-        self.proc = spawn(&self.args);
+        self.proc = spawn(&self.args, &self.key);
     }
 }
 
-fn spawn(args: &[String]) -> Proc {
+fn spawn(args: &[String], key: &(String, String)) -> Proc {
     Proc::spawn(
         "tlsfleet-agent",
         Command::new(bin("tlsfleet-agent"))
             .args(args)
-            .env("TLSFLEET_ACCESS_KEY_ID", keys::AGENT.0)
-            .env("TLSFLEET_ACCESS_KEY_SECRET", keys::AGENT.1),
+            .env("TLSFLEET_ACCESS_KEY_ID", &key.0)
+            .env("TLSFLEET_ACCESS_KEY_SECRET", &key.1),
     )
 }

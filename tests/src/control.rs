@@ -169,6 +169,24 @@ impl Control {
         self.proc.kill();
     }
 
+    /// The process, for its pid and memory.
+    pub fn process(&self) -> &Proc {
+        &self.proc
+    }
+
+    /// Kills the server, deletes its embedded store (a store lost and made anew), and starts
+    /// it again on the same ports: it then has a new, empty history.
+    pub fn wipe_store_and_restart(&mut self) {
+        self.proc.kill();
+        let dir = self
+            .store
+            .strip_prefix("file:")
+            .expect("an embedded store")
+            .to_owned();
+        std::fs::remove_dir_all(&dir).expect("remove the store");
+        self.restart();
+    }
+
     /// SIGTERM; asserts a clean exit.
     pub fn stop(&mut self) {
         assert!(

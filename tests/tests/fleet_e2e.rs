@@ -650,3 +650,49 @@ async fn agents_fail_over_between_control_servers_on_one_etcd() {
         assert!(s_client(agent.tls, &host("failover"), &["-tls1_2"]).0);
     }
 }
+
+#[tokio::test]
+async fn an_agent_resuming_from_a_wiped_store_gets_a_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = TestCert::generate(dir.path(), DOMAIN, KeyKind::EcdsaP256);
+    let mut control = Control::embedded();
+    for b in ["old-a", "old-b", "old-c"] {
+        grpc_put(&control, b, policy(&["TLSv1.3"], &[], &[])).await;
+    }
+    let old = grpc_put(&control, "old-d", policy(&["TLSv1.3"], &[], &[])).await;
+    let mut a = Agent::spawn(
+        "agent-0",
+        &[control.grpc_url()],
+        &cert.cert,
+        &cert.key,
+        Some(dir.path().join("cache")),
+    );
+    a.wait_ready();
+    assert!(a.wait_revision(old, WAIT));
+
+    // The store is lost and made anew; its history passes the agent's revision. A delta
+    // "since revision 4" of this other history would leave the old buckets in place.
+    // The agent is away meanwhile, and comes back from its cache (revision 4 of the old store).
+    a.kill();
+    control.wipe_store_and_restart();
+    let mut new = 0;
+    for i in 0..(old + 2) {
+        new = grpc_put(
+            &control,
+            &format!("new-{i}"),
+            policy(&["TLSv1.2"], &[], &[]),
+        )
+        .await;
+    }
+    assert!(new > old);
+    a.restart();
+    a.wait_ready();
+    assert!(a.wait_revision(new, WAIT), "at {:?}", a.applied_revision());
+    assert_eq!(a.metric("sync_snapshots_total"), Some(1.0));
+    assert_eq!(a.metric("sync_deltas_total"), Some(0.0));
+    assert_eq!(a.metric("policies_loaded"), Some((old + 2) as f64));
+    // The old buckets are gone from the edge: their TLS 1.3-only policy no longer applies.
+    assert!(s_client(a.tls, &host("old-a"), &["-tls1_2"]).0);
+    assert!(s_client(a.tls, &host("new-0"), &["-tls1_2"]).0);
+    assert!(!s_client(a.tls, &host("new-0"), &["-tls1_3"]).0);
+}

@@ -146,6 +146,10 @@ pub async fn serve<IO>(
         )
     };
     if let Err(e) = result {
+        if e.is_timeout() {
+            // HTTP/1.1: hyper's header deadline (the same idle timeout) closed it first.
+            ctx.metrics.idle_closed();
+        }
         tracing::debug!(error = %e, "connection ended with an error");
     }
 }
