@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what it needs (etcd, protoc, openssl,
-# the official OSS Python SDKs, pytest), checks formatting and lints, builds, then runs every
-# Rust test (unit, property, in-process and end-to-end with real etcd and real processes) and
-# the official-SDK suite. CI runs exactly this (.ci/run).
+# the official OSS Python SDKs, pytest, cargo-nextest, cargo-fuzz), checks formatting and
+# lints, builds, then runs every Rust test (unit, property, in-process and end-to-end with
+# real etcd and real processes), the official-SDK suite, and a short run of every fuzz target
+# over its corpus. CI runs exactly this (.ci/run).
+#
+#   FUZZ_SECONDS=N    seconds per fuzz target (default 20; 0 skips fuzzing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +29,17 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   echo "==> installing cargo-nextest"
   cargo install --locked -q cargo-nextest
 fi
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+if [ "$FUZZ_SECONDS" -gt 0 ]; then
+  if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+    echo "cargo fuzz needs a nightly toolchain: rustup toolchain install nightly" >&2
+    exit 1
+  fi
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "==> installing cargo-fuzz"
+    cargo install --locked -q cargo-fuzz
+  fi
+fi
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
@@ -37,3 +51,7 @@ echo "==> Rust tests (unit, property, end-to-end)"
 cargo nextest run --workspace --no-fail-fast
 echo "==> official SDK tests (pytest)"
 TLSFLEET_BIN_DIR="$PWD/target/debug" python3 -m pytest -q tests/sdk
+if [ "$FUZZ_SECONDS" -gt 0 ]; then
+  echo "==> fuzz smoke: ${FUZZ_SECONDS}s per target over fuzz/corpus (tests/fuzz.sh for long runs)"
+  bash tests/fuzz.sh "$FUZZ_SECONDS"
+fi

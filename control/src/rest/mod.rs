@@ -47,7 +47,7 @@ mod tests;
 pub use body::MAX_BODY;
 pub use conn::{tls_acceptor, RestLimits};
 pub use error::{request_id, OssError};
-use route::{Route, Target};
+pub use route::{route, Route, RouteError, Target};
 
 /// Our extension header: the revision a PUT was written at / a GET was read from.
 const REVISION_HEADER: &str = "x-tlsfleet-revision";
