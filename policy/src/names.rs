@@ -282,9 +282,9 @@ pub fn check_path(path: &str) -> Result<(), PathError> {
 fn check_segment(raw: &str) -> Result<(), PathError> {
     let mut current = std::borrow::Cow::Borrowed(raw);
     for round in 0..DECODE_ROUNDS {
-        if current == "." || current == ".." {
+        if is_dot_like(&current) {
             return Err(PathError(
-                "the path has a dot segment (. or .., maybe encoded)",
+                "the path has a dot segment (., .., maybe encoded or with ;parameters)",
             ));
         }
         if !current.contains('%') {
@@ -303,12 +303,22 @@ fn check_segment(raw: &str) -> Result<(), PathError> {
         }
         current = std::borrow::Cow::Owned(String::from_utf8_lossy(&decoded).into_owned());
     }
-    if current == "." || current == ".." {
+    if is_dot_like(&current) {
         return Err(PathError(
-            "the path has a dot segment (. or .., maybe encoded)",
+            "the path has a dot segment (., .., maybe encoded or with ;parameters)",
         ));
     }
     Ok(())
+}
+
+/// A segment some server reads as `.` or `..`: only dots (and blanks, which Windows servers
+/// trim), also once its `;parameters` are dropped (`..;x`, as Tomcat and Jetty read it).
+fn is_dot_like(segment: &str) -> bool {
+    let before_params = segment.split(';').next().unwrap_or_default();
+    [segment, before_params]
+        .into_iter()
+        .any(|s| s.contains('.') && s.bytes().all(|b| matches!(b, b'.' | b' ' | b'\t')))
+        || before_params.is_empty() && segment.starts_with(';')
 }
 
 /// Decodes `%XX` escapes; a `%` not followed by two hex digits is an error.
@@ -450,7 +460,8 @@ mod tests {
             "/vault/%E4%B8%AD",
             "/vault/a%20b",
             "/vault/.hidden",
-            "/vault/...",
+            "/vault/a.b",
+            "/vault/a;b",
             "/vault/100%25",
         ] {
             assert_eq!(check_path(good), Ok(()), "{good:?}");
@@ -476,6 +487,13 @@ mod tests {
             "/vault/%4",
             "/vault/%",
             "/vault/%25252e%25252e",
+            "/nopol/..;/vault/o",
+            "/nopol/..;x=1/vault/o",
+            "/nopol/%2e%2e;/vault/o",
+            "/nopol/..%3b/vault/o",
+            "/nopol/.../vault/o",
+            "/nopol/..%20/vault/o",
+            "/nopol/;/vault/o",
         ] {
             assert!(check_path(bad).is_err(), "{bad:?} was accepted");
         }

@@ -9,8 +9,8 @@
 //!   (what an HTTP client fills in when a proxy sends no `Host`);
 //! * the host normalised: port (anything after the last `:`) and trailing dots stripped,
 //!   lowercased; `<anything>.<label>.<domain>` is bucket `<label>`;
-//! * the path: percent-decoded twice, `\` read as `/`, `;params` dropped from segments,
-//!   slashes merged, dot segments resolved;
+//! * the path: percent-decoded twice, `\` read as `/`, `;params` and trailing blanks dropped
+//!   from segments, slashes merged, dot segments resolved;
 //! * a host under the domain names the bucket (virtual-hosted), otherwise the first path
 //!   segment does (path style).
 //!
@@ -232,7 +232,12 @@ fn route(target: &str, headers: &[(String, String)], own: SocketAddr, domain: &s
     let decoded = decode(&decode(path.split(['?', '#']).next().unwrap_or(""))).replace('\\', "/");
     let mut segments: Vec<String> = Vec::new();
     for seg in decoded.split('/') {
-        let seg = seg.split(';').next().unwrap_or("");
+        // Tomcat and Jetty drop `;params`; Windows servers trim trailing blanks.
+        let seg = seg
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim_end_matches([' ', '\t']);
         match seg {
             "" | "." => {}
             ".." => {
@@ -303,6 +308,11 @@ mod tests {
         assert_eq!(bucket("/nopol%2fvault/o", &[]).as_deref(), Some("nopol"));
         assert_eq!(bucket("/x/..%5cvault/o", &[]).as_deref(), Some("vault"));
         assert_eq!(bucket("/vault;x/o", &[]).as_deref(), Some("vault"));
+        assert_eq!(bucket("/nopol/..;/vault/o", &[]).as_deref(), Some("vault"));
+        assert_eq!(
+            bucket("/nopol/..%20/vault/o", &[]).as_deref(),
+            Some("vault")
+        );
         assert_eq!(
             bucket("/o", &[("host", "vault.oss.test:x")]).as_deref(),
             Some("vault")

@@ -361,6 +361,13 @@ async fn http1_bypasses_are_refused() {
         "/VAULT/o",
         "/vault%00/o",
         "/nopol/o/../../vault/o",
+        "/nopol/..;/vault/o",
+        "/nopol/..;jsessionid=1/vault/o",
+        "/nopol/%2e%2e;/vault/o",
+        "/nopol/..%3b/vault/o",
+        "/nopol/..%20/vault/o",
+        "/nopol/.%2e%20/vault/o",
+        "/nopol/;/../vault/o",
     ];
     for path in path_tricks {
         for (sni, host) in [
