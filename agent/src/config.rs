@@ -84,7 +84,12 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
-    /// Bound on the upstream's response head, and on waiting for a free upstream slot.
+    /// A connection whose client has taken none of its responses for this long is closed
+    /// (a client that stops reading, or an HTTP/2 client that opens no window).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub send_timeout: Duration,
+
+    /// Bound on the upstream's response head.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub upstream_timeout: Duration,
 
@@ -92,10 +97,19 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub upstream_connect_timeout: Duration,
 
-    /// Requests forwarded to the upstream at once; more wait (up to --upstream-timeout),
-    /// then get 503 SlowDown.
+    /// Requests forwarded to the upstream at once (a request counts until its response body
+    /// is sent); more get 503 SlowDown.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub upstream_max_in_flight: u32,
+
+    /// Requests from one client address forwarded at once; more get 503 SlowDown.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub upstream_max_in_flight_per_source: u32,
+
+    /// Forward virtual-hosted requests in path style (Host: <domain>, /<bucket>/<key>), for
+    /// an upstream that routes by the path alone or does not know the --domain names.
+    #[arg(long)]
+    pub upstream_path_style: bool,
 
     /// Idle connections kept open to the upstream for reuse.
     #[arg(long, value_name = "N", default_value_t = 256)]
@@ -175,12 +189,15 @@ impl Args {
                 max_connections: self.max_connections as usize,
                 max_per_source: self.max_connections_per_source as usize,
                 idle_timeout: self.idle_timeout,
+                send_timeout: self.send_timeout,
             },
             upstream_limits: UpstreamLimits {
                 connect_timeout: self.upstream_connect_timeout,
                 response_timeout: self.upstream_timeout,
                 max_in_flight: self.upstream_max_in_flight as usize,
+                max_in_flight_per_source: self.upstream_max_in_flight_per_source as usize,
                 max_idle: self.upstream_max_idle as usize,
+                path_style: self.upstream_path_style,
             },
         }
     }

@@ -164,6 +164,7 @@ pub struct Metrics {
     refusals: [Counter; 5],
     open_connections: Gauge,
     idle_closed: Counter,
+    stall_closed: Counter,
     requests_refused: [Counter; 3],
     requests_served: Counter,
     upstream_errors: Counter,
@@ -259,6 +260,13 @@ impl Metrics {
             idle_closed.clone(),
         );
 
+        let stall_closed = Counter::default();
+        registry.register(
+            "connections_stall_closed",
+            "Connections closed because the client took no response data for --send-timeout",
+            stall_closed.clone(),
+        );
+
         let requests_served = Counter::default();
         registry.register(
             "requests_served",
@@ -335,6 +343,7 @@ impl Metrics {
             refusals,
             open_connections,
             idle_closed,
+            stall_closed,
             requests_refused,
             requests_served,
             upstream_errors,
@@ -430,6 +439,10 @@ impl Metrics {
 
     pub(crate) fn idle_closed(&self) {
         self.idle_closed.inc();
+    }
+
+    pub(crate) fn stall_closed(&self) {
+        self.stall_closed.inc();
     }
 
     pub(crate) fn request_refused(&self, refusal: RequestRefusal) {

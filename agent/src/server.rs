@@ -49,7 +49,8 @@ pub struct DataPlaneConfig {
 }
 
 /// Caps on the TLS listener's connections (defaults: 10,000 in total, 256 per source
-/// address, closed after 60 s without a request in flight).
+/// address, closed after 60 s without a request in flight, or 60 s without the client taking
+/// any of its responses).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectionLimits {
     /// Open connections at most; more are closed at accept, before any TLS.
@@ -59,6 +60,8 @@ pub struct ConnectionLimits {
     /// A connection with no request in flight for this long is closed: before its first
     /// request, between keep-alive requests, and while a request's headers trickle in.
     pub idle_timeout: Duration,
+    /// A connection whose client has taken nothing of its responses for this long is closed.
+    pub send_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -67,6 +70,7 @@ impl Default for ConnectionLimits {
             max_connections: 10_000,
             max_per_source: 256,
             idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -170,6 +174,7 @@ impl DataPlane {
                 metrics,
                 upstream,
                 idle_timeout: cfg.connections.idle_timeout,
+                send_timeout: cfg.connections.send_timeout,
             }),
             limiter: ConnLimiter::new(
                 cfg.connections.max_connections,

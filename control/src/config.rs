@@ -140,8 +140,8 @@ pub struct ControlArgs {
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub grpc_max_connections: usize,
 
-    /// Open gRPC connections from one source address at most.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
+    /// Open gRPC connections from one source address at most (agents behind one NAT share it).
+    #[arg(long, value_name = "N", default_value_t = 256)]
     pub grpc_max_connections_per_source: usize,
 
     /// Agent Sync streams open at once, all keys together.

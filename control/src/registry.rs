@@ -237,6 +237,10 @@ impl Session {
     pub fn ack(&self, revision: i64) {
         self.update(|s| {
             s.applied_revision = s.applied_revision.max(revision);
+            if revision < s.nack_revision {
+                // An older revision's ACK does not undo a newer NACK.
+                return;
+            }
             s.errors.clear();
             s.nack_revision = 0;
             s.state = if s.applied_revision >= s.sent_revision {

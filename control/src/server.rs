@@ -15,12 +15,14 @@ pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5
 /// gRPC: PING idle connections this often, drop them when a PING is not answered in time.
 const GRPC_PING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 const GRPC_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// gRPC calls (streams) open at once on one connection.
-const GRPC_MAX_STREAMS: u32 = 128;
+/// gRPC calls (streams) open at once on one connection (an agent needs one, tlsfleetctl a few).
+const GRPC_MAX_STREAMS: u32 = 32;
+/// A gRPC connection must finish its TLS handshake, or send its first bytes, within this.
+pub const GRPC_FIRST_BYTES: std::time::Duration = std::time::Duration::from_secs(10);
 /// The largest admin request (a policy is a few hundred bytes; lists are bounded).
 pub const MAX_ADMIN_MESSAGE: usize = 256 * 1024;
 /// The largest agent message (a hello, an ACK, a NACK of at most 100 errors).
-pub const MAX_AGENT_MESSAGE: usize = 1024 * 1024;
+pub const MAX_AGENT_MESSAGE: usize = 256 * 1024;
 
 use tlsfleet_net::ConnLimiter;
 use tokio_util::task::TaskTracker;
@@ -198,6 +200,7 @@ impl ControlServer {
                 args.grpc_max_connections,
                 args.grpc_max_connections_per_source,
             ),
+            GRPC_FIRST_BYTES,
         );
         let grpc_server = builder
             .add_service(health_service)
@@ -288,7 +291,9 @@ fn tls_config(
         std::fs::read(p).map_err(|e| ServerError::Tls(format!("{}: {e}", p.display())))
     };
     let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
-    let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+    let mut tls = tonic::transport::ServerTlsConfig::new()
+        .identity(identity)
+        .timeout(GRPC_FIRST_BYTES);
     if let Some(ca) = client_ca {
         tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
     }

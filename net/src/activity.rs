@@ -20,6 +20,10 @@ pub struct Activity {
     in_flight: AtomicUsize,
     /// Milliseconds after `started` when the last request ended (0: none yet).
     last_end_ms: AtomicU64,
+    /// Response bodies being sent.
+    sending: AtomicUsize,
+    /// Milliseconds after `started` when a response body last moved (or began).
+    last_progress_ms: AtomicU64,
 }
 
 /// One request in flight; it ends when this is dropped.
@@ -33,6 +37,8 @@ impl Activity {
             started: Instant::now(),
             in_flight: AtomicUsize::new(0),
             last_end_ms: AtomicU64::new(0),
+            sending: AtomicUsize::new(0),
+            last_progress_ms: AtomicU64::new(0),
         })
     }
 
@@ -65,6 +71,100 @@ impl Activity {
             };
             tokio::time::sleep_until(next).await;
         }
+    }
+}
+
+impl Activity {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// `body`, the response of the request `guard` stands for: the request stays in flight
+    /// until the body is sent, and every frame the peer takes counts as progress for
+    /// [`Activity::stalled`].
+    pub fn sending<B>(self: &Arc<Self>, body: B, guard: RequestGuard) -> SendingBody<B> {
+        self.last_progress_ms.store(self.now_ms(), Ordering::SeqCst);
+        self.sending.fetch_add(1, Ordering::SeqCst);
+        SendingBody {
+            inner: body,
+            sending: Some(Sending {
+                activity: self.clone(),
+                _request: guard,
+            }),
+        }
+    }
+
+    /// Resolves once a response has been waiting for the peer to take it, with no progress
+    /// on any response of the connection, for `stall` (a client that stopped reading, or an
+    /// HTTP/2 client that opens no flow-control window).
+    pub async fn stalled(&self, stall: Duration) {
+        loop {
+            let last =
+                self.started + Duration::from_millis(self.last_progress_ms.load(Ordering::SeqCst));
+            let deadline = last + stall;
+            if self.sending.load(Ordering::SeqCst) > 0 && Instant::now() >= deadline {
+                return;
+            }
+            let next = if Instant::now() >= deadline {
+                Instant::now() + stall
+            } else {
+                deadline
+            };
+            tokio::time::sleep_until(next).await;
+        }
+    }
+}
+
+/// A response body being sent (see [`Activity::sending`]).
+struct Sending {
+    activity: Arc<Activity>,
+    _request: RequestGuard,
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        self.activity.sending.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that counts its progress for [`Activity::stalled`] and keeps its
+    /// request in flight until it has been sent (or dropped).
+    pub struct SendingBody<B> {
+        #[pin]
+        inner: B,
+        sending: Option<Sending>,
+    }
+}
+
+impl<B: Body> Body for SendingBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Some(s) = this.sending.as_ref() {
+            if polled.is_ready() {
+                let now = s.activity.now_ms();
+                s.activity.last_progress_ms.store(now, Ordering::SeqCst);
+            }
+        }
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            this.sending.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -125,6 +225,32 @@ impl<B: Body, T> Body for HoldBody<B, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_nobody_takes_is_a_stall() {
+        use http_body_util::{BodyExt, Full};
+        let a = Activity::new();
+        let stall = Duration::from_secs(5);
+        let body = a.sending(Full::new(bytes::Bytes::from_static(b"xy")), a.begin());
+        let waiter = tokio::spawn({
+            let a = a.clone();
+            async move { a.stalled(stall).await }
+        });
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(!waiter.is_finished());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(waiter.is_finished(), "nobody took the response for 6 s");
+        // Taken to its end: no longer sending, no longer in flight.
+        let _ = body.collect().await;
+        assert_eq!(a.in_flight(), 0);
+        let waiter = tokio::spawn({
+            let a = a.clone();
+            async move { a.stalled(stall).await }
+        });
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(!waiter.is_finished(), "idle is not a stall");
+        waiter.abort();
+    }
 
     #[tokio::test(start_paused = true)]
     async fn idle_counts_from_the_last_request_and_waits_for_those_in_flight() {

@@ -4,13 +4,14 @@
 //!   connection over either cap is refused at accept.
 //! * [`Activity`]: counts a connection's requests in flight (a response counts until its body
 //!   has been sent) and tells when it has had none for a while, so that a connection that
-//!   sends nothing, or stops sending, is closed whatever its protocol.
+//!   sends nothing, or stops sending, is closed whatever its protocol; and when a response
+//!   has been waiting for the peer to take it for too long (a client that stopped reading).
 //! * [`parse_duration`]: how every duration flag of the binaries is written (`10s`, `500ms`).
 
 mod activity;
 mod duration;
 mod limit;
 
-pub use activity::{Activity, HoldBody, RequestGuard};
+pub use activity::{Activity, HoldBody, RequestGuard, SendingBody};
 pub use duration::parse_duration;
 pub use limit::{ConnLimiter, ConnPermit, LimitExceeded};

@@ -59,9 +59,16 @@ impl ConnLimiter {
     }
 
     /// Takes a place for a connection from `source`, or says which cap is reached.
-    /// IPv4-mapped IPv6 addresses count as their IPv4 address.
+    /// IPv4-mapped IPv6 addresses count as their IPv4 address; IPv6 sources count per /64
+    /// (one host is routinely given a whole /64).
     pub fn try_acquire(self: &Arc<Self>, source: IpAddr) -> Result<ConnPermit, LimitExceeded> {
-        let source = source.to_canonical();
+        let source = match source.to_canonical() {
+            IpAddr::V6(v6) => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(prefix.into())
+            }
+            v4 => v4,
+        };
         let mut state = self.lock();
         if state.total >= self.max_total {
             return Err(LimitExceeded::Total(self.max_total));
@@ -121,5 +128,17 @@ mod tests {
         drop(p1);
         assert_eq!(l.open(), 2);
         assert!(l.try_acquire(a).is_ok());
+    }
+
+    #[test]
+    fn ipv6_sources_count_per_64() {
+        let l = ConnLimiter::new(10, 2);
+        let x: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let y: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let _a = l.try_acquire(x).unwrap();
+        let _b = l.try_acquire(y).unwrap();
+        assert_eq!(l.try_acquire(x).unwrap_err(), LimitExceeded::PerSource(2));
+        assert!(l.try_acquire(other).is_ok());
     }
 }

@@ -311,13 +311,14 @@ fn check_segment(raw: &str) -> Result<(), PathError> {
     Ok(())
 }
 
-/// A segment some server reads as `.` or `..`: only dots (and blanks, which Windows servers
-/// trim), also once its `;parameters` are dropped (`..;x`, as Tomcat and Jetty read it).
+/// A segment some server reads as `.` or `..`: only dots and blanks or control bytes (which
+/// Windows servers and Java's `String.trim` drop), also once its `;parameters` are dropped
+/// (`..;x`, as Tomcat and Jetty read it).
 fn is_dot_like(segment: &str) -> bool {
     let before_params = segment.split(';').next().unwrap_or_default();
     [segment, before_params]
         .into_iter()
-        .any(|s| s.contains('.') && s.bytes().all(|b| matches!(b, b'.' | b' ' | b'\t')))
+        .any(|s| s.contains('.') && s.bytes().all(|b| b == b'.' || b <= b' ' || b == 0x7f))
         || before_params.is_empty() && segment.starts_with(';')
 }
 
@@ -494,6 +495,9 @@ mod tests {
             "/nopol/.../vault/o",
             "/nopol/..%20/vault/o",
             "/nopol/;/vault/o",
+            "/nopol/..%0b/vault/o",
+            "/nopol/..%7f/vault/o",
+            "/nopol/%09../vault/o",
         ] {
             assert!(check_path(bad).is_err(), "{bad:?} was accepted");
         }

@@ -35,7 +35,7 @@ pub struct Served {
     pub key: String,
     /// The request line's target, as received.
     pub target: String,
-    /// Every header, names lowercased, as received.
+    /// Every header, names lowercased with `_` read as `-`, as received.
     pub headers: Vec<(String, String)>,
 }
 
@@ -154,7 +154,9 @@ async fn serve(
                 break;
             }
             if let Some((k, v)) = h.split_once(':') {
-                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+                // As CGI does: `X_Original_URL` and `X-Original-URL` are one header.
+                let name = k.trim().to_ascii_lowercase().replace('_', "-");
+                headers.push((name, v.trim().to_owned()));
             }
         }
         read_body(&mut reader, &headers).await?;

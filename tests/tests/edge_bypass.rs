@@ -53,6 +53,12 @@ struct Edge {
 }
 
 async fn edge() -> Edge {
+    edge_with(DOMAIN, &[]).await
+}
+
+/// An agent in front of a lenient upstream that routes `<bucket>.<upstream_domain>` as
+/// virtual-hosted, with extra agent flags.
+async fn edge_with(upstream_domain: &str, extra: &[&str]) -> Edge {
     let dir = tempfile::tempdir().expect("tempdir");
     let cert = TestCert::generate(dir.path(), DOMAIN, KeyKind::EcdsaP256);
     let control = Control::embedded();
@@ -67,14 +73,16 @@ async fn edge() -> Edge {
         .expect("put vault")
         .into_inner()
         .revision;
-    let upstream = Lenient::start(DOMAIN);
+    let upstream = Lenient::start(upstream_domain);
+    let mut flags = vec!["--upstream".to_owned(), upstream.url()];
+    flags.extend(extra.iter().map(|s| (*s).to_owned()));
     let mut agent = Agent::spawn_with(
         "edge-bypass",
         &[control.grpc_url()],
         &cert.cert,
         &cert.key,
         None,
-        &["--upstream".to_owned(), upstream.url()],
+        &flags,
     );
     agent.wait_ready();
     assert!(
@@ -404,6 +412,8 @@ async fn http1_bypasses_are_refused() {
         "X-Original-URL: /vault/o",
         "X-Rewrite-URL: /vault/o",
         "X-Original-URL: http://vault.oss.test/o",
+        "X_Original_URL: /vault/o",
+        "X_Forwarded_Host: vault.oss.test",
     ];
     // Re-routing headers: the request is served for the bucket decided on, with the
     // headers overwritten (X-Forwarded-Host, Forwarded) or dropped (the rest).
@@ -790,13 +800,20 @@ async fn legitimate_requests_keep_working_in_every_style() {
     }
     // The endpoint itself (a ListBuckets-style request) has no bucket.
     let mut s = tls(&edge, Some("oss.test"), TLS12, b"http/1.1").await;
-    assert_eq!(
-        h1(&mut s, b"GET / HTTP/1.1\r\nHost: oss.test\r\n\r\n", 1).await,
-        [200]
-    );
+    // A client's own X-Tlsfleet-* headers never reach the upstream.
+    let listing = b"GET / HTTP/1.1\r\nHost: oss.test\r\nX-Tlsfleet-Bucket: vault\r\n\
+                    X_Tlsfleet_Tls_Version: TLSv1.3\r\n\r\n";
+    assert_eq!(h1(&mut s, listing, 1).await, [200]);
     let served = edge.upstream.take();
     assert_eq!(served_buckets(&served), [None]);
     assert_eq!(served[0].header("x-tlsfleet-bucket"), None);
+    let versions: Vec<&str> = served[0]
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "x-tlsfleet-tls-version")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(versions, ["TLSv1.2"], "only the agent's own");
 }
 
 #[test]
@@ -809,4 +826,47 @@ fn h2_status_decoding() {
         h2_status(&[0x48, 0x83, 0b0110_1000, 0b0000_1100, 0b1111_1111]),
         Some(403)
     );
+}
+
+#[tokio::test]
+async fn path_style_forwarding_serves_the_checked_bucket_to_an_upstream_that_routes_by_path() {
+    // The upstream knows no domain of the agent's: it routes every request by its path.
+    let edge = edge_with("unknown.test", &["--upstream-path-style"]).await;
+    for (sni, version, raw, bucket, target, host) in [
+        (
+            Some("vault.oss.test"),
+            TLS13,
+            "GET /o HTTP/1.1\r\nHost: vault.oss.test:8443\r\n\r\n",
+            "vault",
+            "/vault/o",
+            "oss.test:8443",
+        ),
+        (
+            Some("nopol.oss.test"),
+            TLS12,
+            "GET /vault/o HTTP/1.1\r\nHost: nopol.oss.test\r\n\r\n",
+            "nopol",
+            "/nopol/vault/o",
+            "oss.test",
+        ),
+        (
+            Some("oss.test"),
+            TLS13,
+            "GET /vault/o HTTP/1.1\r\nHost: oss.test\r\n\r\n",
+            "vault",
+            "/vault/o",
+            "oss.test",
+        ),
+    ] {
+        let mut s = tls(&edge, sni, version, b"http/1.1").await;
+        assert_eq!(h1(&mut s, raw.as_bytes(), 1).await, [200], "{raw:?}");
+        let served = edge.upstream.take();
+        assert_eq!(
+            served_buckets(&served),
+            [Some(bucket.to_owned())],
+            "{raw:?}"
+        );
+        assert_eq!(served[0].target, target, "{raw:?}");
+        assert_eq!(served[0].header("host"), Some(host), "{raw:?}");
+    }
 }

@@ -192,3 +192,42 @@ async fn one_source_gets_at_most_its_share_of_connections() {
     ));
     let _ = tls(&edge, b"http/1.1").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_takes_no_response_is_dropped() {
+    let edge = edge(&["--send-timeout", "1s", "--idle-timeout", "30s"]);
+    let mut s = tls(&edge, b"h2").await;
+    // HTTP/2 with an initial window of 0 (SETTINGS_INITIAL_WINDOW_SIZE = 0), then requests
+    // whose answers can never be sent: each would hold an upstream slot for good.
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend_from_slice(&[0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0]);
+    for stream in [1u32, 3, 5] {
+        let mut block = Vec::new();
+        for (k, v) in [
+            (":method", "GET"),
+            (":scheme", "https"),
+            (":path", "/nopol/o"),
+            (":authority", DOMAIN),
+        ] {
+            block.extend_from_slice(&[0, k.len() as u8]);
+            block.extend_from_slice(k.as_bytes());
+            block.push(v.len() as u8);
+            block.extend_from_slice(v.as_bytes());
+        }
+        let len = block.len() as u32;
+        out.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8, 1, 0x5]);
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(&block);
+    }
+    s.write_all(&out).await.expect("requests");
+    assert!(
+        closed_within(&mut s, Duration::from_secs(6)).await,
+        "a connection that takes nothing was kept"
+    );
+    assert!(
+        edge.agent
+            .metric("connections_stall_closed_total")
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+}

@@ -138,3 +138,27 @@ async fn a_delete_whose_answer_is_lost_is_recognised_too() {
     let (_, existed) = pending.await.expect("task").expect("delete acknowledged");
     assert!(existed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_create_never_brings_back_a_key_deleted_since() {
+    let r = rig().await;
+    // A new key: its write is conditional on "absent", which is true again after a delete.
+    r.proxy.blackhole_from(b"created-marker");
+    let store = r.store.clone();
+    let pending = tokio::spawn(async move { store.put("fresh", b"created-marker".to_vec()).await });
+    assert!(committed(&r.other, "fresh", b"created-marker").await);
+    // Another control server deletes it, and acknowledges the delete.
+    let (_, existed) = r.other.delete("fresh").await.expect("delete");
+    assert!(existed);
+    r.proxy.reset();
+    let outcome = pending.await.expect("task");
+    assert!(
+        matches!(outcome, Err(StoreError::OutcomeUnknown(_))),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        r.other.get("fresh").await.expect("get"),
+        None,
+        "the acknowledged delete was undone"
+    );
+}

@@ -45,6 +45,30 @@ pub struct Canonical {
 }
 
 impl Canonical {
+    /// The same request in path style, for an upstream that should route by the path alone:
+    /// a virtual-hosted `Host: <bucket>.<domain>` + `/<key>` becomes `Host: <domain>` +
+    /// `/<bucket>/<key>`; other requests are already path style. Returns (host, path).
+    pub fn as_path_style(&self) -> (String, String) {
+        match &self.target {
+            Target::Bucket {
+                bucket,
+                style: Style::VirtualHosted,
+            } => {
+                let name = self.host.name();
+                let domain = name
+                    .strip_prefix(bucket.as_str())
+                    .and_then(|d| d.strip_prefix('.'))
+                    .unwrap_or(name);
+                let host = match self.host.port() {
+                    Some(p) => format!("{domain}:{p}"),
+                    None => domain.to_owned(),
+                };
+                (host, format!("/{bucket}{}", self.path_and_query))
+            }
+            _ => (self.host.to_string(), self.path_and_query.clone()),
+        }
+    }
+
     /// The bucket, if the request targets one.
     pub fn bucket(&self) -> Option<&BucketName> {
         match &self.target {
@@ -243,6 +267,17 @@ mod tests {
         // HTTP/2: the authority alone.
         let c = canon(Some("vault.oss.test"), "https://vault.oss.test/o", &[]).unwrap();
         assert_eq!(bucket_of(&c), Some("vault"));
+        // Rewritten in path style on demand.
+        let c = canon(Some("vault.oss.test"), "/a/b?x", &["vault.oss.test:8443"]).unwrap();
+        assert_eq!(
+            c.as_path_style(),
+            ("oss.test:8443".to_owned(), "/vault/a/b?x".to_owned())
+        );
+        let c = canon(None, "/vault/o", &["oss.test"]).unwrap();
+        assert_eq!(
+            c.as_path_style(),
+            ("oss.test".to_owned(), "/vault/o".to_owned())
+        );
     }
 
     #[test]

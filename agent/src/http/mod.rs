@@ -18,7 +18,7 @@ use hyper::{
     service::service_fn,
 };
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tlsfleet_net::{Activity, HoldBody, RequestGuard};
+use tlsfleet_net::{Activity, RequestGuard};
 use tlsfleet_policy::{ServedSuite, ServedVersion};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
@@ -62,6 +62,9 @@ pub struct Context {
     /// A connection with no request in flight for this long is closed (HTTP/1.1: also the
     /// bound on receiving a request's headers).
     pub idle_timeout: Duration,
+    /// A connection whose responses the client has taken nothing of for this long is closed
+    /// (it holds upstream slots otherwise).
+    pub send_timeout: Duration,
 }
 
 impl Context {
@@ -86,6 +89,11 @@ macro_rules! drive {
                 tokio::time::timeout(IDLE_CLOSE_GRACE, connection.as_mut())
                     .await
                     .unwrap_or(Ok(()))
+            }
+            () = $activity.stalled($ctx.send_timeout) => {
+                // Dropped, not drained: the client takes nothing anyway.
+                $ctx.metrics.stall_closed();
+                Ok(())
             }
             _ = $shutdown.cancelled() => {
                 connection.as_mut().graceful_shutdown();
@@ -113,7 +121,15 @@ pub async fn serve<IO>(
     let activity = Activity::new();
     let service = {
         let (ctx, conn, activity) = (ctx.clone(), conn.clone(), activity.clone());
-        service_fn(move |req| handle(ctx.clone(), conn.clone(), activity.begin(), req))
+        service_fn(move |req| {
+            handle(
+                ctx.clone(),
+                conn.clone(),
+                activity.clone(),
+                activity.begin(),
+                req,
+            )
+        })
     };
     let io = TokioIo::new(io);
     let result = if conn.h2 {
@@ -154,19 +170,25 @@ pub async fn serve<IO>(
     }
 }
 
-/// A response whose request stays in flight until its body is sent.
-fn tracked(response: Response<Body>, guard: RequestGuard) -> Response<Body> {
-    response.map(|body| HoldBody::new(body, guard).boxed())
+/// A response whose request stays in flight until its body is sent, and whose progress
+/// counts against the send timeout.
+fn tracked(
+    activity: &Arc<Activity>,
+    response: Response<Body>,
+    guard: RequestGuard,
+) -> Response<Body> {
+    response.map(|body| activity.sending(body, guard).boxed())
 }
 
 /// One request: decide against the current table, then refuse, proxy or respond.
 async fn handle(
     ctx: Arc<Context>,
     conn: Arc<ConnInfo>,
+    activity: Arc<Activity>,
     guard: RequestGuard,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    Ok(tracked(respond(&ctx, &conn, req).await, guard))
+    Ok(tracked(&activity, respond(&ctx, &conn, req).await, guard))
 }
 
 async fn respond(ctx: &Context, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {

@@ -15,8 +15,7 @@ use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::{TokioExecutor, TokioTimer},
 };
-use tlsfleet_net::HoldBody;
-use tokio::sync::Semaphore;
+use tlsfleet_net::{ConnLimiter, HoldBody};
 
 use super::{
     enforce::{error_response, Allowed},
@@ -89,10 +88,15 @@ pub struct UpstreamLimits {
     /// Bound on the upstream's response head, from sending the request.
     pub response_timeout: Duration,
     /// Requests forwarded at once (a request counts until its response body is sent); more
-    /// wait up to `response_timeout`, then get `503 SlowDown`.
+    /// get `503 SlowDown`.
     pub max_in_flight: usize,
+    /// Of those, from one client address.
+    pub max_in_flight_per_source: usize,
     /// Idle pooled connections kept to the upstream.
     pub max_idle: usize,
+    /// Forward virtual-hosted requests in path style (`Host: <domain>`, `/<bucket>/<key>`),
+    /// for an upstream that routes by the path alone.
+    pub path_style: bool,
 }
 
 impl Default for UpstreamLimits {
@@ -101,7 +105,9 @@ impl Default for UpstreamLimits {
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(60),
             max_in_flight: 1024,
+            max_in_flight_per_source: 256,
             max_idle: 256,
+            path_style: false,
         }
     }
 }
@@ -109,8 +115,8 @@ impl Default for UpstreamLimits {
 /// Why a request could not be forwarded (502, or 503/504 for the limits).
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
-    #[error("{0} requests to the upstream are in flight already")]
-    Busy(usize),
+    #[error("too many requests to the upstream in flight: {0}")]
+    Busy(tlsfleet_net::LimitExceeded),
     #[error("the upstream did not answer within {0:?}")]
     Timeout(Duration),
     #[error("cannot build the upstream request: {0}")]
@@ -128,7 +134,7 @@ pub struct Upstream {
     client: Client<HttpConnector, Incoming>,
     authority: Authority,
     limits: UpstreamLimits,
-    in_flight: Arc<Semaphore>,
+    in_flight: Arc<ConnLimiter>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -162,7 +168,7 @@ impl Upstream {
             client,
             authority,
             limits,
-            in_flight: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
+            in_flight: ConnLimiter::new(limits.max_in_flight, limits.max_in_flight_per_source),
         })
     }
 
@@ -177,13 +183,18 @@ impl Upstream {
         // Forward exactly what was decided: the canonical path (a path-style bucket written as
         // the name that was checked) and the canonical host, whatever the client sent.
         let canonical = &allowed.canonical;
-        let path = PathAndQuery::try_from(canonical.path_and_query.as_str())?;
+        let (host, path) = if self.limits.path_style {
+            canonical.as_path_style()
+        } else {
+            (canonical.host.to_string(), canonical.path_and_query.clone())
+        };
+        let path = PathAndQuery::try_from(path)?;
         let uri = Uri::builder()
             .scheme(Scheme::HTTP)
             .authority(self.authority.clone())
             .path_and_query(path)
             .build()?;
-        let host = HeaderValue::try_from(canonical.host.to_string())?;
+        let host = HeaderValue::try_from(host)?;
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
@@ -194,11 +205,10 @@ impl Upstream {
         set_forwarding_headers(&mut parts.headers, conn, allowed, host);
 
         let wait = self.limits.response_timeout;
-        let permit = tokio::time::timeout(wait, self.in_flight.clone().acquire_owned())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .ok_or(ForwardError::Busy(self.limits.max_in_flight))?;
+        let permit = self
+            .in_flight
+            .try_acquire(conn.peer.ip())
+            .map_err(ForwardError::Busy)?;
         let response =
             tokio::time::timeout(wait, self.client.request(Request::from_parts(parts, body)))
                 .await
@@ -247,14 +257,6 @@ fn set_forwarding_headers(
     allowed: &Allowed,
     host: HeaderValue,
 ) {
-    let tlsfleet: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("x-tlsfleet-"))
-        .cloned()
-        .collect();
-    for name in tlsfleet {
-        headers.remove(name);
-    }
     // The agent terminates the client's TLS: it is the first hop, so whatever chain of
     // addresses the client claims is replaced, not extended.
     let peer = conn.peer.ip().to_canonical();
@@ -267,11 +269,12 @@ fn set_forwarding_headers(
         std::net::IpAddr::V4(ip) => ip.to_string(),
         std::net::IpAddr::V6(ip) => format!("\"[{ip}]\""),
     };
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "for={forwarded_for};proto=https;host=\"{}\"",
-        allowed.canonical.host
-    )) {
-        headers.insert(FORWARDED, v);
+    if let Ok(text) = host.to_str() {
+        if let Ok(v) =
+            HeaderValue::from_str(&format!("for={forwarded_for};proto=https;host=\"{text}\""))
+        {
+            headers.insert(FORWARDED, v);
+        }
     }
     headers.insert(X_FORWARDED_HOST, host);
     headers.insert(
@@ -297,8 +300,14 @@ fn strip_rerouting(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .keys()
         .filter(|k| {
-            let k = k.as_str();
-            REROUTING.contains(&k) || REROUTING_PREFIXES.iter().any(|p| k.starts_with(p))
+            // CGI-style servers read `X_Original_URL` as `X-Original-URL` (both become
+            // HTTP_X_ORIGINAL_URL): compare with underscores read as dashes. The agent's own
+            // `X-Tlsfleet-*` headers are never taken from the client.
+            let k = k.as_str().replace('_', "-");
+            REROUTING.contains(&k.as_str())
+                || REROUTING_PREFIXES.iter().any(|p| k.starts_with(p))
+                || k.starts_with("x-tlsfleet-")
+                || k == "host"
         })
         .cloned()
         .collect();
@@ -342,6 +351,32 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn strips_rerouting_headers_in_any_spelling() {
+        let mut h = HeaderMap::new();
+        for name in [
+            "x-original-url",
+            "x_original_url",
+            "x-forwarded-host",
+            "x_forwarded_host",
+            "x-forwarded-prefix",
+            "forwarded",
+            "x-http-method-override",
+            "x-envoy-original-path",
+            "x-tlsfleet-bucket",
+            "x_tlsfleet_bucket",
+            "x-kept",
+        ] {
+            h.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("/vault/o"),
+            );
+        }
+        strip_rerouting(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-kept"]);
     }
 
     #[test]

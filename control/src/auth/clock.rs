@@ -67,9 +67,11 @@ pub(crate) fn check_window(
     Ok(())
 }
 
-/// When a request dated `date` stops being accepted: the end of its replay window.
+/// When a request dated `date` stops being accepted: the first second after its window (it
+/// is accepted up to `date + MAX_SKEW` included, so it must be remembered until then too).
 pub(crate) fn expiry(date: i64) -> i64 {
     date.saturating_add(i64::try_from(MAX_SKEW.as_secs()).unwrap_or(i64::MAX))
+        .saturating_add(1)
 }
 
 #[cfg(test)]

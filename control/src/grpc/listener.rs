@@ -1,7 +1,9 @@
 //! The gRPC listener's connections, capped in total and per source address: a connection
-//! over a cap is closed at accept, before any HTTP/2 is spoken.
+//! over a cap is closed at accept, before any HTTP/2 is spoken; one that sends nothing within
+//! the first-bytes deadline is closed too (TLS has its own handshake deadline on top).
 
 use std::{
+    future::Future,
     io,
     pin::Pin,
     sync::Arc,
@@ -25,6 +27,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 pub struct Limited {
     stream: TcpStream,
     _permit: ConnPermit,
+    /// Until the first byte arrives: then `None`.
+    first_bytes: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Connected for Limited {
@@ -41,7 +45,22 @@ impl AsyncRead for Limited {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.first_bytes = None;
+        } else if polled.is_pending() {
+            if let Some(deadline) = this.first_bytes.as_mut() {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "nothing received within the first-bytes deadline",
+                    )));
+                }
+            }
+        }
+        polled
     }
 }
 
@@ -79,8 +98,9 @@ impl AsyncWrite for Limited {
 pub fn limited_incoming(
     listener: TcpListener,
     limiter: Arc<ConnLimiter>,
+    first_bytes: Duration,
 ) -> impl Stream<Item = io::Result<Limited>> + Send + 'static {
-    futures::stream::unfold((listener, limiter), |(listener, limiter)| async move {
+    futures::stream::unfold((listener, limiter), move |(listener, limiter)| async move {
         loop {
             match listener.accept().await {
                 Ok((stream, peer)) => match limiter.try_acquire(peer.ip()) {
@@ -89,6 +109,7 @@ pub fn limited_incoming(
                         let conn = Limited {
                             stream,
                             _permit: permit,
+                            first_bytes: Some(Box::pin(tokio::time::sleep(first_bytes))),
                         };
                         return Some((Ok(conn), (listener, limiter)));
                     }

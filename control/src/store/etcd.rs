@@ -280,6 +280,19 @@ impl EtcdStore {
         let mut backoff = FIRST_BACKOFF;
         let mut maybe_sent = false;
         loop {
+            if maybe_sent && base == 0 {
+                // A create that may have committed cannot be sent again: "the key is absent"
+                // is true again once someone deletes what it wrote, and the retry would bring
+                // a deleted (acknowledged) key back. What is there now tells, or nothing does.
+                let (now, current) = self.current(key).await?;
+                return match (&write, current) {
+                    (Write::Put(value), Some(v)) if v == *value => Ok((now, true)),
+                    _ => Err(StoreError::OutcomeUnknown(format!(
+                        "etcd {what} of {key}: an attempt to create it timed out, and what is \
+                         there now does not say whether it committed"
+                    ))),
+                };
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             let attempt = tokio::time::timeout(
                 left.min(ATTEMPT_TIMEOUT),
