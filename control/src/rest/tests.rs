@@ -30,6 +30,10 @@ struct Server {
 }
 
 async fn start() -> Server {
+    start_with(None).await
+}
+
+async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
     let shutdown = CancellationToken::new();
@@ -40,7 +44,7 @@ async fn start() -> Server {
         auth: Arc::new(Authenticator::new(Credentials::parse(CREDS).unwrap())),
         domains: vec!["oss.test".into()],
         limits: super::RestLimits::default(),
-        tls: None,
+        tls,
         require_signed_body: false,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -198,4 +202,54 @@ async fn stop(server: Server) {
         "REST server did not stop: {stopped:?}"
     );
     server.index_task.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_rest_api_over_tls() {
+    use std::sync::Arc as StdArc;
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let acceptor = super::tls_acceptor(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
+        .expect("tls config");
+    let server = start_with(Some(acceptor)).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(StdArc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(StdArc::new(client));
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let body = "<HttpsConfiguration><TLS><Enable>true</Enable><TLSVersion>TLSv1.3</TLSVersion>\
+                </TLS></HttpsConfiguration>";
+    let put = signed("PUT", "b1b", "/b1b/?httpsConfig", body, "127.0.0.1").replacen(
+        "\r\n",
+        "\r\nConnection: close\r\n",
+        1,
+    );
+    tls.write_all(put.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    let reply = String::from_utf8_lossy(&out);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+
+    // Plain HTTP to the TLS listener gets no HTTP answer.
+    let reply = exchange_raw(
+        server.addr,
+        b"GET /-/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(!reply.contains("200"), "{reply}");
+    stop(server).await;
 }
