@@ -4,21 +4,28 @@
 # fuzz/artifacts/<target>/. For long runs: tests/fuzz.sh 3600 (then `cargo fuzz cmin` to fold
 # what was found back into fuzz/corpus).
 #
-# The CI smoke run builds without a sanitizer (Rust code, `unsafe_code = "forbid"`: a fuzz
-# failure is a panic, which libFuzzer reports either way) to keep its build short; set
+# Short runs (up to 60 s a target, the CI smoke run) build unoptimised and without a sanitizer
+# (Rust code, `unsafe_code = "forbid"`: a fuzz failure is a panic, which libFuzzer reports
+# either way) to keep the build to a few minutes; longer runs build optimised. Set
 # FUZZ_SANITIZER=address for AddressSanitizer.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 seconds=${1:-20}
-sanitizer=${FUZZ_SANITIZER:-none}
+if [ "$seconds" -le 60 ]; then
+  profile=--dev
+  sanitizer=${FUZZ_SANITIZER:-none}
+else
+  profile=--release
+  sanitizer=${FUZZ_SANITIZER:-address}
+fi
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
-cargo +nightly fuzz build --sanitizer "$sanitizer" >/dev/null
+cargo +nightly fuzz build "$profile" --sanitizer "$sanitizer" >/dev/null
 for target in $(cargo +nightly fuzz list); do
   mkdir -p "$scratch/$target"
   echo "--> $target (${seconds}s)"
   log="$scratch/$target.log"
-  if ! cargo +nightly fuzz run --sanitizer "$sanitizer" "$target" "$scratch/$target" "corpus/$target" -- \
+  if ! cargo +nightly fuzz run "$profile" --sanitizer "$sanitizer" "$target" "$scratch/$target" "corpus/$target" -- \
     -max_total_time="$seconds" -max_len=4096 -print_final_stats=1 >"$log" 2>&1; then
     tail -n 60 "$log" >&2
     echo "fuzz target $target failed: see fuzz/artifacts/$target/" >&2
