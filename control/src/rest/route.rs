@@ -372,6 +372,21 @@ mod tests {
     }
 
     #[test]
+    fn nested_domains_read_like_the_agent_reads_them() {
+        // The most specific domain wins, as at the edge: bucket `abc`, not `abc.internal`.
+        let domains = Domains::new(["oss.test", "internal.oss.test"]);
+        let r = route(
+            &Method::GET,
+            "/",
+            Some("httpsConfig"),
+            Some("abc.internal.oss.test"),
+            &domains,
+        )
+        .unwrap();
+        assert_eq!(r, Route::Get(target("abc", &[("httpsConfig", "")])));
+    }
+
+    #[test]
     fn probes() {
         assert_eq!(ok(Method::GET, "/-/healthz", None, None), Route::Healthz);
         assert_eq!(
