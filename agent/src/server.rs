@@ -101,6 +101,7 @@ pub struct DataPlane {
     admin_addr: Option<SocketAddr>,
     ctx: Arc<Context>,
     limiter: Arc<ConnLimiter>,
+    loaded: cert::FileStamps,
     cert: PathBuf,
     key: PathBuf,
     handshake_timeout: Duration,
@@ -124,6 +125,9 @@ impl DataPlane {
         if domains.as_slice().is_empty() {
             return Err(DataPlaneError::NoDomain);
         }
+        // The files' stamps as loaded: a change made any time after this is a reload, even one
+        // made before the watcher first looks.
+        let loaded = cert::FileStamps::of(&cfg.cert, &cfg.key).await;
         let cert_pem = tokio::fs::read(&cfg.cert)
             .await
             .map_err(|source| CertError::Read {
@@ -180,6 +184,7 @@ impl DataPlane {
                 cfg.connections.max_connections,
                 cfg.connections.max_per_source,
             ),
+            loaded,
             cert: cfg.cert,
             key: cfg.key,
             handshake_timeout: cfg.handshake_timeout,
@@ -225,6 +230,7 @@ impl DataPlane {
                 ctx.table.factory().resolver().clone(),
                 self.cert,
                 self.key,
+                self.loaded,
                 CERT_POLL_INTERVAL,
                 ctx.metrics.clone(),
                 shutdown.clone(),

@@ -15,8 +15,9 @@ pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5
 /// gRPC: PING idle connections this often, drop them when a PING is not answered in time.
 const GRPC_PING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 const GRPC_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// gRPC calls (streams) open at once on one connection (an agent needs one, tlsfleetctl a few).
-const GRPC_MAX_STREAMS: u32 = 32;
+/// gRPC calls (streams) open at once on one connection (an agent needs one, a client doing
+/// parallel calls some tens; clients queue beyond it once they have the server's settings).
+const GRPC_MAX_STREAMS: u32 = 100;
 /// A gRPC connection must finish its TLS handshake, or send its first bytes, within this.
 pub const GRPC_FIRST_BYTES: std::time::Duration = std::time::Duration::from_secs(10);
 /// The largest admin request (a policy is a few hundred bytes; lists are bounded).

@@ -219,24 +219,26 @@ async fn sync_streams_that_never_read_stay_bounded_and_are_dropped() {
         .take(120)
         .collect();
     let mut a = admin(&control.grpc_url()).await;
-    let puts: Vec<_> = (0..600)
-        .map(|i| {
-            let mut c = a.clone();
-            let mut cfg = https_config(&["TLSv1.2", "TLSv1.3"], &names, &[]);
-            cfg.cipher_suite = Some(CipherSuiteConfig {
-                enable: Some(true),
-                strong_cipher_suite: Some(false),
-                ..cfg.cipher_suite.unwrap_or_default()
-            });
-            let req = PutRequest {
-                bucket: format!("bulky-{i:04}"),
-                config: Some(cfg),
-            };
-            tokio::spawn(async move { c.put(signed(req, PUT, keys::ADMIN)).await })
-        })
-        .collect();
-    for p in puts {
-        p.await.expect("task").expect("put");
+    for batch in 0..12 {
+        let puts: Vec<_> = (batch * 50..(batch + 1) * 50)
+            .map(|i| {
+                let mut c = a.clone();
+                let mut cfg = https_config(&["TLSv1.2", "TLSv1.3"], &names, &[]);
+                cfg.cipher_suite = Some(CipherSuiteConfig {
+                    enable: Some(true),
+                    strong_cipher_suite: Some(false),
+                    ..cfg.cipher_suite.unwrap_or_default()
+                });
+                let req = PutRequest {
+                    bucket: format!("bulky-{i:04}"),
+                    config: Some(cfg),
+                };
+                tokio::spawn(async move { c.put(signed(req, PUT, keys::ADMIN)).await })
+            })
+            .collect();
+        for p in puts {
+            p.await.expect("task").expect("put");
+        }
     }
     let _ = &mut a;
     let before = control.process().rss_bytes().expect("rss");

@@ -199,17 +199,30 @@ fn parse(
     })
 }
 
-/// Polls the files' metadata every `interval` and reloads the resolver when either changed;
-/// a broken new pair is logged and the served certificate kept. Ends on `shutdown`.
+/// The stamps (modification time, length) of the certificate and key files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStamps(Option<(SystemTime, u64)>, Option<(SystemTime, u64)>);
+
+impl FileStamps {
+    /// The files' stamps now.
+    pub async fn of(cert: &Path, key: &Path) -> Self {
+        Self(stamp(cert).await, stamp(key).await)
+    }
+}
+
+/// Polls the files' metadata every `interval` and reloads the resolver when either differs
+/// from `loaded` (the stamps of what is served); a broken new pair is logged and the served
+/// certificate kept. Ends on `shutdown`.
 pub async fn watch(
     resolver: Arc<CertResolver>,
     cert: PathBuf,
     key: PathBuf,
+    loaded: FileStamps,
     interval: Duration,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let mut seen = (stamp(&cert).await, stamp(&key).await);
+    let mut seen = loaded;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -217,7 +230,7 @@ pub async fn watch(
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let now = (stamp(&cert).await, stamp(&key).await);
+        let now = FileStamps::of(&cert, &key).await;
         if now == seen {
             continue;
         }
