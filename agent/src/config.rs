@@ -393,15 +393,6 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert!(parse_duration("ms").is_err());
-        assert!(parse_duration("5 parsecs").is_err());
-    }
-
-    #[test]
     fn missing_ca_file_is_an_error() {
         let a = parse(&["--control-ca", "/nonexistent/ca.pem"]).unwrap();
         assert!(a.sync().unwrap_err().to_string().contains("--control-ca"));

@@ -80,7 +80,12 @@ impl Client {
                     "--ca and --client-cert need an https:// --control URL".to_owned(),
                 ));
             }
-            _ if !opts.insecure && !opts.url.host().is_some_and(is_loopback) => {
+            _ if !opts.insecure
+                && !opts
+                    .url
+                    .host()
+                    .is_some_and(tlsfleet_policy::names::is_loopback_host) =>
+            {
                 return Err(CliError::Usage(format!(
                     "refusing plaintext http:// to {}, which is not this machine: use https:// \
                      (with --ca), or pass --insecure",
@@ -181,15 +186,6 @@ impl Client {
                 }
             })
     }
-}
-
-/// Whether a URL host is this machine: a loopback address or `localhost`.
-fn is_loopback(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    bare.eq_ignore_ascii_case("localhost")
-        || bare
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A tonic server answers an expired `grpc-timeout` with `Cancelled` "Timeout expired", not

@@ -56,25 +56,10 @@ impl Activity {
     /// Resolves once the connection has had no request in flight for `idle`: since it
     /// opened, or since its last request ended.
     pub async fn idle(&self, idle: Duration) {
-        loop {
-            let last =
-                self.started + Duration::from_millis(self.last_end_ms.load(Ordering::SeqCst));
-            let deadline = last + idle;
-            if self.in_flight() == 0 && Instant::now() >= deadline {
-                return;
-            }
-            // A request in flight at the deadline: look again one period later.
-            let next = if Instant::now() >= deadline {
-                Instant::now() + idle
-            } else {
-                deadline
-            };
-            tokio::time::sleep_until(next).await;
-        }
+        self.quiet_for(&self.last_end_ms, idle, || self.in_flight() == 0)
+            .await
     }
-}
 
-impl Activity {
     fn now_ms(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
@@ -98,15 +83,25 @@ impl Activity {
     /// on any response of the connection, for `stall` (a client that stopped reading, or an
     /// HTTP/2 client that opens no flow-control window).
     pub async fn stalled(&self, stall: Duration) {
+        self.quiet_for(&self.last_progress_ms, stall, || {
+            self.sending.load(Ordering::SeqCst) > 0
+        })
+        .await
+    }
+
+    /// Resolves once `holds()` and nothing has moved `stamp` (milliseconds after `started`)
+    /// for `period`; when it does not hold at the deadline (a request in flight, nothing
+    /// being sent), it looks again one period later.
+    async fn quiet_for(&self, stamp: &AtomicU64, period: Duration, holds: impl Fn() -> bool) {
         loop {
-            let last =
-                self.started + Duration::from_millis(self.last_progress_ms.load(Ordering::SeqCst));
-            let deadline = last + stall;
-            if self.sending.load(Ordering::SeqCst) > 0 && Instant::now() >= deadline {
+            let last = self.started + Duration::from_millis(stamp.load(Ordering::SeqCst));
+            let deadline = last + period;
+            let now = Instant::now();
+            if now >= deadline && holds() {
                 return;
             }
-            let next = if Instant::now() >= deadline {
-                Instant::now() + stall
+            let next = if now >= deadline {
+                now + period
             } else {
                 deadline
             };

@@ -115,6 +115,16 @@ pub fn is_dns_name(name: &str) -> bool {
         })
 }
 
+/// Whether a URL host names this machine: a loopback address (IPv6 with or without its
+/// brackets) or `localhost`. Plaintext is allowed to such hosts only.
+pub fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Why a request host is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HostError(pub &'static str);
@@ -446,6 +456,29 @@ mod tests {
             "vaulté.oss.test",
         ] {
             assert!(Host::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "127.0.0.1",
+            "127.9.9.9",
+            "[::1]",
+            "::1",
+            "localhost",
+            "LocalHost",
+        ] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in [
+            "10.0.0.1",
+            "control.internal",
+            "[::2]",
+            "localhost.evil",
+            "",
+        ] {
+            assert!(!is_loopback_host(h), "{h}");
         }
     }
 

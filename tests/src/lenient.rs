@@ -24,8 +24,10 @@ use std::{
 
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
 };
+
+use crate::background::Background;
 
 /// One request as the lenient server saw and routed it.
 #[derive(Clone, Debug)]
@@ -49,12 +51,11 @@ impl Served {
     }
 }
 
-/// The running server; it stops when dropped (its thread's runtime is shut down).
+/// The running server; it stops when dropped.
 pub struct Lenient {
     pub addr: SocketAddr,
     log: Arc<Mutex<Vec<Served>>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: Background,
 }
 
 impl Lenient {
@@ -62,43 +63,19 @@ impl Lenient {
     pub fn start(domain: &str) -> Self {
         let domain = domain.to_ascii_lowercase();
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn({
+        let server = Background::serve({
             let log = log.clone();
-            move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                runtime.block_on(async move {
-                    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-                    let addr = listener.local_addr().expect("addr");
-                    addr_tx.send(addr).expect("send addr");
-                    let accept = async {
-                        loop {
-                            let Ok((tcp, _)) = listener.accept().await else {
-                                continue;
-                            };
-                            let (log, domain) = (log.clone(), domain.clone());
-                            tokio::spawn(async move {
-                                let _ = serve(tcp, addr, &domain, &log).await;
-                            });
-                        }
-                    };
-                    tokio::select! {
-                        () = accept => {}
-                        _ = stopped => {}
-                    }
-                });
+            move |tcp, own| {
+                let (log, domain) = (log.clone(), domain.clone());
+                async move {
+                    let _ = serve(tcp, own, &domain, &log).await;
+                }
             }
         });
-        let addr = addr_rx.recv().expect("lenient upstream address");
         Self {
-            addr,
+            addr: server.addr,
             log,
-            stop: Some(stop),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -110,17 +87,6 @@ impl Lenient {
     /// Everything served since the last [`Lenient::take`].
     pub fn take(&self) -> Vec<Served> {
         std::mem::take(&mut *self.log.lock().expect("log"))
-    }
-}
-
-impl Drop for Lenient {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! talks to them with real clients. Processes are killed when their handles drop.
 
 pub mod agent;
+pub mod background;
 pub mod control;
 pub mod etcd;
 pub mod grpc;

@@ -16,9 +16,11 @@ use std::{
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     sync::watch,
 };
+
+use crate::background::Background;
 
 /// A marker to black-hole answers from, and how many more client writes holding it to wait.
 type Trigger = Arc<std::sync::Mutex<Option<(Vec<u8>, usize)>>>;
@@ -31,8 +33,7 @@ pub struct Proxy {
     /// Bumped by `reset`: connections of an older generation close.
     generation: watch::Sender<u64>,
     counter: Arc<AtomicU64>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: Background,
 }
 
 impl Proxy {
@@ -41,51 +42,25 @@ impl Proxy {
         let blackhole = Arc::new(AtomicBool::new(false));
         let trigger: Trigger = Arc::new(std::sync::Mutex::new(None));
         let (generation, gen_rx) = watch::channel(0u64);
-        let counter = Arc::new(AtomicU64::new(0));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn({
-            let blackhole = blackhole.clone();
-            let trigger = trigger.clone();
-            move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                runtime.block_on(async move {
-                    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-                    addr_tx
-                        .send(listener.local_addr().expect("addr"))
-                        .expect("send addr");
-                    let accept = async {
-                        loop {
-                            let Ok((client, _)) = listener.accept().await else {
-                                continue;
-                            };
-                            let Ok(server) = TcpStream::connect(upstream).await else {
-                                continue;
-                            };
-                            let (blackhole, gen_rx) = (blackhole.clone(), gen_rx.clone());
-                            let trigger = trigger.clone();
-                            tokio::spawn(pipe(client, server, blackhole, trigger, gen_rx));
-                        }
-                    };
-                    tokio::select! {
-                        () = accept => {}
-                        _ = stopped => {}
+        let server = Background::serve({
+            let (blackhole, trigger) = (blackhole.clone(), trigger.clone());
+            move |client, _| {
+                let (blackhole, trigger, gen_rx) =
+                    (blackhole.clone(), trigger.clone(), gen_rx.clone());
+                async move {
+                    if let Ok(server) = TcpStream::connect(upstream).await {
+                        pipe(client, server, blackhole, trigger, gen_rx).await;
                     }
-                });
+                }
             }
         });
-        let addr = addr_rx.recv().expect("proxy address");
         Self {
-            addr,
+            addr: server.addr,
             blackhole,
             trigger,
             generation,
-            counter,
-            stop: Some(stop),
-            thread: Some(thread),
+            counter: Arc::new(AtomicU64::new(0)),
+            _server: server,
         }
     }
 
@@ -179,16 +154,5 @@ async fn pipe(
         () = up => {}
         () = down => {}
         () = reset => {}
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }

@@ -90,7 +90,12 @@ pub(super) fn endpoint(
         .keep_alive_timeout(timeouts.keepalive_timeout)
         .keep_alive_while_idle(true);
     match endpoint.uri().scheme_str() {
-        Some("http") if tls.insecure || endpoint.uri().host().is_some_and(is_loopback) => {}
+        Some("http")
+            if tls.insecure
+                || endpoint
+                    .uri()
+                    .host()
+                    .is_some_and(tlsfleet_policy::names::is_loopback_host) => {}
         Some("http") => {
             return Err(invalid(
                 "plaintext http:// to a control server off loopback: anyone on the path could \
@@ -123,15 +128,6 @@ pub(super) fn endpoint(
         url: url.to_owned(),
         endpoint,
     })
-}
-
-/// Whether a URL host is this machine: a loopback address or `localhost`.
-fn is_loopback(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    bare.eq_ignore_ascii_case("localhost")
-        || bare
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Adds a fresh signature (new date and nonce: the server refuses a replayed nonce) over the
