@@ -252,6 +252,21 @@ fn read_ca(ca: Option<&Path>) -> Result<Vec<u8>, CliError> {
 mod tests {
     use super::*;
 
+    /// `connect` with `ca`, no identity, no --insecure, and a throwaway key.
+    async fn connect(url: &Uri, ca: Option<&Path>, timeout: Duration) -> CliError {
+        let opts = ConnectOptions {
+            url,
+            ca,
+            identity: None,
+            timeout,
+            insecure: false,
+        };
+        let creds = crate::signer::Credentials::new(Some("AK".into()), Some("s".into())).unwrap();
+        Client::connect(&opts, Signer::new(creds))
+            .await
+            .unwrap_err()
+    }
+
     #[test]
     fn ca_file_must_exist_and_hold_a_certificate() {
         let dir = std::env::temp_dir().join(format!("tlsfleetctl-ca-{}", std::process::id()));
@@ -280,17 +295,7 @@ mod tests {
             .parse()
             .unwrap();
         drop(listener);
-        let opts = ConnectOptions {
-            url: &url,
-            ca: None,
-            identity: None,
-            timeout: Duration::from_secs(5),
-            insecure: false,
-        };
-        let creds = crate::signer::Credentials::new(Some("AK".into()), Some("s".into())).unwrap();
-        let err = Client::connect(&opts, Signer::new(creds))
-            .await
-            .unwrap_err();
+        let err = connect(&url, None, Duration::from_secs(5)).await;
         assert!(matches!(err, CliError::Connect { .. }), "{err}");
         assert_eq!(err.exit() as u8, 5);
     }
@@ -308,17 +313,7 @@ mod tests {
     #[tokio::test]
     async fn plaintext_off_loopback_is_a_usage_error() {
         let url: Uri = "http://10.9.8.7:7443".parse().unwrap();
-        let opts = ConnectOptions {
-            url: &url,
-            ca: None,
-            identity: None,
-            timeout: Duration::from_secs(1),
-            insecure: false,
-        };
-        let creds = crate::signer::Credentials::new(Some("AK".into()), Some("s".into())).unwrap();
-        let err = Client::connect(&opts, Signer::new(creds))
-            .await
-            .unwrap_err();
+        let err = connect(&url, None, Duration::from_secs(1)).await;
         assert_eq!(err.exit() as u8, 2, "{err}");
         assert!(err.to_string().contains("--insecure"), "{err}");
     }
@@ -326,18 +321,12 @@ mod tests {
     #[tokio::test]
     async fn ca_with_plain_http_is_a_usage_error() {
         let url: Uri = "http://127.0.0.1:1".parse().unwrap();
-        let ca = Path::new("/nonexistent");
-        let opts = ConnectOptions {
-            url: &url,
-            ca: Some(ca),
-            identity: None,
-            timeout: Duration::from_secs(1),
-            insecure: false,
-        };
-        let creds = crate::signer::Credentials::new(Some("AK".into()), Some("s".into())).unwrap();
-        let err = Client::connect(&opts, Signer::new(creds))
-            .await
-            .unwrap_err();
+        let err = connect(
+            &url,
+            Some(Path::new("/nonexistent")),
+            Duration::from_secs(1),
+        )
+        .await;
         assert_eq!(err.exit() as u8, 2, "{err}");
     }
 }

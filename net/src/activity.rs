@@ -70,13 +70,13 @@ impl Activity {
     pub fn sending<B>(self: &Arc<Self>, body: B, guard: RequestGuard) -> SendingBody<B> {
         self.last_progress_ms.store(self.now_ms(), Ordering::SeqCst);
         self.sending.fetch_add(1, Ordering::SeqCst);
-        SendingBody {
-            inner: body,
-            sending: Some(Sending {
+        HoldBody::new(
+            body,
+            Sending {
                 activity: self.clone(),
                 _request: guard,
-            }),
-        }
+            },
+        )
     }
 
     /// Resolves once a response has been waiting for the peer to take it, with no progress
@@ -110,10 +110,18 @@ impl Activity {
     }
 }
 
-/// A response body being sent (see [`Activity::sending`]).
-struct Sending {
+/// A response body being sent (see [`Activity::sending`]): held by its [`SendingBody`].
+#[derive(Debug)]
+pub struct Sending {
     activity: Arc<Activity>,
     _request: RequestGuard,
+}
+
+impl Held for Sending {
+    fn frame_ready(&self) {
+        let now = self.activity.now_ms();
+        self.activity.last_progress_ms.store(now, Ordering::SeqCst);
+    }
 }
 
 impl Drop for Sending {
@@ -122,46 +130,9 @@ impl Drop for Sending {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A response body that counts its progress for [`Activity::stalled`] and keeps its
-    /// request in flight until it has been sent (or dropped).
-    pub struct SendingBody<B> {
-        #[pin]
-        inner: B,
-        sending: Option<Sending>,
-    }
-}
-
-impl<B: Body> Body for SendingBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        if let Some(s) = this.sending.as_ref() {
-            if polled.is_ready() {
-                let now = s.activity.now_ms();
-                s.activity.last_progress_ms.store(now, Ordering::SeqCst);
-            }
-        }
-        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            this.sending.take();
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
+/// A response body that counts its progress for [`Activity::stalled`] and keeps its request
+/// in flight until it has been sent (or dropped).
+pub type SendingBody<B> = HoldBody<B, Sending>;
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
@@ -173,8 +144,15 @@ impl Drop for RequestGuard {
     }
 }
 
+/// What a [`HoldBody`] holds; told of every frame the body yields.
+pub trait Held {
+    fn frame_ready(&self) {}
+}
+
+impl Held for crate::ConnPermit {}
+
 pin_project_lite::pin_project! {
-    /// A body that holds `T` (a [`RequestGuard`], a concurrency permit) until it has been
+    /// A body that holds `T` (a concurrency permit, a [`Sending`] response) until it has been
     /// sent to its end, has failed, or is dropped.
     pub struct HoldBody<B, T> {
         #[pin]
@@ -192,7 +170,7 @@ impl<B, T> HoldBody<B, T> {
     }
 }
 
-impl<B: Body, T> Body for HoldBody<B, T> {
+impl<B: Body, T: Held> Body for HoldBody<B, T> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -202,6 +180,9 @@ impl<B: Body, T> Body for HoldBody<B, T> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
+        if let (Some(held), true) = (this.held.as_ref(), polled.is_ready()) {
+            held.frame_ready();
+        }
         if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
             this.held.take();
         }

@@ -12,6 +12,6 @@ mod activity;
 mod duration;
 mod limit;
 
-pub use activity::{Activity, HoldBody, RequestGuard, SendingBody};
+pub use activity::{Activity, Held, HoldBody, RequestGuard, Sending, SendingBody};
 pub use duration::parse_duration;
 pub use limit::{ConnLimiter, ConnPermit, LimitExceeded};

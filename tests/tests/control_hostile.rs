@@ -61,6 +61,17 @@ fn rand_nonce() -> u128 {
     u128::from(h.finish()) << 64 | u128::from(h.finish().rotate_left(17))
 }
 
+/// The registry as `ListAgents` shows it to the admin key.
+async fn agents(url: &str) -> Vec<tlsfleet_proto::v1::AgentStatus> {
+    fleet(url)
+        .await
+        .list_agents(signed(ListAgentsRequest {}, LIST_AGENTS, keys::ADMIN))
+        .await
+        .expect("list agents")
+        .into_inner()
+        .agents
+}
+
 /// Polls the async `probe` until it holds or `timeout` passes.
 async fn eventually_async<F, Fut>(timeout: Duration, mut probe: F) -> bool
 where
@@ -276,13 +287,7 @@ async fn sync_streams_that_never_read_stay_bounded_and_are_dropped() {
     let dropped = eventually_async(WAIT, || {
         let url = url.clone();
         async move {
-            let agents = fleet(&url)
-                .await
-                .list_agents(signed(ListAgentsRequest {}, LIST_AGENTS, keys::ADMIN))
-                .await
-                .expect("list agents")
-                .into_inner()
-                .agents;
+            let agents = agents(&url).await;
             agents.len() >= 40
                 && agents
                     .iter()
@@ -539,14 +544,8 @@ async fn agents_cannot_pose_as_other_nodes_or_claim_revisions_they_were_not_sent
     let clamped = eventually_async(WAIT, || {
         let url = url.clone();
         async move {
-            let agents = fleet(&url)
+            agents(&url)
                 .await
-                .list_agents(signed(ListAgentsRequest {}, LIST_AGENTS, keys::ADMIN))
-                .await
-                .expect("list")
-                .into_inner()
-                .agents;
-            agents
                 .iter()
                 .any(|a| a.node_id == "edge-1" && a.applied_revision == revision)
         }
@@ -556,12 +555,7 @@ async fn agents_cannot_pose_as_other_nodes_or_claim_revisions_they_were_not_sent
         clamped,
         "the registry took the agent's claim instead of what it was sent"
     );
-    let listed = f
-        .list_agents(signed(ListAgentsRequest {}, LIST_AGENTS, keys::ADMIN))
-        .await
-        .expect("list")
-        .into_inner()
-        .agents;
+    let listed = agents(&control.grpc_url()).await;
     assert!(listed.iter().all(|a| a.node_id != "edge-2"), "{listed:?}");
     assert!(
         listed.iter().all(|a| a.applied_revision <= revision),
