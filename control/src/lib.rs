@@ -2,6 +2,7 @@
 //! its adapters, the in-memory index, and the fan-out to agents.
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod grpc;
 pub mod index;

@@ -31,7 +31,7 @@ use tokio_util::task::TaskTracker;
 use crate::{
     auth::{Authenticator, Credentials},
     config::{ControlArgs, StoreUrl},
-    grpc::{limited_incoming, AdminService, FleetServer, SyncLimits},
+    grpc::{calls, limited_incoming, AdminService, FleetServer, SyncLimits, SyncServer},
     index::Index,
     registry::Registry,
     rest::{self, RestLimits, RestState},
@@ -204,6 +204,8 @@ impl ControlServer {
             GRPC_FIRST_BYTES,
         );
         let grpc_server = builder
+            // Tags each call with its entry of the method table (what it needs, what it signs).
+            .layer(calls::layer())
             .add_service(health_service)
             .add_service(reflection)
             .add_service(
@@ -212,12 +214,17 @@ impl ControlServer {
             )
             .add_service(
                 FleetServiceServer::new(FleetServer::new(
+                    SyncServer::new(
+                        index.clone(),
+                        auth.clone(),
+                        registry.clone(),
+                        sync_limits,
+                        sync_tasks.clone(),
+                        shutdown.child_token(),
+                    ),
                     index.clone(),
                     auth.clone(),
                     registry,
-                    sync_limits,
-                    sync_tasks.clone(),
-                    shutdown.child_token(),
                 ))
                 .max_decoding_message_size(MAX_AGENT_MESSAGE),
             )

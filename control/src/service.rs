@@ -8,19 +8,11 @@ use tlsfleet_policy::{
 };
 
 use crate::{
-    index::{Index, PolicyEntry},
+    clock::now_ms,
+    index::{Index, NotLoaded, PolicyEntry},
     registry::Registry,
-    store::{Revision, Store, StoreError},
+    store::{PolicyStore, Revision, StoreError, StoredPolicy},
 };
-
-/// The value stored per bucket: the config exactly as sent plus who changed it and when.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct StoredPolicy {
-    pub config: HttpsConfig,
-    /// Access key id of the last writer.
-    pub updated_by: String,
-    pub updated_at_unix_ms: i64,
-}
 
 /// Why a policy operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -38,6 +30,12 @@ pub enum PolicyError {
     /// Anything else (`500`, gRPC `Internal`).
     #[error("{0}")]
     Internal(String),
+}
+
+impl From<NotLoaded> for PolicyError {
+    fn from(e: NotLoaded) -> Self {
+        PolicyError::Unavailable(e.to_string())
+    }
 }
 
 impl From<StoreError> for PolicyError {
@@ -72,7 +70,7 @@ pub struct ListPage {
 /// Policies: the one place that writes them.
 #[derive(Clone)]
 pub struct Policies {
-    store: Arc<dyn Store>,
+    store: Arc<dyn PolicyStore>,
     index: Index,
     /// The agents, whose certificates decide what the fleet can serve.
     fleet: Option<Registry>,
@@ -81,7 +79,7 @@ pub struct Policies {
 }
 
 impl Policies {
-    pub fn new(store: Arc<dyn Store>, index: Index) -> Self {
+    pub fn new(store: Arc<dyn PolicyStore>, index: Index) -> Self {
         Self {
             store,
             index,
@@ -117,7 +115,9 @@ impl Policies {
             updated_by: actor.to_owned(),
             updated_at_unix_ms: now_ms(),
         };
-        let bytes = serde_json::to_vec(&value).map_err(|e| PolicyError::Internal(e.to_string()))?;
+        let bytes = value
+            .encode()
+            .map_err(|e| PolicyError::Internal(e.to_string()))?;
         let revision = self.store.put(bucket.as_str(), bytes).await?;
         self.index.wait_for(revision, self.read_your_writes).await;
         Ok(PutOutcome {
@@ -191,11 +191,4 @@ impl Policies {
             more,
         })
     }
-}
-
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-pub(crate) fn now_ms() -> i64 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-    now.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }

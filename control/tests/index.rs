@@ -28,10 +28,10 @@ fn bucket(s: &str) -> BucketName {
 }
 
 async fn next(sub: &mut Subscription) -> Arc<Update> {
-    tokio::time::timeout(WAIT, sub.updates.recv())
+    tokio::time::timeout(WAIT, sub.next())
         .await
         .expect("an update in time")
-        .expect("open")
+        .expect("no resync")
 }
 
 fn names(u: &Update) -> (Vec<String>, Vec<String>) {
@@ -68,14 +68,14 @@ async fn loads_follows_and_starts_subscribers_without_gaps() {
     assert_eq!(view.len(), 2);
 
     // From nothing: a snapshot, then every later change in order.
-    let mut fresh = index.subscribe(0).await.expect("subscribe");
-    match &fresh.start {
+    let (fresh_start, mut fresh) = index.subscribe(0).await.expect("subscribe");
+    match &fresh_start {
         Start::Snapshot(v) => assert_eq!((v.revision(), v.len()), (r2, 2)),
         other => panic!("expected a snapshot, got {other:?}"),
     }
     // From r1: only what changed since.
-    let resumed = index.subscribe(r1).await.expect("subscribe");
-    match &resumed.start {
+    let (resumed_start, _resumed) = index.subscribe(r1).await.expect("subscribe");
+    match &resumed_start {
         Start::Delta(u) => {
             assert_eq!((u.from_revision, u.revision), (r1, r2));
             assert_eq!(names(u), (vec!["bbb".to_owned()], vec![]));
@@ -98,14 +98,14 @@ async fn loads_follows_and_starts_subscribers_without_gaps() {
     assert_eq!(names(&u), (vec![], vec!["aaa".to_owned()]));
 
     // A subscriber from before the delete learns of it from the tombstone.
-    let late = index.subscribe(r2).await.expect("subscribe");
-    match &late.start {
+    let (late_start, _late) = index.subscribe(r2).await.expect("subscribe");
+    match &late_start {
         Start::Delta(u) => assert_eq!(names(u), (vec!["ccc".to_owned()], vec!["aaa".to_owned()])),
         other => panic!("expected a delta, got {other:?}"),
     }
     // A subscriber from the future (another store) gets a snapshot.
-    let ahead = index.subscribe(r4 + 100).await.expect("subscribe");
-    assert!(matches!(ahead.start, Start::Snapshot(_)));
+    let (ahead_start, _ahead) = index.subscribe(r4 + 100).await.expect("subscribe");
+    assert!(matches!(ahead_start, Start::Snapshot(_)));
 
     // Paged reads by prefix.
     let page = policies.list("", None, 1).await.expect("list");
@@ -152,8 +152,8 @@ async fn a_restarted_server_answers_an_old_revision_with_a_delta() {
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("reopen"));
     let shutdown = CancellationToken::new();
     let (index, task) = Index::spawn(store, shutdown.clone());
-    let sub = index.subscribe(r1).await.expect("subscribe");
-    match &sub.start {
+    let (sub_start, _sub) = index.subscribe(r1).await.expect("subscribe");
+    match &sub_start {
         Start::Delta(u) => {
             assert_eq!((u.from_revision, u.revision), (r1, r3));
             assert_eq!(names(u), (vec!["new1".to_owned()], vec!["gone".to_owned()]));

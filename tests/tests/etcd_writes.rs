@@ -7,7 +7,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use tlsfleet_control::store::{etcd::EtcdStore, Store, StoreError};
+use tlsfleet_control::store::{etcd::EtcdStore, PolicyStore, StoreError};
 use tlsfleet_tests::{etcd::Etcd, procs::eventually, proxy::Proxy};
 
 const WAIT: Duration = Duration::from_secs(10);

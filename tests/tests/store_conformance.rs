@@ -7,8 +7,8 @@ use std::{collections::BTreeSet, future::Future, sync::Arc, time::Duration};
 
 use tempfile::TempDir;
 use tlsfleet_control::store::{
-    embedded::EmbeddedStore, etcd::EtcdStore, Event, KeyValue, Revision, Store, StoreError,
-    WatchStream,
+    embedded::EmbeddedStore, etcd::EtcdStore, AgentLeases, Event, KeyValue, PolicyStore, Revision,
+    Store, StoreError, WatchStream,
 };
 use tlsfleet_tests::etcd::Etcd;
 use tokio::time::{timeout, Instant};

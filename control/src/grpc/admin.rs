@@ -9,12 +9,11 @@ use tlsfleet_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::status;
-use crate::{
-    auth::{Action, Authenticator, Principal},
-    index::PolicyEntry,
-    service::Policies,
+use super::{
+    calls::{authenticate_request, Caller},
+    status,
 };
+use crate::{auth::Authenticator, index::PolicyEntry, service::Policies};
 
 const DEFAULT_PAGE_SIZE: usize = 100;
 const MAX_PAGE_SIZE: usize = 1000;
@@ -30,14 +29,9 @@ impl AdminService {
         Self { policies, auth }
     }
 
-    /// The caller, from a signature over `method` and the request message.
-    fn authenticate<T: prost::Message>(
-        &self,
-        req: &Request<T>,
-        method: &str,
-    ) -> Result<Principal, Status> {
-        let digest = tlsfleet_proto::auth::message_digest(req.get_ref());
-        Ok(self.auth.grpc(req.metadata(), method, &digest)?)
+    /// The caller, from the signature over the call's method and request message.
+    fn authenticate<T: prost::Message>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        authenticate_request(&self.auth, req)
     }
 }
 
@@ -72,10 +66,10 @@ fn default_policy(bucket: &BucketName) -> v1::BucketPolicy {
 #[tonic::async_trait]
 impl HttpsConfigService for AdminService {
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let who = self.authenticate(&req, "/tlsfleet.v1.HttpsConfigService/Put")?;
+        let who = self.authenticate(&req)?;
         let req = req.into_inner();
         let bucket = bucket(&req.bucket)?;
-        who.authorize(Action::PutBucketHttpsConfig, Some(bucket.as_str()))?;
+        who.authorize(Some(bucket.as_str()))?;
         let config = req
             .config
             .ok_or_else(|| Status::invalid_argument("config is required"))?
@@ -85,7 +79,7 @@ impl HttpsConfigService for AdminService {
             })?;
         let out = self
             .policies
-            .put(&bucket, config, &who.key.id)
+            .put(&bucket, config, &who.who.key.id)
             .await
             .map_err(status)?;
         Ok(Response::new(PutResponse {
@@ -95,9 +89,9 @@ impl HttpsConfigService for AdminService {
     }
 
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        let who = self.authenticate(&req, "/tlsfleet.v1.HttpsConfigService/Get")?;
+        let who = self.authenticate(&req)?;
         let bucket = bucket(&req.get_ref().bucket)?;
-        who.authorize(Action::GetBucketHttpsConfig, Some(bucket.as_str()))?;
+        who.authorize(Some(bucket.as_str()))?;
         let (entry, revision) = self.policies.get(&bucket).await.map_err(status)?;
         let policy = match entry {
             Some(e) => bucket_policy(&e),
@@ -110,8 +104,8 @@ impl HttpsConfigService for AdminService {
     }
 
     async fn list(&self, req: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
-        let who = self.authenticate(&req, "/tlsfleet.v1.HttpsConfigService/List")?;
-        who.authorize(Action::ListBucketHttpsConfigs, None)?;
+        let who = self.authenticate(&req)?;
+        who.authorize(None)?;
         let req = req.into_inner();
         let page_size = match req.page_size as usize {
             0 => DEFAULT_PAGE_SIZE,
@@ -137,10 +131,7 @@ impl HttpsConfigService for AdminService {
             policies.extend(
                 page.entries
                     .iter()
-                    .filter(|e| {
-                        who.key
-                            .allows(Action::ListBucketHttpsConfigs, Some(e.bucket.as_str()))
-                    })
+                    .filter(|e| who.who.key.allows(who.action, Some(e.bucket.as_str())))
                     .map(|e| bucket_policy(e)),
             );
         }
@@ -160,9 +151,9 @@ impl HttpsConfigService for AdminService {
         &self,
         req: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let who = self.authenticate(&req, "/tlsfleet.v1.HttpsConfigService/Delete")?;
+        let who = self.authenticate(&req)?;
         let bucket = bucket(&req.get_ref().bucket)?;
-        who.authorize(Action::DeleteBucketHttpsConfig, Some(bucket.as_str()))?;
+        who.authorize(Some(bucket.as_str()))?;
         let (revision, existed) = self.policies.delete(&bucket).await.map_err(status)?;
         Ok(Response::new(DeleteResponse { revision, existed }))
     }

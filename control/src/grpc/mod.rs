@@ -6,12 +6,15 @@ use tonic::Status;
 use crate::service::PolicyError;
 
 pub mod admin;
+pub mod calls;
 pub mod fleet;
 mod listener;
+pub mod sync;
 
 pub use admin::AdminService;
-pub use fleet::{FleetServer, SyncLimits};
+pub use fleet::FleetServer;
 pub use listener::limited_incoming;
+pub use sync::{SyncLimits, SyncServer};
 
 /// The one mapping of policy errors to gRPC status codes.
 pub(crate) fn status(e: PolicyError) -> Status {

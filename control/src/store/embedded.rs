@@ -30,7 +30,9 @@ use std::{
 use redb::{Database, DatabaseError};
 use tokio::sync::broadcast;
 
-use crate::store::{KeyValue, Revision, Snapshot, Store, StoreError, WatchStream};
+use crate::store::{
+    AgentLeases, KeyValue, PolicyStore, Revision, Snapshot, StoreError, WatchStream,
+};
 
 /// The database file inside the store directory.
 pub const FILE_NAME: &str = "tlsfleet.redb";
@@ -190,7 +192,7 @@ where
 }
 
 #[async_trait::async_trait]
-impl Store for EmbeddedStore {
+impl PolicyStore for EmbeddedStore {
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError> {
         let key = key.to_owned();
         self.write(move |db| {
@@ -248,7 +250,10 @@ impl Store for EmbeddedStore {
     async fn identity(&self) -> Result<String, StoreError> {
         Ok(self.inner.identity.clone())
     }
+}
 
+#[async_trait::async_trait]
+impl AgentLeases for EmbeddedStore {
     async fn put_agent(
         &self,
         node_id: &str,

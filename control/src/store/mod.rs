@@ -1,12 +1,13 @@
-//! The storage port and its two adapters.
+//! The storage ports and their two adapters (etcd, and the embedded store of a single node).
 //!
-//! Policies live under a key namespace as opaque bytes (the control plane's JSON
-//! `StoredPolicy`); keys are bucket names. Every write returns the store revision at which it
-//! committed; revisions increase monotonically. A write is acknowledged only once it is
-//! durable (etcd committed it; the embedded store fsynced it).
+//! * [`PolicyStore`]: policies under a key namespace as opaque bytes (the JSON
+//!   [`StoredPolicy`] record); keys are bucket names. Every write returns the store revision
+//!   at which it committed; revisions increase monotonically. A write is acknowledged only
+//!   once it is durable (etcd committed it; the embedded store fsynced it).
+//! * [`AgentLeases`]: the agent registry beside the policies, each entry with a time to live
+//!   (an etcd lease), so any control server can answer "which agents enforce revision R".
 //!
-//! The agent registry lives beside the policies, with a time to live (an etcd lease), so any
-//! control server can answer "which agents enforce revision R".
+//! Each adapter implements both; [`Store`] is the two together, what a server opens.
 
 use std::{pin::Pin, time::Duration};
 
@@ -14,6 +15,9 @@ use futures::Stream;
 
 pub mod embedded;
 pub mod etcd;
+mod record;
+
+pub use record::StoredPolicy;
 
 /// A store revision (etcd's revision for etcd; a counter for the embedded store). 0 = none.
 pub type Revision = i64;
@@ -88,10 +92,10 @@ pub enum StoreError {
     Other(String),
 }
 
-/// The storage port. Both adapters pass the same conformance suite
+/// The policy store. Both adapters pass the same conformance suite
 /// (`tests/tests/store_conformance.rs`).
 #[async_trait::async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait PolicyStore: Send + Sync + 'static {
     /// Stores `value` under `key`; returns the revision of the commit.
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError>;
 
@@ -126,8 +130,12 @@ pub trait Store: Send + Sync + 'static {
     /// store wiped and made anew gets another one, so a revision remembered from the old one
     /// is recognised as meaningless.
     async fn identity(&self) -> Result<String, StoreError>;
+}
 
-    /// Agent registry: stores `value` for `node_id`; it expires `ttl` after the last put.
+/// The agent registry's entries: opaque bytes per node id, each expiring unless refreshed.
+#[async_trait::async_trait]
+pub trait AgentLeases: Send + Sync + 'static {
+    /// Stores `value` for `node_id`; it expires `ttl` after the last put.
     async fn put_agent(
         &self,
         node_id: &str,
@@ -140,3 +148,8 @@ pub trait Store: Send + Sync + 'static {
     /// Every live registry entry, sorted by node id.
     async fn list_agents(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 }
+
+/// Both ports: what a control server opens.
+pub trait Store: PolicyStore + AgentLeases {}
+
+impl<T: PolicyStore + AgentLeases> Store for T {}

@@ -1,6 +1,9 @@
 //! The agent registry: which agents are connected to which control server, and which revision
 //! each one applied. Each server keeps its own agents in memory and writes them to the store
 //! under a time to live, so any server can answer `ListAgents` and `GetRolloutStatus`.
+//!
+//! * [`AgentRecord`]: the registry's record of an agent, and its storage format.
+//! * [`Rollout`]: which agents enforce, await or failed a revision.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -11,14 +14,28 @@ use std::{
     time::Duration,
 };
 
-use prost::Message;
 use tlsfleet_policy::CertKeyType;
-use tlsfleet_proto::v1::{AgentHello, AgentState, AgentStatus, BucketError, Nack};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::{service::now_ms, store::Store};
+use crate::{clock::now_ms, store::AgentLeases};
+
+mod record;
+mod rollout;
+
+pub use record::{AgentRecord, BucketFailure, Phase};
+pub use rollout::Rollout;
+
+/// What an agent says about itself when its stream opens (bounded by the Sync server).
+#[derive(Clone, Debug, Default)]
+pub struct Hello {
+    pub node_id: String,
+    pub labels: BTreeMap<String, String>,
+    /// The revision it is known to enforce (its hello's, clamped to what this store has).
+    pub applied_revision: i64,
+    pub key_types: Vec<CertKeyType>,
+}
 
 /// How long a registry entry outlives its last refresh in the store.
 pub const ENTRY_TTL: Duration = Duration::from_secs(30);
@@ -26,7 +43,7 @@ pub const ENTRY_TTL: Duration = Duration::from_secs(30);
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
 struct Entry {
-    status: AgentStatus,
+    status: AgentRecord,
     session: u64,
     dirty: bool,
     /// Written once more as disconnected, then forgotten locally (the store's TTL ends it).
@@ -35,7 +52,7 @@ struct Entry {
 
 struct Inner {
     control_id: String,
-    store: Arc<dyn Store>,
+    store: Arc<dyn AgentLeases>,
     local: Mutex<HashMap<String, Entry>>,
     changed: Notify,
     sessions: AtomicU64,
@@ -55,7 +72,7 @@ pub struct Session {
 }
 
 impl Registry {
-    pub fn new(store: Arc<dyn Store>, control_id: String) -> Self {
+    pub fn new(store: Arc<dyn AgentLeases>, control_id: String) -> Self {
         Self {
             inner: Arc::new(Inner {
                 control_id,
@@ -71,24 +88,26 @@ impl Registry {
         lock(&self.inner)
     }
 
-    /// Records a new stream; a reconnect replaces the agent's previous session. `applied` is
-    /// the revision the agent is known to enforce (its hello's, clamped to what this store
-    /// has), `key_types` those of its certificate.
-    pub fn connect(&self, hello: &AgentHello, applied: i64, key_types: &[CertKeyType]) -> Session {
+    /// Records a new stream; a reconnect replaces the agent's previous session.
+    pub fn connect(&self, hello: Hello) -> Session {
         let id = self.inner.sessions.fetch_add(1, Ordering::Relaxed);
         let now = now_ms();
-        let status = AgentStatus {
+        let status = AgentRecord {
             node_id: hello.node_id.clone(),
-            labels: hello.labels.clone(),
-            applied_revision: applied,
+            labels: hello.labels,
+            applied_revision: hello.applied_revision,
             sent_revision: 0,
-            state: AgentState::Applying as i32,
+            phase: Phase::Applying,
             errors: vec![],
             nack_revision: 0,
             control_id: self.inner.control_id.clone(),
             connected_at_unix_ms: now,
             last_seen_unix_ms: now,
-            key_types: key_types.iter().map(|k| k.as_str().to_owned()).collect(),
+            key_types: hello
+                .key_types
+                .iter()
+                .map(|k| k.as_str().to_owned())
+                .collect(),
         };
         self.lock().insert(
             hello.node_id.clone(),
@@ -102,18 +121,18 @@ impl Registry {
         self.inner.changed.notify_one();
         Session {
             inner: self.inner.clone(),
-            node_id: hello.node_id.clone(),
+            node_id: hello.node_id,
             id,
         }
     }
 
     /// Every known agent, sorted by node id: this server's, then the store's for the rest.
-    pub async fn list(&self) -> Vec<AgentStatus> {
-        let mut all: BTreeMap<String, AgentStatus> = BTreeMap::new();
+    pub async fn list(&self) -> Vec<AgentRecord> {
+        let mut all: BTreeMap<String, AgentRecord> = BTreeMap::new();
         match self.inner.store.list_agents().await {
             Ok(entries) => {
                 for (node, bytes) in entries {
-                    match AgentStatus::decode(bytes.as_slice()) {
+                    match AgentRecord::decode(&bytes) {
                         Ok(s) => {
                             all.insert(node, s);
                         }
@@ -134,7 +153,7 @@ impl Registry {
     pub async fn key_types(&self) -> BTreeMap<CertKeyType, Vec<String>> {
         let mut out: BTreeMap<CertKeyType, Vec<String>> = BTreeMap::new();
         for a in self.list().await {
-            if a.state == AgentState::Disconnected as i32 {
+            if !a.is_connected() {
                 continue;
             }
             for kind in a.key_types.iter().filter_map(|k| CertKeyType::parse(k)) {
@@ -142,6 +161,11 @@ impl Registry {
             }
         }
         out
+    }
+
+    /// The agents, classified for `revision`.
+    pub async fn rollout(&self, revision: i64) -> Rollout {
+        Rollout::classify(revision, &self.list().await)
     }
 
     /// Writes changed entries (and refreshes live ones) until `shutdown`.
@@ -185,7 +209,7 @@ async fn flush(inner: &Inner, all: bool) {
             .filter(|(_, e)| e.dirty || all)
             .map(|(k, e)| {
                 e.dirty = false;
-                (k.clone(), e.status.encode_to_vec(), e.gone)
+                (k.clone(), e.status.encode(), e.gone)
             })
             .collect()
     };
@@ -210,7 +234,7 @@ async fn flush(inner: &Inner, all: bool) {
 }
 
 impl Session {
-    fn update(&self, f: impl FnOnce(&mut AgentStatus)) {
+    fn update(&self, f: impl FnOnce(&mut AgentRecord)) {
         let mut local = lock(&self.inner);
         if let Some(e) = local
             .get_mut(&self.node_id)
@@ -229,7 +253,7 @@ impl Session {
         self.update(|s| {
             s.sent_revision = revision;
             if s.applied_revision < revision {
-                s.state = AgentState::Applying as i32;
+                s.phase = Phase::Applying;
             }
         });
     }
@@ -243,31 +267,23 @@ impl Session {
             }
             s.errors.clear();
             s.nack_revision = 0;
-            s.state = if s.applied_revision >= s.sent_revision {
-                AgentState::InSync as i32
+            s.phase = if s.applied_revision >= s.sent_revision {
+                Phase::InSync
             } else {
-                AgentState::Applying as i32
+                Phase::Applying
             };
         });
     }
 
-    /// The agent applied the revision except for the buckets it names (the caller bounds the
+    /// The agent applied `revision` except for the buckets it names (the caller bounds the
     /// list and its strings).
-    pub fn nack(&self, nack: Nack) {
-        warn!(node = ?self.node_id, revision = nack.revision, errors = ?nack.errors, "agent NACKed a revision");
+    pub fn nack(&self, revision: i64, errors: Vec<BucketFailure>) {
+        warn!(node = ?self.node_id, revision, ?errors, "agent NACKed a revision");
         self.update(|s| {
-            s.applied_revision = s.applied_revision.max(nack.revision);
-            s.nack_revision = nack.revision;
-            s.errors = nack
-                .errors
-                .into_iter()
-                .take(100)
-                .map(|e| BucketError {
-                    bucket: e.bucket,
-                    reason: e.reason,
-                })
-                .collect();
-            s.state = AgentState::Degraded as i32;
+            s.applied_revision = s.applied_revision.max(revision);
+            s.nack_revision = revision;
+            s.errors = errors.into_iter().take(100).collect();
+            s.phase = Phase::Degraded;
         });
     }
 
@@ -277,7 +293,7 @@ impl Session {
             .get_mut(&self.node_id)
             .filter(|e| e.session == self.id)
         {
-            e.status.state = AgentState::Disconnected as i32;
+            e.status.phase = Phase::Disconnected;
             e.status.last_seen_unix_ms = now_ms();
             e.dirty = true;
             e.gone = true;

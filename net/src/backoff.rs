@@ -1,5 +1,5 @@
-//! Reconnect delays: exponential with full jitter, so a fleet that lost its control server
-//! does not come back at it in lockstep.
+//! Retry delays: exponential with full jitter, so a fleet that lost its control server (or
+//! control servers that lost their store) do not come back at it in lockstep.
 
 use std::time::Duration;
 
@@ -23,6 +23,11 @@ impl Backoff {
             max: max.max(min),
             attempt: 0,
         }
+    }
+
+    /// Sleeps for [`Self::next_delay`].
+    pub async fn wait(&mut self) {
+        tokio::time::sleep(self.next_delay()).await;
     }
 
     /// The delay before the next attempt; each call doubles the next ceiling.

@@ -1,0 +1,220 @@
+//! One agent's stream, on its own task: the start (snapshot or deltas), then every update as a
+//! delta, while recording the agent's ACKs and NACKs in the registry.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use prost::Message as _;
+use tlsfleet_proto::v1::{
+    agent_message, control_message, AgentMessage, BucketPolicy, ControlMessage, Delta, Snapshot,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::{Status, Streaming};
+use tracing::{debug, info, warn};
+
+use super::{admit::Slot, chunks::Chunks, hello::bounded_nack, SyncLimits};
+use crate::{
+    grpc::admin::bucket_policy,
+    index::{PolicyEntry, Start, Subscription, Update, View},
+    registry::Session,
+};
+
+/// Why a stream ended early.
+#[derive(Debug)]
+pub(super) enum Ended {
+    /// The agent went away, or the transport dropped the stream.
+    Gone,
+    /// The agent did not take a message within the send timeout.
+    NotReading,
+}
+
+/// One agent's stream, run on its own task.
+pub(super) struct SyncSession {
+    pub(super) tx: mpsc::Sender<Result<ControlMessage, Status>>,
+    pub(super) inbound: Streaming<AgentMessage>,
+    pub(super) sub: Subscription,
+    pub(super) session: Session,
+    pub(super) limits: SyncLimits,
+    pub(super) store_id: String,
+    pub(super) replaced: CancellationToken,
+    pub(super) shutdown: CancellationToken,
+    pub(super) slot: Slot,
+}
+
+impl SyncSession {
+    /// Runs the stream from `start` (for an agent at `after`) until it ends.
+    pub(super) async fn run(mut self, start: Start, after: i64) {
+        let mut sent = match self.send_start(start, after).await {
+            Ok(rev) => rev,
+            Err(e) => return self.end(&e),
+        };
+        self.session.sent(sent);
+        let outcome = loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => {
+                    debug!("server shutting down; ending the stream");
+                    break Ok(());
+                }
+                () = self.replaced.cancelled() => {
+                    info!("a newer stream of this node replaced this one");
+                    let _ = self.tx.try_send(Err(Status::aborted(
+                        "replaced by a newer stream of the same node",
+                    )));
+                    break Ok(());
+                }
+                () = self.tx.closed() => break Err(Ended::Gone),
+                msg = self.inbound.next() => match msg {
+                    Some(Ok(AgentMessage { kind: Some(agent_message::Kind::Ack(a)) })) => {
+                        // An agent cannot claim more than it was sent.
+                        self.session.ack(a.revision.min(sent));
+                    }
+                    Some(Ok(AgentMessage { kind: Some(agent_message::Kind::Nack(n)) })) => {
+                        let (revision, errors) = bounded_nack(n, sent);
+                        self.session.nack(revision, errors);
+                    }
+                    Some(Ok(_)) => {
+                        let _ = self.tx.try_send(Err(Status::invalid_argument(
+                            "unexpected message after hello",
+                        )));
+                        break Ok(());
+                    }
+                    Some(Err(e)) => {
+                        debug!(error = %e, "agent stream error");
+                        break Err(Ended::Gone);
+                    }
+                    None => break Err(Ended::Gone),
+                },
+                update = self.sub.next() => match update {
+                    Ok(u) if u.revision <= sent || u.is_empty() => {}
+                    Ok(u) => {
+                        if let Err(e) = self.send_delta(&u, sent).await {
+                            break Err(e);
+                        }
+                        sent = u.revision;
+                        self.session.sent(sent);
+                    }
+                    Err(resync) => {
+                        warn!(skipped = resync.skipped, "agent stream lagged; resubscribing");
+                        let Ok(start) = self.sub.resync(sent).await else {
+                            break Ok(());
+                        };
+                        match self.send_start(start, sent).await {
+                            Ok(rev) => {
+                                sent = rev;
+                                self.session.sent(sent);
+                            }
+                            Err(e) => break Err(e),
+                        }
+                    }
+                },
+            }
+        };
+        match outcome {
+            Ok(()) => self.end_quietly(),
+            Err(e) => self.end(&e),
+        }
+    }
+
+    fn end(self, why: &Ended) {
+        match why {
+            Ended::NotReading => warn!(
+                timeout = ?self.limits.send_timeout,
+                "agent did not read its stream; dropping it"
+            ),
+            Ended::Gone => {}
+        }
+        self.end_quietly();
+    }
+
+    fn end_quietly(self) {
+        self.session.disconnected();
+        drop(self.slot);
+        info!("agent disconnected");
+    }
+
+    /// Sends one message, waiting at most the send timeout for the peer to take it.
+    async fn send(&self, msg: control_message::Kind) -> Result<(), Ended> {
+        let msg = Ok(ControlMessage { kind: Some(msg) });
+        match tokio::time::timeout(self.limits.send_timeout, self.tx.send(msg)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Ended::Gone),
+            Err(_) => Err(Ended::NotReading),
+        }
+    }
+
+    /// Sends the start of a stream; returns the revision the agent will be at.
+    async fn send_start(&self, start: Start, agent_revision: i64) -> Result<i64, Ended> {
+        match start {
+            Start::Snapshot(view) => {
+                self.send_snapshot(&view).await?;
+                Ok(view.revision())
+            }
+            Start::Delta(u) => {
+                self.send_delta(&u, agent_revision).await?;
+                Ok(u.revision)
+            }
+        }
+    }
+
+    /// The whole view, in chunks (built one at a time: a stream holds at most a few).
+    async fn send_snapshot(&self, view: &View) -> Result<(), Ended> {
+        let revision = view.revision();
+        let mut chunks = Chunks::new(self.limits.chunk_bytes, view.entries().map(wire));
+        loop {
+            let (policies, more) = chunks.next_chunk();
+            self.send(control_message::Kind::Snapshot(Snapshot {
+                revision,
+                policies,
+                more,
+                store_id: self.store_id.clone(),
+            }))
+            .await?;
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The changes of `u` as a delta that continues from `from`, in chunks.
+    async fn send_delta(&self, u: &Update, from: i64) -> Result<(), Ended> {
+        let mut chunks = Chunks::new(self.limits.chunk_bytes, u.upserts.iter().map(wire));
+        let mut deletes = u.deletes.iter();
+        loop {
+            let (upserts, mut more) = chunks.next_chunk();
+            let room = self
+                .limits
+                .chunk_bytes
+                .saturating_sub(upserts.iter().map(|p| p.encoded_len()).sum::<usize>());
+            let mut batch = Vec::new();
+            let mut size = 0;
+            if !more {
+                for d in deletes.by_ref() {
+                    size += d.len() + 2;
+                    batch.push(d.clone());
+                    if size >= room.max(1) {
+                        break;
+                    }
+                }
+                more = deletes.len() > 0;
+            }
+            self.send(control_message::Kind::Delta(Delta {
+                from_revision: from,
+                revision: u.revision,
+                upserts,
+                deletes: batch,
+                more,
+            }))
+            .await?;
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The wire form of an index entry (a function, not a closure: the futures that hold the
+/// iterators must be `Send` for every lifetime).
+fn wire(e: &Arc<PolicyEntry>) -> BucketPolicy {
+    bucket_policy(e)
+}

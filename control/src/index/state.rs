@@ -1,0 +1,475 @@
+//! The index's state and its transitions, without I/O: what the writer applies (a listing, a
+//! batch of watch events) and what a subscriber starts from. Unit-tested here; the writer
+//! (`writer`) and the handle (`Index`) only move data in and out under a lock.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+};
+
+use imbl::OrdMap;
+use tlsfleet_policy::{BucketName, EffectivePolicy};
+use tracing::{info, warn};
+
+use crate::store::{Event, KeyValue, Revision, StoredPolicy};
+
+/// One bucket's policy as the index holds it.
+#[derive(Clone, Debug)]
+pub struct PolicyEntry {
+    pub bucket: BucketName,
+    pub stored: StoredPolicy,
+    pub effective: EffectivePolicy,
+    pub create_revision: Revision,
+    pub mod_revision: Revision,
+}
+
+impl PolicyEntry {
+    /// The entry a stored key-value holds; None (and a warning) for a key that is no bucket
+    /// name, a value that does not decode, or a policy that no longer validates.
+    pub fn decode(kv: &KeyValue) -> Option<Arc<Self>> {
+        let bucket: BucketName = match kv.key.parse() {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(key = %kv.key, error = %e, "ignoring a stored key that is no bucket name");
+                return None;
+            }
+        };
+        let stored = match StoredPolicy::decode(&kv.value) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(bucket = %bucket, error = %e, "ignoring an undecodable stored policy");
+                return None;
+            }
+        };
+        let effective = match stored.config.effective() {
+            Ok(e) => e,
+            Err(e) => {
+                warn!(bucket = %bucket, error = %e, "ignoring a stored policy that no longer validates");
+                return None;
+            }
+        };
+        Some(Arc::new(Self {
+            bucket,
+            stored,
+            effective,
+            create_revision: kv.create_revision,
+            mod_revision: kv.mod_revision,
+        }))
+    }
+}
+
+/// An immutable view of every policy at one revision.
+#[derive(Clone, Debug, Default)]
+pub struct View {
+    revision: Revision,
+    entries: OrdMap<String, Arc<PolicyEntry>>,
+}
+
+impl View {
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn get(&self, bucket: &str) -> Option<Arc<PolicyEntry>> {
+        self.entries.get(bucket).cloned()
+    }
+
+    /// Every entry, sorted by bucket.
+    pub fn entries(&self) -> impl Iterator<Item = &Arc<PolicyEntry>> {
+        self.entries.values()
+    }
+
+    /// Up to `limit` entries whose bucket starts with `prefix`, strictly after `start_after`;
+    /// and whether more follow.
+    pub fn range(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<Arc<PolicyEntry>>, bool) {
+        use std::ops::Bound;
+        let lower = match start_after {
+            Some(after) if after >= prefix => Bound::Excluded(after.to_owned()),
+            _ => Bound::Included(prefix.to_owned()),
+        };
+        let mut iter = self
+            .entries
+            .range((lower, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v.clone());
+        let page: Vec<_> = iter.by_ref().take(limit).collect();
+        let more = iter.next().is_some();
+        (page, more)
+    }
+}
+
+/// The changes of one or more revisions: `(from_revision, revision]`.
+#[derive(Clone, Debug)]
+pub struct Update {
+    pub from_revision: Revision,
+    pub revision: Revision,
+    pub upserts: Vec<Arc<PolicyEntry>>,
+    pub deletes: Vec<String>,
+}
+
+impl Update {
+    /// No change, at `revision`.
+    pub fn empty(revision: Revision) -> Self {
+        Self::between(revision, revision)
+    }
+
+    fn between(from_revision: Revision, revision: Revision) -> Self {
+        Self {
+            from_revision,
+            revision,
+            upserts: vec![],
+            deletes: vec![],
+        }
+    }
+
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.upserts.is_empty() && self.deletes.is_empty()
+    }
+}
+
+/// How a subscriber starts.
+#[derive(Debug)]
+pub enum Start {
+    /// Replace everything with this view.
+    Snapshot(View),
+    /// Apply these changes on top of the subscriber's revision (possibly none).
+    Delta(Update),
+}
+
+/// Deleted buckets remembered so that a resuming subscriber gets its deletes; beyond this
+/// many the oldest are forgotten and subscribers from before them get a snapshot.
+pub const MAX_TOMBSTONES: usize = 100_000;
+
+/// Deleted buckets and the revision of each delete, also ordered by revision so that the
+/// oldest is forgotten in O(log n).
+#[derive(Default)]
+struct Tombstones {
+    by_bucket: HashMap<String, Revision>,
+    by_revision: BTreeSet<(Revision, String)>,
+}
+
+impl Tombstones {
+    fn insert(&mut self, bucket: String, revision: Revision) {
+        if let Some(old) = self.by_bucket.insert(bucket.clone(), revision) {
+            self.by_revision.remove(&(old, bucket.clone()));
+        }
+        self.by_revision.insert((revision, bucket));
+    }
+
+    fn remove(&mut self, bucket: &str) {
+        if let Some(old) = self.by_bucket.remove(bucket) {
+            self.by_revision.remove(&(old, bucket.to_owned()));
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.by_bucket.len()
+    }
+
+    /// Forgets the oldest delete; returns its revision.
+    fn pop_oldest(&mut self) -> Option<Revision> {
+        let (revision, bucket) = self.by_revision.pop_first()?;
+        self.by_bucket.remove(&bucket);
+        Some(revision)
+    }
+
+    /// The deletes after `after`.
+    fn since(&self, after: Revision) -> impl Iterator<Item = &String> {
+        self.by_revision
+            .range((after + 1, String::new())..)
+            .map(|(_, bucket)| bucket)
+    }
+}
+
+/// The index's state: the current view, and what it takes to tell a subscriber at an older
+/// revision what changed since.
+pub struct State {
+    view: View,
+    loaded: bool,
+    /// Deltas can be computed in memory for subscribers at revision >= floor.
+    floor: Revision,
+    /// Deletes after `floor`.
+    tombstones: Tombstones,
+    max_tombstones: usize,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self::with_max_tombstones(MAX_TOMBSTONES)
+    }
+}
+
+impl State {
+    pub fn with_max_tombstones(max_tombstones: usize) -> Self {
+        Self {
+            view: View::default(),
+            loaded: false,
+            floor: 0,
+            tombstones: Tombstones::default(),
+            max_tombstones,
+        }
+    }
+
+    pub fn view(&self) -> &View {
+        &self.view
+    }
+
+    /// Subscribers older than this need the store's history (or a snapshot).
+    pub fn floor(&self) -> Revision {
+        self.floor
+    }
+
+    /// Loads a full listing. The first one returns None; later ones (relists) return the
+    /// difference as one update.
+    pub fn replace_all(&mut self, revision: Revision, items: &[KeyValue]) -> Option<Update> {
+        let mut entries = OrdMap::new();
+        for kv in items {
+            if let Some(e) = PolicyEntry::decode(kv) {
+                entries.insert(kv.key.clone(), e);
+            }
+        }
+        let new_view = View { revision, entries };
+        let old = std::mem::replace(&mut self.view, new_view);
+        if !self.loaded {
+            self.loaded = true;
+            self.floor = revision;
+            info!(revision, policies = self.view.len(), "policy index loaded");
+            return None;
+        }
+        let mut update = Update::between(old.revision, revision);
+        for (k, v) in &self.view.entries {
+            if old
+                .entries
+                .get(k)
+                .is_none_or(|o| o.mod_revision != v.mod_revision)
+            {
+                update.upserts.push(v.clone());
+            }
+        }
+        for k in old.entries.keys() {
+            if !self.view.entries.contains_key(k) {
+                update.deletes.push(k.clone());
+                self.tombstones.insert(k.clone(), revision);
+            }
+        }
+        Some(update)
+    }
+
+    /// Applies a batch of watch events; None when it brings nothing new (a resumed watch may
+    /// repeat events).
+    pub fn apply(&mut self, revision: Revision, events: Vec<Event>) -> Option<Update> {
+        let current = self.view.revision;
+        if revision <= current && events.iter().all(|e| e.revision() <= current) {
+            return None;
+        }
+        let mut view = self.view.clone();
+        let mut update = Update::between(current, revision.max(current));
+        for event in events {
+            if event.revision() <= current {
+                continue; // already applied
+            }
+            match event {
+                Event::Put(kv) => {
+                    if let Some(e) = PolicyEntry::decode(&kv) {
+                        self.tombstones.remove(&kv.key);
+                        update.deletes.retain(|d| d != &kv.key);
+                        update.upserts.retain(|u| u.bucket.as_str() != kv.key);
+                        view.entries.insert(kv.key.clone(), e.clone());
+                        update.upserts.push(e);
+                    }
+                }
+                Event::Delete { key, mod_revision } => {
+                    if view.entries.remove(&key).is_some() {
+                        update.upserts.retain(|u| u.bucket.as_str() != key);
+                        self.tombstones.insert(key.clone(), mod_revision);
+                        update.deletes.push(key);
+                    }
+                }
+            }
+        }
+        view.revision = update.revision;
+        self.view = view;
+        while self.tombstones.len() > self.max_tombstones {
+            // Forget the oldest delete; subscribers from before it get a snapshot.
+            match self.tombstones.pop_oldest() {
+                Some(r) => self.floor = self.floor.max(r),
+                None => break,
+            }
+        }
+        Some(update)
+    }
+
+    /// How a subscriber that has applied `after` starts: the changes since `after` when they
+    /// are known (`older`: the keys the store's history says changed before the floor, None
+    /// when that history is gone), else a snapshot.
+    pub fn start(&self, after: Revision, older: Option<Vec<String>>) -> Start {
+        let view = &self.view;
+        match older {
+            Some(older) if after > 0 && after <= view.revision => {
+                Start::Delta(self.delta_since(after, older))
+            }
+            _ => Start::Snapshot(view.clone()),
+        }
+    }
+
+    /// Changes in `(after, view.revision]`: in-memory changes since the floor plus `older`.
+    fn delta_since(&self, after: Revision, older: Vec<String>) -> Update {
+        let view = &self.view;
+        let mut keys: BTreeSet<String> = older.into_iter().collect();
+        for entry in view.entries.values() {
+            if entry.mod_revision > after {
+                keys.insert(entry.bucket.as_str().to_owned());
+            }
+        }
+        for bucket in self.tombstones.since(after) {
+            keys.insert(bucket.clone());
+        }
+        let mut update = Update::between(after, view.revision);
+        for key in keys {
+            match view.entries.get(&key) {
+                Some(e) => update.upserts.push(e.clone()),
+                None => update.deletes.push(key),
+            }
+        }
+        update
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tlsfleet_policy::HttpsConfig;
+
+    use super::*;
+
+    fn kv(bucket: &str, rev: Revision) -> KeyValue {
+        let stored = StoredPolicy {
+            config: HttpsConfig::disabled(),
+            updated_by: "t".into(),
+            updated_at_unix_ms: 0,
+        };
+        KeyValue {
+            key: bucket.into(),
+            value: stored.encode().unwrap(),
+            create_revision: rev,
+            mod_revision: rev,
+        }
+    }
+
+    fn put(bucket: &str, rev: Revision) -> Event {
+        Event::Put(kv(bucket, rev))
+    }
+
+    fn del(bucket: &str, rev: Revision) -> Event {
+        Event::Delete {
+            key: bucket.into(),
+            mod_revision: rev,
+        }
+    }
+
+    fn names(u: &Update) -> (Vec<&str>, Vec<&str>) {
+        (
+            u.upserts.iter().map(|e| e.bucket.as_str()).collect(),
+            u.deletes.iter().map(String::as_str).collect(),
+        )
+    }
+
+    #[test]
+    fn the_first_listing_loads_and_later_ones_are_diffs() {
+        let mut s = State::default();
+        assert!(s.replace_all(5, &[kv("aaa", 2), kv("bbb", 5)]).is_none());
+        assert_eq!((s.view().revision(), s.view().len(), s.floor()), (5, 2, 5));
+        let u = s.replace_all(9, &[kv("bbb", 5), kv("ccc", 8)]).unwrap();
+        assert_eq!((u.from_revision, u.revision), (5, 9));
+        assert_eq!(names(&u), (vec!["ccc"], vec!["aaa"]));
+        // The relist's delete is remembered for a subscriber at 5.
+        let Start::Delta(d) = s.start(5, Some(vec![])) else {
+            panic!("a snapshot for a known revision")
+        };
+        assert_eq!(names(&d), (vec!["ccc"], vec!["aaa"]));
+    }
+
+    #[test]
+    fn events_apply_once_and_a_batch_nets_out() {
+        let mut s = State::default();
+        s.replace_all(1, &[]);
+        let u = s
+            .apply(4, vec![put("aaa", 2), put("bbb", 3), del("aaa", 4)])
+            .unwrap();
+        assert_eq!(names(&u), (vec!["bbb"], vec!["aaa"]));
+        assert_eq!(s.view().revision(), 4);
+        // A resumed watch repeating what was applied brings nothing.
+        assert!(s.apply(4, vec![put("bbb", 3), del("aaa", 4)]).is_none());
+        // A put after a delete cancels the tombstone.
+        let u = s.apply(5, vec![put("aaa", 5)]).unwrap();
+        assert_eq!(names(&u), (vec!["aaa"], vec![]));
+        let Start::Delta(d) = s.start(1, Some(vec![])) else {
+            panic!("snapshot")
+        };
+        assert_eq!(names(&d), (vec!["aaa", "bbb"], vec![]));
+        // Deleting what is not there changes nothing but the revision.
+        let u = s.apply(6, vec![del("zzz", 6)]).unwrap();
+        assert!(u.is_empty());
+        assert_eq!(u.revision, 6);
+    }
+
+    #[test]
+    fn subscribers_start_with_a_delta_or_a_snapshot() {
+        let mut s = State::default();
+        s.replace_all(10, &[kv("aaa", 3)]);
+        s.apply(12, vec![put("bbb", 11), del("aaa", 12)]);
+        assert!(matches!(s.start(0, Some(vec![])), Start::Snapshot(_)));
+        // Ahead of the index: a snapshot.
+        assert!(matches!(s.start(99, Some(vec![])), Start::Snapshot(_)));
+        // History gone: a snapshot.
+        assert!(matches!(s.start(11, None), Start::Snapshot(_)));
+        let Start::Delta(d) = s.start(11, Some(vec![])) else {
+            panic!("snapshot")
+        };
+        assert_eq!(names(&d), (vec![], vec!["aaa"]));
+        // Keys the store's history names before the floor are included.
+        let Start::Delta(d) = s.start(2, Some(vec!["gone".into()])) else {
+            panic!("snapshot")
+        };
+        assert_eq!(names(&d), (vec!["bbb"], vec!["aaa", "gone"]));
+    }
+
+    #[test]
+    fn forgotten_tombstones_raise_the_floor() {
+        let mut s = State::with_max_tombstones(2);
+        s.replace_all(1, &[kv("aaa", 1), kv("bbb", 1), kv("ccc", 1)]);
+        s.apply(4, vec![del("aaa", 2), del("bbb", 3), del("ccc", 4)]);
+        // The oldest delete (rev 2) is forgotten: only subscribers from 2 on get deltas.
+        assert_eq!(s.floor(), 2);
+        let Start::Delta(d) = s.start(2, Some(vec![])) else {
+            panic!("snapshot")
+        };
+        assert_eq!(names(&d), (vec![], vec!["bbb", "ccc"]));
+    }
+
+    #[test]
+    fn undecodable_values_are_skipped() {
+        let mut s = State::default();
+        let bad = KeyValue {
+            value: b"{not json".to_vec(),
+            ..kv("aaa", 2)
+        };
+        let not_a_bucket = kv("Not_A_Bucket", 2);
+        s.replace_all(2, &[bad, not_a_bucket, kv("okay", 2)]);
+        assert_eq!(s.view().len(), 1);
+        assert!(s.view().get("okay").is_some());
+    }
+}

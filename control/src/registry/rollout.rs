@@ -1,0 +1,75 @@
+//! Rollout classification: for one revision, which agents enforce it, which are still on
+//! their way, and which failed it.
+
+use super::{AgentRecord, Phase};
+
+/// The agents, classified for one revision.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rollout {
+    /// Connected, and applied the revision (or a later one).
+    pub enforcing: Vec<String>,
+    /// Not there yet: applying, behind, or disconnected.
+    pub pending: Vec<String>,
+    /// NACKed the revision or a later one.
+    pub failed: Vec<String>,
+}
+
+impl Rollout {
+    /// Classifies `agents` (in their order) for `revision`.
+    pub fn classify<'a>(revision: i64, agents: impl IntoIterator<Item = &'a AgentRecord>) -> Self {
+        let mut out = Self::default();
+        for a in agents {
+            let id = a.node_id.clone();
+            if a.phase == Phase::Degraded && a.nack_revision >= revision {
+                out.failed.push(id);
+            } else if a.applied_revision >= revision && a.is_connected() {
+                out.enforcing.push(id);
+            } else {
+                out.pending.push(id);
+            }
+        }
+        out
+    }
+
+    pub fn total(&self) -> usize {
+        self.enforcing.len() + self.pending.len() + self.failed.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(id: &str, phase: Phase, applied: i64, nack: i64) -> AgentRecord {
+        AgentRecord {
+            node_id: id.into(),
+            labels: Default::default(),
+            applied_revision: applied,
+            sent_revision: applied,
+            phase,
+            errors: vec![],
+            nack_revision: nack,
+            control_id: "c".into(),
+            connected_at_unix_ms: 0,
+            last_seen_unix_ms: 0,
+            key_types: vec![],
+        }
+    }
+
+    #[test]
+    fn agents_are_enforcing_pending_or_failed() {
+        let agents = [
+            agent("in-sync", Phase::InSync, 10, 0),
+            agent("ahead", Phase::InSync, 12, 0),
+            agent("behind", Phase::Applying, 9, 0),
+            agent("gone", Phase::Disconnected, 10, 0),
+            agent("nacked", Phase::Degraded, 10, 10),
+            agent("nacked-before", Phase::Degraded, 10, 8),
+        ];
+        let r = Rollout::classify(10, &agents);
+        assert_eq!(r.enforcing, ["in-sync", "ahead", "nacked-before"]);
+        assert_eq!(r.pending, ["behind", "gone"]);
+        assert_eq!(r.failed, ["nacked"]);
+        assert_eq!(r.total(), agents.len());
+    }
+}
