@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
-use crate::{metrics::Metrics, table::PolicyTable};
+use crate::{metrics::Metrics, readiness::Readiness, table::PolicyTable};
 
 const PROMETHEUS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -20,6 +20,7 @@ pub async fn serve(
     listener: TcpListener,
     table: Arc<PolicyTable>,
     metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
@@ -38,13 +39,19 @@ pub async fn serve(
                 }
             }
         };
-        let (table, metrics, shutdown) = (table.clone(), metrics.clone(), shutdown.clone());
+        let (table, metrics, readiness, shutdown) = (
+            table.clone(),
+            metrics.clone(),
+            readiness.clone(),
+            shutdown.clone(),
+        );
         let span = tracing::debug_span!("admin_conn", %peer);
         tracker.spawn(
             async move {
                 let service = service_fn(move |req| {
-                    let (table, metrics) = (table.clone(), metrics.clone());
-                    async move { Ok::<_, Infallible>(route(&req, &table, &metrics)) }
+                    let (table, metrics, readiness) =
+                        (table.clone(), metrics.clone(), readiness.clone());
+                    async move { Ok::<_, Infallible>(route(&req, &table, &metrics, &readiness)) }
                 });
                 let conn = http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -68,21 +75,27 @@ pub async fn serve(
     }
 }
 
-fn route(req: &Request<Incoming>, table: &PolicyTable, metrics: &Metrics) -> Response<Full<Bytes>> {
+fn route(
+    req: &Request<Incoming>,
+    table: &PolicyTable,
+    metrics: &Metrics,
+    readiness: &Readiness,
+) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n".into());
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
-        "/readyz" => match table.revision().filter(|_| table.is_ready()) {
-            Some(revision) => text(StatusCode::OK, format!("ready: revision {revision}\n")),
-            None => text(
+        "/readyz" => match readiness.check(&table.snapshot()) {
+            Ok(revision) => text(StatusCode::OK, format!("ready: revision {revision}\n")),
+            Err(reason) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("not ready: {}\n", metrics.not_ready_reason()),
+                format!("not ready: {reason}\n"),
             ),
         },
         "/metrics" => {
-            let mut response = text(StatusCode::OK, metrics.encode(Some(table)));
+            let body = metrics.encode(Some(&table.snapshot()), Some(readiness.sync_state()));
+            let mut response = text(StatusCode::OK, body);
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(PROMETHEUS_TEXT),

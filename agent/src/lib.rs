@@ -2,19 +2,27 @@
 //! bucket's TLS rules on every connection (per-bucket rustls configs chosen by SNI) and on every
 //! request (the request's bucket checked against the connection's negotiated version and suite).
 //!
+//! The data path, in order:
+//!
+//! * [`sync`]: the control-plane client (the Sync stream, ACK/NACK, reconnects), and
+//!   [`cache`], the last-known-good copy it keeps on disk.
 //! * [`table`]: bucket → shared `ServerConfig`, swapped atomically once per revision.
-//! * [`tls`]: the config factory, the certificate (with reload) and the TLS listener.
-//! * [`http`]: per-request enforcement, the built-in responder and the upstream proxy.
-//! * [`server`]: [`server::DataPlane`], which wires the above to sockets.
-//! * [`admin`] and [`metrics`]: `/healthz`, `/readyz`, Prometheus `/metrics`.
-//! * [`sync`], [`cache`], [`config`]: the control-plane client, the last-known-good cache and
-//!   the binary's configuration.
+//! * [`handshake`]: the TLS listener: ClientHello → config by SNI → handshake → HTTP.
+//! * [`http`]: the per-request check ([`http::enforce`]), canonicalisation, the built-in
+//!   responder and the upstream proxy.
+//!
+//! Beside it: [`tls`] (a leaf: the config factory and the certificate with its reload),
+//! [`readiness`] (the sync state and `/readyz`), [`metrics`] and [`admin`] (`/healthz`,
+//! `/readyz`, Prometheus `/metrics`), [`server`] ([`server::DataPlane`], which wires it all to
+//! sockets) and [`config`] (the binary's flags).
 
 pub mod admin;
 pub mod cache;
 pub mod config;
+pub mod handshake;
 pub mod http;
 pub mod metrics;
+pub mod readiness;
 pub mod server;
 pub mod sync;
 pub mod table;

@@ -8,7 +8,8 @@ use clap::Parser;
 use tlsfleet_agent::{
     cache::Cache,
     config::Args,
-    metrics::{Metrics, SyncState},
+    metrics::Metrics,
+    readiness::{Readiness, SyncState},
     server::DataPlane,
     sync::SyncClient,
     table::PolicyTable,
@@ -50,12 +51,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("starting the data plane")?;
     let table = plane.table();
-    let sync = SyncClient::new(sync_config, table.clone(), metrics.clone())?;
+    let readiness = plane.readiness();
+    let sync = SyncClient::new(
+        sync_config,
+        table.clone(),
+        metrics.clone(),
+        readiness.clone(),
+    )?;
     let cache = args.cache_dir.map(Cache::new);
     if let Some(cache) = &cache {
         // Before the listener runs, so no handshake is refused for want of a table we have.
         let (cache, table, metrics) = (cache.clone(), table.clone(), metrics.clone());
-        tokio::task::spawn_blocking(move || restore(&cache, &table, &metrics)).await?;
+        let readiness = readiness.clone();
+        tokio::task::spawn_blocking(move || restore(&cache, &table, &metrics, &readiness)).await?;
     }
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -94,7 +102,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 /// Applies the last-known-good cache, if any. A cache that cannot be read is reported and
 /// ignored: the agent then waits for its first snapshot, refusing TLS until then.
-fn restore(cache: &Cache, table: &PolicyTable, metrics: &Metrics) {
+fn restore(cache: &Cache, table: &PolicyTable, metrics: &Metrics, readiness: &Readiness) {
     let snapshot = match cache.load() {
         Ok(Some(snapshot)) => snapshot,
         Ok(None) => {
@@ -121,7 +129,7 @@ fn restore(cache: &Cache, table: &PolicyTable, metrics: &Metrics) {
         warn!(bucket = %e.bucket, reason = %e.reason, "cached policy cannot be served");
     }
     metrics.set_applied_revision(revision);
-    metrics.set_sync_state(SyncState::ServingFromCache);
+    readiness.set_sync_state(SyncState::ServingFromCache);
     info!(
         revision,
         policies = count,

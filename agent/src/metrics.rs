@@ -1,13 +1,8 @@
-//! The agent's Prometheus metrics and readiness state.
+//! The agent's Prometheus metrics.
 //!
 //! Every counter the hot path touches (handshakes, refusals, refused requests) is resolved
 //! from its family once, at construction: a `Family::get_or_create` takes a read lock, and
 //! handshakes take none.
-
-use std::sync::{
-    atomic::{AtomicU8, Ordering},
-    Mutex,
-};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -16,44 +11,7 @@ use prometheus_client::{
 };
 use tlsfleet_policy::{ServedSuite, ServedVersion};
 
-use crate::table::PolicyTable;
-
-/// Where the agent stands with the control plane (set by the sync client).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SyncState {
-    /// Dialing a control server; nothing applied in this session yet.
-    Connecting,
-    /// Streaming from a control server and up to date.
-    Synced,
-    /// The stream broke; the table keeps enforcing the last applied revision.
-    Disconnected,
-    /// No control server reached since start; serving the last-known-good cache.
-    ServingFromCache,
-}
-
-impl SyncState {
-    /// Every state, in the order of their discriminants.
-    pub const ALL: [SyncState; 4] = [
-        Self::Connecting,
-        Self::Synced,
-        Self::Disconnected,
-        Self::ServingFromCache,
-    ];
-
-    /// The label value in `sync_state{state=..}`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Connecting => "connecting",
-            Self::Synced => "synced",
-            Self::Disconnected => "disconnected",
-            Self::ServingFromCache => "serving_from_cache",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
+use crate::{readiness::SyncState, table::TableSnapshot};
 
 /// Why a handshake was refused before any TLS was spoken (the TCP connection is dropped).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,10 +109,7 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
-/// The default `/readyz` reason before anything was applied.
-pub const NOT_READY_REASON: &str = "no snapshot and no cache: refusing TLS";
-
-/// The agent's metrics registry and readiness state. Share it as `Arc<Metrics>`.
+/// The agent's metrics registry. Share it as `Arc<Metrics>`.
 pub struct Metrics {
     registry: Registry,
     /// `[version][suite]`, indexed by `ServedVersion as usize` and `ServedSuite as usize`.
@@ -173,11 +128,9 @@ pub struct Metrics {
     policies_loaded: Gauge,
     distinct_configs: Gauge,
     sync_state_gauges: [Gauge; 4],
-    sync_state: AtomicU8,
     nacks: Counter,
     snapshots: Counter,
     deltas: Counter,
-    not_ready_reason: Mutex<String>,
 }
 
 impl Default for Metrics {
@@ -318,7 +271,7 @@ impl Metrics {
                 .get_or_create(&StateLabels { state: s.as_str() })
                 .clone()
         });
-        sync_state_gauges[SyncState::Connecting.index()].set(1);
+        sync_state_gauges[SyncState::Connecting as usize].set(1);
 
         let nacks = Counter::default();
         registry.register("nacks", "Revisions answered with a NACK", nacks.clone());
@@ -352,30 +305,10 @@ impl Metrics {
             policies_loaded,
             distinct_configs,
             sync_state_gauges,
-            sync_state: AtomicU8::new(SyncState::Connecting as u8),
             nacks,
             snapshots,
             deltas,
-            not_ready_reason: Mutex::new(NOT_READY_REASON.to_owned()),
         }
-    }
-
-    /// Records the sync client's state (exported as `sync_state{state=..} 1`).
-    pub fn set_sync_state(&self, state: SyncState) {
-        let previous = self.sync_state.swap(state as u8, Ordering::Relaxed);
-        if let Some(g) = self.sync_state_gauges.get(usize::from(previous)) {
-            g.set(0);
-        }
-        self.sync_state_gauges[state.index()].set(1);
-    }
-
-    /// The last state set with [`Metrics::set_sync_state`].
-    pub fn sync_state(&self) -> SyncState {
-        let i = usize::from(self.sync_state.load(Ordering::Relaxed));
-        SyncState::ALL
-            .get(i)
-            .copied()
-            .unwrap_or(SyncState::Connecting)
     }
 
     /// Records the revision the agent applied (also refreshed from the table at each scrape).
@@ -396,22 +329,6 @@ impl Metrics {
     /// Counts one NACK sent to the control plane.
     pub fn inc_nacks(&self) {
         self.nacks.inc();
-    }
-
-    /// The `/readyz` body while the table is not ready, e.g. "control plane unreachable
-    /// and no cache: refusing TLS".
-    pub fn set_not_ready_reason(&self, reason: impl Into<String>) {
-        if let Ok(mut r) = self.not_ready_reason.lock() {
-            *r = reason.into();
-        }
-    }
-
-    /// The reason set with [`Metrics::set_not_ready_reason`] (default [`NOT_READY_REASON`]).
-    pub fn not_ready_reason(&self) -> String {
-        self.not_ready_reason
-            .lock()
-            .map(|r| r.clone())
-            .unwrap_or_else(|_| NOT_READY_REASON.to_owned())
     }
 
     pub(crate) fn handshake_ok(&self, version: ServedVersion, suite: ServedSuite) {
@@ -464,8 +381,9 @@ impl Metrics {
             .inc();
     }
 
-    /// The Prometheus text exposition, with the table gauges refreshed from `table`.
-    pub fn encode(&self, table: Option<&PolicyTable>) -> String {
+    /// The Prometheus text exposition, with the table gauges refreshed from `table` and the
+    /// sync state from `sync` (as one scrape sees them).
+    pub fn encode(&self, table: Option<&TableSnapshot>, sync: Option<SyncState>) -> String {
         if let Some(table) = table {
             if let Some(rev) = table.revision() {
                 self.applied_revision.set(rev);
@@ -473,6 +391,11 @@ impl Metrics {
             self.policies_loaded.set(saturating_i64(table.len()));
             self.distinct_configs
                 .set(saturating_i64(table.distinct_configs()));
+        }
+        if let Some(state) = sync {
+            for (s, gauge) in SyncState::ALL.iter().zip(&self.sync_state_gauges) {
+                gauge.set(i64::from(*s == state));
+            }
         }
         let mut out = String::new();
         // Writing into a String cannot fail; an encoder error would leave a partial body,

@@ -1,4 +1,4 @@
-//! The data plane: the TLS listener, the policy table it serves from, the certificate
+//! The data plane: the TLS listener ([`crate::handshake`]), the policy table it serves from, the certificate
 //! watcher and the admin endpoint, bound together and run until shutdown.
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
@@ -9,14 +9,15 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
 use crate::{
-    admin,
+    admin, handshake,
     http::{
         proxy::{Upstream, UpstreamError, UpstreamLimits},
         Context, Domains,
     },
     metrics::Metrics,
+    readiness::Readiness,
     table::PolicyTable,
-    tls::{cert, listener, CertError, CertResolver, ConfigError, ConfigFactory},
+    tls::{cert, CertError, CertResolver, ConfigError, ConfigFactory},
 };
 
 /// How long live connections get to finish after shutdown before they are dropped.
@@ -100,6 +101,7 @@ pub struct DataPlane {
     local_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
     ctx: Arc<Context>,
+    readiness: Arc<Readiness>,
     limiter: Arc<ConnLimiter>,
     loaded: cert::FileStamps,
     cert: PathBuf,
@@ -180,6 +182,7 @@ impl DataPlane {
                 idle_timeout: cfg.connections.idle_timeout,
                 send_timeout: cfg.connections.send_timeout,
             }),
+            readiness: Arc::new(Readiness::default()),
             limiter: ConnLimiter::new(
                 cfg.connections.max_connections,
                 cfg.connections.max_per_source,
@@ -200,6 +203,11 @@ impl DataPlane {
     /// The metrics given to [`DataPlane::bind`].
     pub fn metrics(&self) -> Arc<Metrics> {
         self.ctx.metrics.clone()
+    }
+
+    /// The sync state and `/readyz` reason (set by the sync client).
+    pub fn readiness(&self) -> Arc<Readiness> {
+        self.readiness.clone()
     }
 
     /// The TLS listener's address (useful with port 0).
@@ -232,7 +240,10 @@ impl DataPlane {
                 self.key,
                 self.loaded,
                 CERT_POLL_INTERVAL,
-                ctx.metrics.clone(),
+                {
+                    let metrics = ctx.metrics.clone();
+                    move |ok| metrics.cert_reload(ok)
+                },
                 shutdown.clone(),
             )
             .instrument(tracing::info_span!("cert_watch")),
@@ -243,6 +254,7 @@ impl DataPlane {
                     admin,
                     ctx.table.clone(),
                     ctx.metrics.clone(),
+                    self.readiness.clone(),
                     tracker.clone(),
                     shutdown.clone(),
                 )
@@ -250,7 +262,7 @@ impl DataPlane {
             );
         }
         tracing::info!(listen = %self.local_addr, admin = ?self.admin_addr, "data plane serving");
-        listener::accept_loop(
+        handshake::accept_loop(
             self.listener,
             ctx,
             self.limiter,

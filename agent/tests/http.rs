@@ -418,8 +418,8 @@ async fn the_admin_endpoint_reports_health_and_metrics() {
         ],
     );
     agent
-        .metrics
-        .set_sync_state(tlsfleet_agent::metrics::SyncState::Synced);
+        .readiness
+        .set_sync_state(tlsfleet_agent::readiness::SyncState::Synced);
     agent.metrics.inc_nacks();
     assert_eq!(agent.admin_get("/healthz").await, (200, "ok\n".to_owned()));
     let (status, metrics) = agent.admin_get("/metrics").await;

@@ -10,7 +10,8 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use sync_support::*;
 use tlsfleet_agent::{
     cache::Cache,
-    metrics::{Metrics, SyncState},
+    metrics::Metrics,
+    readiness::{Readiness, SyncState},
     sync::{ControlTls, Credentials, SyncClient, SyncConfig},
     table::{Lookup, PolicyTable},
     tls::{CertResolver, ConfigFactory},
@@ -26,9 +27,13 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 // ---------------------------------------------------------------- the agent side
 
+fn metrics() -> Arc<Metrics> {
+    Arc::new(Metrics::new())
+}
+
 struct Agent {
     table: Arc<PolicyTable>,
-    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -44,13 +49,13 @@ impl Agent {
         cfg.backoff_min = Duration::from_millis(10);
         cfg.backoff_max = Duration::from_millis(100);
         cfg.connect_timeout = Duration::from_secs(2);
-        let metrics = Arc::new(Metrics::new());
-        let client = SyncClient::new(cfg, table.clone(), metrics.clone()).unwrap();
+        let readiness = Arc::new(Readiness::default());
+        let client = SyncClient::new(cfg, table.clone(), metrics(), readiness.clone()).unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(client.run(cache, shutdown.clone()));
         Self {
             table,
-            metrics,
+            readiness,
             shutdown,
             task,
         }
@@ -85,6 +90,7 @@ fn new_table() -> Arc<PolicyTable> {
 fn policy_of(table: &PolicyTable, name: &str) -> Option<HttpsConfig> {
     let b = bucket(name);
     table
+        .snapshot()
         .policies()
         .into_iter()
         .find(|(n, _)| *n == b)
@@ -117,7 +123,10 @@ async fn snapshot_then_deltas_are_acked_nacked_and_resumed_from_our_revision() {
         "/tlsfleet.v1.FleetService/Sync",
         &hello_digest(&call.hello)
     ));
-    assert!(!agent.table.is_ready(), "ready before any snapshot");
+    assert!(
+        !agent.table.snapshot().is_ready(),
+        "ready before any snapshot"
+    );
 
     call.send(snapshot(
         10,
@@ -125,15 +134,15 @@ async fn snapshot_then_deltas_are_acked_nacked_and_resumed_from_our_revision() {
     ))
     .await;
     assert_eq!(call.answer().await, ack(10));
-    assert_eq!(agent.table.revision(), Some(10));
-    assert!(agent.table.is_ready());
-    assert_eq!(agent.table.len(), 2);
-    assert_eq!(agent.metrics.sync_state(), SyncState::Synced);
+    assert_eq!(agent.table.snapshot().revision(), Some(10));
+    assert!(agent.table.snapshot().is_ready());
+    assert_eq!(agent.table.snapshot().len(), 2);
+    assert_eq!(agent.readiness.sync_state(), SyncState::Synced);
 
     call.send(delta(10, 11, vec![wire("bucket-c", &tls13)], &["bucket-b"]))
         .await;
     assert_eq!(call.answer().await, ack(11));
-    assert_eq!(agent.table.revision(), Some(11));
+    assert_eq!(agent.table.snapshot().revision(), Some(11));
     assert_eq!(policy_of(&agent.table, "bucket-b"), None);
     assert_eq!(policy_of(&agent.table, "bucket-c"), Some(tls13.clone()));
 
@@ -221,11 +230,17 @@ async fn a_snapshot_refuses_a_bucket_whose_policy_does_not_convert() {
         agent.table.snapshot().lookup("bucket-a"),
         Lookup::Refused
     ));
-    assert_eq!(agent.table.policy_key("bucket-a"), PolicyKey::NONE);
+    assert_eq!(
+        agent.table.snapshot().policy_key("bucket-a"),
+        PolicyKey::NONE
+    );
     assert_eq!(policy_of(&agent.table, "bucket-a"), None);
     assert_eq!(policy_of(&agent.table, "bucket-b"), Some(both));
-    assert_eq!(agent.table.revision(), Some(6));
-    assert_eq!(agent.table.refused_without_policy(), [bucket("bucket-a")]);
+    assert_eq!(agent.table.snapshot().revision(), Some(6));
+    assert_eq!(
+        agent.table.snapshot().refused_without_policy(),
+        [bucket("bucket-a")]
+    );
 
     agent.stop().await;
     server.stop().await;
@@ -281,7 +296,7 @@ async fn a_policy_the_certificate_cannot_serve_is_nacked_and_never_served_looser
     ));
     assert_eq!(policy_of(&agent.table, "bucket-a"), Some(rsa_only));
     assert_eq!(policy_of(&agent.table, "bucket-b"), Some(tls13));
-    assert_eq!(agent.table.revision(), Some(2));
+    assert_eq!(agent.table.snapshot().revision(), Some(2));
 
     // The stream goes on after a NACK.
     call.send(delta(2, 3, vec![], &["bucket-b"])).await;
@@ -337,7 +352,7 @@ async fn every_applied_revision_reaches_the_cache_and_a_restart_resumes_from_it(
     let call = next_call(&mut calls).await;
     assert_eq!(call.hello.last_revision, 60);
     eventually("the synced state", || {
-        agent.metrics.sync_state() == SyncState::Synced
+        agent.readiness.sync_state() == SyncState::Synced
     })
     .await;
 
@@ -358,7 +373,7 @@ async fn an_unreachable_endpoint_is_skipped_for_the_next_one() {
     call.send(snapshot(3, vec![])).await;
     assert_eq!(call.answer().await, ack(3));
     assert!(
-        agent.table.is_ready(),
+        agent.table.snapshot().is_ready(),
         "an empty snapshot is still a snapshot"
     );
     agent.stop().await;
@@ -382,11 +397,11 @@ async fn an_https_control_server_is_reached_over_mtls() {
         cfg.tls = tls;
         cfg.backoff_min = Duration::from_millis(10);
         cfg.backoff_max = Duration::from_millis(50);
-        let metrics = Arc::new(Metrics::new());
-        let client = SyncClient::new(cfg, new_table(), metrics.clone()).unwrap();
+        let readiness = Arc::new(Readiness::default());
+        let client = SyncClient::new(cfg, new_table(), metrics(), readiness.clone()).unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(client.run(None, shutdown.clone()));
-        (metrics, shutdown, task)
+        (readiness, shutdown, task)
     };
 
     // Without a client certificate the server refuses the handshake: no call arrives.
@@ -395,9 +410,9 @@ async fn an_https_control_server_is_reached_over_mtls() {
         client_identity: None,
         insecure: false,
     };
-    let (metrics, shutdown, task) = start(ca_only.clone());
+    let (readiness, shutdown, task) = start(ca_only.clone());
     eventually("a failed attempt", || {
-        metrics.not_ready_reason().contains("control plane")
+        readiness.not_ready_reason().contains("control plane")
     })
     .await;
     assert!(
@@ -411,12 +426,12 @@ async fn an_https_control_server_is_reached_over_mtls() {
         client_identity: Some((client_cert.into_bytes(), client_key.into_bytes())),
         ..ca_only
     };
-    let (metrics, shutdown, task) = start(mtls);
+    let (readiness, shutdown, task) = start(mtls);
     let mut call = next_call(&mut calls).await;
     assert_eq!(call.hello.node_id, "edge-test-1");
     call.send(snapshot(2, vec![])).await;
     assert_eq!(call.answer().await, ack(2));
-    assert_eq!(metrics.sync_state(), SyncState::Synced);
+    assert_eq!(readiness.sync_state(), SyncState::Synced);
     shutdown.cancel();
     task.await.unwrap();
     server.stop().await;
@@ -432,15 +447,15 @@ async fn a_refused_key_is_retried_without_giving_up() {
             .await
             .unwrap_or_else(|_| panic!("no attempt {attempt}"));
     }
-    assert!(!agent.table.is_ready());
-    assert_ne!(agent.metrics.sync_state(), SyncState::Synced);
+    assert!(!agent.table.snapshot().is_ready());
+    assert_ne!(agent.readiness.sync_state(), SyncState::Synced);
     assert!(
         agent
-            .metrics
+            .readiness
             .not_ready_reason()
             .contains("PermissionDenied"),
         "{}",
-        agent.metrics.not_ready_reason()
+        agent.readiness.not_ready_reason()
     );
     agent.stop().await;
     server.stop().await;
@@ -456,12 +471,12 @@ async fn shutdown_is_prompt_while_backing_off_and_while_streaming() {
     let mut cfg = SyncConfig::new(vec![dead], "edge-slow");
     cfg.backoff_min = Duration::from_secs(60);
     cfg.backoff_max = Duration::from_secs(60);
-    let metrics = Arc::new(Metrics::new());
-    let client = SyncClient::new(cfg, new_table(), metrics.clone()).unwrap();
+    let readiness = Arc::new(Readiness::default());
+    let client = SyncClient::new(cfg, new_table(), metrics(), readiness.clone()).unwrap();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(client.run(None, shutdown.clone()));
     eventually("the first failure", || {
-        metrics.not_ready_reason().contains("control plane")
+        readiness.not_ready_reason().contains("control plane")
     })
     .await;
     shutdown.cancel();

@@ -14,16 +14,19 @@ use tlsfleet_policy::{PolicyKey, ServedVersion, TlsVersion};
 fn not_ready_and_revisionless_until_the_first_snapshot() {
     let pki = Pki::new();
     let table = table_for(&pki.leaf(KeyType::Ecdsa));
-    assert!(!table.is_ready());
-    assert_eq!(table.revision(), None);
+    assert!(!table.snapshot().is_ready());
+    assert_eq!(table.snapshot().revision(), None);
     // A delta alone does not make the table ready: it may hold only part of the policies.
     let outcome = table.apply_delta(3, vec![(bucket("abc"), tls13_only())], vec![]);
     assert!(outcome.is_ack());
-    assert!(!table.is_ready());
-    assert_eq!(table.revision(), Some(3));
+    assert!(!table.snapshot().is_ready());
+    assert_eq!(table.snapshot().revision(), Some(3));
     table.apply_snapshot(4, vec![]);
-    assert!(table.is_ready());
-    assert_eq!((table.revision(), table.len()), (Some(4), 0));
+    assert!(table.snapshot().is_ready());
+    assert_eq!(
+        (table.snapshot().revision(), table.snapshot().len()),
+        (Some(4), 0)
+    );
 }
 
 #[test]
@@ -46,23 +49,23 @@ fn equal_policies_share_one_server_config() {
     assert_eq!(outcome.errors, vec![]);
     assert_eq!(outcome.revision, 7);
     let (a, b, c, d) = (
-        table.server_config("aaa").unwrap(),
-        table.server_config("bbb").unwrap(),
-        table.server_config("ccc").unwrap(),
-        table.server_config("ddd").unwrap(),
+        table.snapshot().server_config("aaa").cloned().unwrap(),
+        table.snapshot().server_config("bbb").cloned().unwrap(),
+        table.snapshot().server_config("ccc").cloned().unwrap(),
+        table.snapshot().server_config("ddd").cloned().unwrap(),
     );
     assert!(Arc::ptr_eq(&a, &b));
     assert!(Arc::ptr_eq(&a, &c));
     assert!(!Arc::ptr_eq(&a, &d));
     // TLS 1.2 + 1.3 with every suite is the endpoint policy: its config is the endpoint's.
     assert!(Arc::ptr_eq(&d, table.snapshot().endpoint()));
-    assert_eq!(table.len(), 4);
-    assert_eq!(table.distinct_configs(), 2);
+    assert_eq!(table.snapshot().len(), 4);
+    assert_eq!(table.snapshot().distinct_configs(), 2);
     assert_eq!(
-        table.policy_key("aaa").versions(),
+        table.snapshot().policy_key("aaa").versions(),
         vec![ServedVersion::Tls13]
     );
-    assert_eq!(table.policy_key("nopolicy"), PolicyKey::ALL);
+    assert_eq!(table.snapshot().policy_key("nopolicy"), PolicyKey::ALL);
 }
 
 #[test]
@@ -82,9 +85,9 @@ fn a_delta_touches_only_its_buckets_and_drops_unused_configs() {
             (bucket("ccc"), tls12_one.clone()),
         ],
     );
-    assert_eq!(table.distinct_configs(), 2);
+    assert_eq!(table.snapshot().distinct_configs(), 2);
     let before_a: *const _ = table.snapshot().config("aaa").unwrap();
-    let before_b = table.server_config("bbb").unwrap();
+    let before_b = table.snapshot().server_config("bbb").cloned().unwrap();
 
     let outcome = table.apply_delta(
         2,
@@ -111,11 +114,12 @@ fn a_delta_touches_only_its_buckets_and_drops_unused_configs() {
 
     table.apply_delta(3, vec![], vec![bucket("ddd")]);
     assert_eq!(
-        table.distinct_configs(),
+        table.snapshot().distinct_configs(),
         1,
         "the TLS 1.2 config is no longer used"
     );
     let mut names: Vec<_> = table
+        .snapshot()
         .policies()
         .into_iter()
         .map(|(b, _)| b.to_string())
@@ -124,6 +128,7 @@ fn a_delta_touches_only_its_buckets_and_drops_unused_configs() {
     assert_eq!(names, ["aaa", "ccc"]);
     assert_eq!(
         table
+            .snapshot()
             .policies()
             .iter()
             .find(|(b, _)| b.as_str() == "aaa")
@@ -141,7 +146,7 @@ fn a_snapshot_replaces_the_table() {
         1,
         vec![(bucket("aaa"), tls13_only()), (bucket("bbb"), tls13_only())],
     );
-    let a = table.server_config("aaa").unwrap();
+    let a = table.snapshot().server_config("aaa").cloned().unwrap();
     table.apply_snapshot(
         2,
         vec![
@@ -150,12 +155,12 @@ fn a_snapshot_replaces_the_table() {
         ],
     );
     assert!(
-        Arc::ptr_eq(&table.server_config("aaa").unwrap(), &a),
+        Arc::ptr_eq(&table.snapshot().server_config("aaa").cloned().unwrap(), &a),
         "unchanged bucket kept"
     );
-    assert!(table.server_config("bbb").is_none());
-    assert_eq!(table.len(), 2);
-    assert_eq!(table.revision(), Some(2));
+    assert!(table.snapshot().server_config("bbb").is_none());
+    assert_eq!(table.snapshot().len(), 2);
+    assert_eq!(table.snapshot().revision(), Some(2));
 }
 
 #[test]
@@ -163,7 +168,7 @@ fn an_unservable_policy_is_nacked_and_its_bucket_refused_never_served_looser() {
     let pki = Pki::new();
     let table = table_for(&pki.leaf(KeyType::Ecdsa));
     table.apply_snapshot(1, vec![(bucket("aaa"), tls13_only())]);
-    let before = table.server_config("aaa").unwrap();
+    let before = table.snapshot().server_config("aaa").cloned().unwrap();
     let rsa_only = custom(
         &[TlsVersion::Tls12],
         &["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384"],
@@ -201,10 +206,10 @@ fn an_unservable_policy_is_nacked_and_its_bucket_refused_never_served_looser() {
         assert_eq!(snap.policy_key(refused), PolicyKey::NONE);
     }
     drop(snap);
-    assert!(table.server_config("aaa").is_none());
+    assert!(table.snapshot().server_config("aaa").is_none());
     drop(before);
-    assert!(table.server_config("ccc").is_some());
-    assert_eq!(table.revision(), Some(2));
+    assert!(table.snapshot().server_config("ccc").is_some());
+    assert_eq!(table.snapshot().revision(), Some(2));
 
     // With TLS 1.3 also enabled, the policy is servable (TLS 1.3 only, never looser).
     let mixed = custom(
@@ -245,7 +250,7 @@ fn an_rsa_certificate_refuses_ecdsa_only_tls12_policies() {
         "{}",
         outcome.errors[0].reason
     );
-    assert!(table.is_ready());
+    assert!(table.snapshot().is_ready());
 }
 
 #[test]
@@ -267,7 +272,7 @@ fn an_invalid_policy_is_nacked() {
         .iter()
         .all(|e| e.reason.starts_with("invalid policy: ")));
     // Both are refused (fail closed), not left to the endpoint's everything-goes config.
-    assert_eq!(table.len(), 3);
+    assert_eq!(table.snapshot().len(), 3);
     for refused in ["aaa", "bbb"] {
         assert!(matches!(table.snapshot().lookup(refused), Lookup::Refused));
     }

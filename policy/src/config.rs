@@ -14,7 +14,7 @@ pub const MAX_SUITE_NAME: usize = 100;
 /// A bucket's HTTPS configuration, as stored and echoed (the PUT body = the GET body).
 ///
 /// Lists keep the order they were sent in, with duplicates removed (first one kept).
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct HttpsConfig {
     pub tls: TlsConfig,
     /// Absent: every suite.
@@ -23,7 +23,7 @@ pub struct HttpsConfig {
 }
 
 /// `<TLS>`: TLS version management.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct TlsConfig {
     pub enable: bool,
     /// At least one when `enable`; empty when management is disabled.
@@ -32,7 +32,7 @@ pub struct TlsConfig {
 }
 
 /// `<CipherSuite>`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct CipherSuiteConfig {
     /// Absent or false: every suite.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -18,7 +18,6 @@
 //! Losing the control plane changes nothing at the edge (invariant 4): the table keeps its
 //! last revision; only the sync state metric says so.
 
-mod backoff;
 mod chunks;
 mod connect;
 mod persist;
@@ -29,12 +28,13 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Instrument};
 
-pub use backoff::Backoff;
 pub use connect::{ControlTls, Credentials};
+pub use tlsfleet_net::Backoff;
 
 use crate::{
     cache::Cache,
-    metrics::{Metrics, SyncState},
+    metrics::Metrics,
+    readiness::{Readiness, SyncState},
     table::PolicyTable,
 };
 use connect::{ControlEndpoint, Timeouts};
@@ -108,6 +108,7 @@ pub struct SyncClient {
 struct Shared {
     table: Arc<PolicyTable>,
     metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
     node_id: String,
     labels: BTreeMap<String, String>,
     credentials: Option<Credentials>,
@@ -121,6 +122,7 @@ impl SyncClient {
         cfg: SyncConfig,
         table: Arc<PolicyTable>,
         metrics: Arc<Metrics>,
+        readiness: Arc<Readiness>,
     ) -> Result<Self, SyncError> {
         if cfg.endpoints.is_empty() {
             return Err(SyncError::NoEndpoint);
@@ -144,6 +146,7 @@ impl SyncClient {
             shared: Shared {
                 table,
                 metrics,
+                readiness,
                 node_id: cfg.node_id,
                 labels: cfg.labels,
                 credentials: cfg.credentials,
@@ -170,8 +173,9 @@ impl SyncClient {
         let mut progress = Progress {
             table: shared.table.clone(),
             metrics: shared.metrics.clone(),
+            readiness: shared.readiness.clone(),
             persister,
-            state: Some(shared.metrics.sync_state()),
+            state: Some(shared.readiness.sync_state()),
             synced_once: false,
         };
         let mut next = rand::random_range(0..self.endpoints.len());
@@ -223,20 +227,6 @@ impl SyncClient {
     }
 }
 
-/// Builds a [`SyncClient`] and runs it until `shutdown`.
-pub async fn run(
-    cfg: SyncConfig,
-    table: Arc<PolicyTable>,
-    cache: Option<Cache>,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-) -> Result<(), SyncError> {
-    SyncClient::new(cfg, table, metrics)?
-        .run(cache, shutdown)
-        .await;
-    Ok(())
-}
-
 fn describe(end: &End) -> String {
     match end {
         End::Shutdown => "shutting down".to_owned(),
@@ -253,10 +243,11 @@ fn is_refusal(code: tonic::Code) -> bool {
     )
 }
 
-/// The sync state as the metrics and the logs show it, and the cache writer's trigger.
+/// The sync state as readiness and the logs show it, and the cache writer's trigger.
 struct Progress {
     table: Arc<PolicyTable>,
     metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
     persister: Option<Persister>,
     /// As last set, to log transitions only.
     state: Option<SyncState>,
@@ -268,10 +259,10 @@ impl Progress {
         if self.state != Some(state) {
             info!(
                 state = state.as_str(),
-                revision = self.table.revision(),
+                revision = self.table.snapshot().revision(),
                 "sync state"
             );
-            self.metrics.set_sync_state(state);
+            self.readiness.set_sync_state(state);
             self.state = Some(state);
         }
     }
@@ -279,7 +270,7 @@ impl Progress {
     /// Before an attempt. Only an agent with nothing to serve is "connecting"; one serving
     /// from its cache or from an earlier stream keeps saying so.
     fn connecting(&mut self) {
-        if !self.synced_once && !self.table.is_ready() {
+        if !self.synced_once && !self.table.snapshot().is_ready() {
             self.set(SyncState::Connecting);
         }
     }
@@ -287,12 +278,9 @@ impl Progress {
     /// The Sync call was accepted. An agent already at the server's revision gets no
     /// message, so it is in sync from here.
     fn opened(&mut self, control: &str) {
-        info!(
-            control,
-            revision = self.table.revision(),
-            "sync stream open"
-        );
-        if self.table.is_ready() {
+        let table = self.table.snapshot();
+        info!(control, revision = table.revision(), "sync stream open");
+        if table.is_ready() {
             self.synced_once = true;
             self.set(SyncState::Synced);
         }
@@ -313,14 +301,15 @@ impl Progress {
 
     /// The stream is gone (or never opened), for `reason`.
     fn lost(&mut self, reason: &str) {
-        if !self.table.is_ready() {
-            self.metrics.set_not_ready_reason(format!(
+        let ready = self.table.snapshot().is_ready();
+        if !ready {
+            self.readiness.set_not_ready_reason(format!(
                 "no snapshot yet and no cache: refusing TLS (control plane: {reason})"
             ));
         }
         let state = if self.synced_once {
             SyncState::Disconnected
-        } else if self.table.is_ready() {
+        } else if ready {
             SyncState::ServingFromCache
         } else {
             SyncState::Connecting

@@ -25,7 +25,7 @@ pub(super) struct Persister {
 
 impl Persister {
     pub(super) fn spawn(cache: Cache, table: Arc<PolicyTable>) -> Self {
-        let (tx, rx) = watch::channel(table.revision().unwrap_or(0));
+        let (tx, rx) = watch::channel(table.snapshot().revision().unwrap_or(0));
         let span = tracing::info_span!("cache_writer", dir = %cache.dir().display());
         let task = tokio::spawn(write_loop(cache, table, rx).instrument(span));
         Self { tx, task }
@@ -78,18 +78,16 @@ async fn write_loop(cache: Cache, table: Arc<PolicyTable>, mut rx: watch::Receiv
 
 /// Stores the table; `None` when it has nothing to store yet.
 fn store(cache: &Cache, table: &PolicyTable) -> Result<Option<i64>, crate::cache::CacheError> {
-    // The revision is read before the policies: if a revision lands in between, the file
-    // claims an older revision than its content, and resuming from it replays deltas the
-    // content already holds (harmless). The other order could claim changes it lacks.
-    let Some(revision) = table.revision() else {
+    // One snapshot: the revision, the policies and the refused buckets are of one revision.
+    let snapshot = table.snapshot();
+    let Some(revision) = snapshot.revision() else {
         return Ok(None);
     };
-    let policies = table.policies();
     cache.store(&CachedSnapshot {
         revision,
-        policies,
+        policies: snapshot.policies(),
         store_id: table.store_id(),
-        refused: table.refused_without_policy(),
+        refused: snapshot.refused_without_policy(),
     })?;
     Ok(Some(revision))
 }

@@ -1,7 +1,7 @@
 //! One Sync stream: connect, say hello, then apply each control message and answer it with
 //! an ACK or a NACK, until the stream ends or the agent shuts down.
 
-use tlsfleet_policy::{BucketName, CertKeyType, HttpsConfig};
+use tlsfleet_policy::{BucketName, HttpsConfig};
 use tlsfleet_proto::{
     convert,
     v1::{
@@ -15,10 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{chunks::Assembler, connect::ControlEndpoint, Progress, Shared};
-use crate::{
-    table::{ApplyOutcome, BucketError},
-    tls::KeyKind,
-};
+use crate::table::{ApplyOutcome, BucketError};
 
 /// The largest control message accepted. The server cuts snapshots and deltas into chunks of
 /// about 128 KiB, so this only bounds a control server gone wrong.
@@ -91,10 +88,7 @@ impl Session<'_> {
             Err(_) => return End::Unreachable(format!("no connection within {timeout:?}")),
         };
         let (tx, rx) = mpsc::channel(8);
-        let key_type = match shared.table.factory().resolver().key_kind() {
-            KeyKind::Ecdsa => CertKeyType::Ecdsa,
-            KeyKind::Rsa => CertKeyType::Rsa,
-        };
+        let key_type = shared.table.factory().resolver().key_kind();
         let hello = AgentMessage {
             kind: Some(agent_message::Kind::Hello(AgentHello {
                 node_id: shared.node_id.clone(),
@@ -103,7 +97,7 @@ impl Session<'_> {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
-                last_revision: shared.table.revision().unwrap_or(0),
+                last_revision: shared.table.snapshot().revision().unwrap_or(0),
                 agent_version: env!("CARGO_PKG_VERSION").to_owned(),
                 store_id: shared.table.store_id().unwrap_or_default(),
                 key_types: vec![key_type.as_str().to_owned()],
@@ -193,7 +187,7 @@ impl Session<'_> {
 
     async fn delta(&self, delta: Delta) -> Result<ApplyOutcome, End> {
         self.shared.metrics.inc_deltas();
-        let ours = self.shared.table.revision().unwrap_or(0);
+        let ours = self.shared.table.snapshot().revision().unwrap_or(0);
         if delta.from_revision != ours || delta.revision < delta.from_revision {
             warn!(
                 ours,

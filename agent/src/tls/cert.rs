@@ -21,7 +21,7 @@ use rustls::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use tlsfleet_policy::CertKeyType;
 
 /// Why a certificate/key pair cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -43,37 +43,19 @@ pub enum CertError {
     UnsupportedKey(SignatureAlgorithm),
 }
 
-/// The signature family of the served key, which decides the TLS 1.2 suites it can serve
-/// (TLS 1.3 suites do not depend on it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyKind {
-    /// ECDSA or Ed25519: serves `ECDHE-ECDSA-*`.
-    Ecdsa,
-    /// RSA: serves `ECDHE-RSA-*`.
-    Rsa,
-}
-
-impl KeyKind {
-    /// As an operator reads it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ecdsa => "ECDSA",
-            Self::Rsa => "RSA",
-        }
-    }
-
-    fn of(key: &CertifiedKey) -> Result<Self, CertError> {
-        match key.key.algorithm() {
-            SignatureAlgorithm::ECDSA | SignatureAlgorithm::ED25519 => Ok(Self::Ecdsa),
-            SignatureAlgorithm::RSA => Ok(Self::Rsa),
-            other => Err(CertError::UnsupportedKey(other)),
-        }
+/// The signature family of a key, which decides the TLS 1.2 suites it can serve (TLS 1.3
+/// suites do not depend on it): ECDSA or Ed25519 serve `ECDHE-ECDSA-*`, RSA `ECDHE-RSA-*`.
+fn key_type(key: &CertifiedKey) -> Result<CertKeyType, CertError> {
+    match key.key.algorithm() {
+        SignatureAlgorithm::ECDSA | SignatureAlgorithm::ED25519 => Ok(CertKeyType::Ecdsa),
+        SignatureAlgorithm::RSA => Ok(CertKeyType::Rsa),
+        other => Err(CertError::UnsupportedKey(other)),
     }
 }
 
 struct Loaded {
     key: Arc<CertifiedKey>,
-    kind: KeyKind,
+    kind: CertKeyType,
 }
 
 /// Serves the current certificate for every handshake (one lock-free pointer load).
@@ -139,7 +121,7 @@ impl CertResolver {
     }
 
     /// The signature family of the current key.
-    pub fn key_kind(&self) -> KeyKind {
+    pub fn key_kind(&self) -> CertKeyType {
         self.current.load().kind
     }
 }
@@ -177,7 +159,7 @@ fn parse(
         message: e.to_string(),
     })?;
     let certified = CertifiedKey::from_der(chain, key, provider).map_err(CertError::Key)?;
-    let kind = KeyKind::of(&certified)?;
+    let kind = key_type(&certified)?;
     for domain in domains {
         for name in [domain.clone(), format!("tlsfleet-probe.{domain}")] {
             // rustls' own SNI resolver checks the end-entity certificate's names on `add`.
@@ -219,7 +201,7 @@ pub async fn watch(
     key: PathBuf,
     loaded: FileStamps,
     interval: Duration,
-    metrics: Arc<Metrics>,
+    on_reload: impl Fn(bool) + Send,
     shutdown: CancellationToken,
 ) {
     let mut seen = loaded;
@@ -248,7 +230,7 @@ pub async fn watch(
                 source,
             }),
         };
-        metrics.cert_reload(result.is_ok());
+        on_reload(result.is_ok());
         match result {
             Ok(()) => tracing::info!(cert = %cert.display(), "certificate reloaded"),
             Err(e) => tracing::warn!(

@@ -9,7 +9,9 @@ use rustls::{
 };
 use tlsfleet_policy::{tls, PolicyKey, ServedVersion};
 
-use super::cert::{CertResolver, KeyKind};
+use tlsfleet_policy::CertKeyType;
+
+use super::cert::CertResolver;
 
 /// ALPN protocols offered by every config, preferred first.
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -107,15 +109,15 @@ impl ConfigFactory {
             .filter(|s| s.version() == ServedVersion::Tls12)
             .collect();
         let usable = tls12.iter().any(|s| match s.requires_ecdsa() {
-            Some(ecdsa) => ecdsa == (have == KeyKind::Ecdsa),
+            Some(ecdsa) => ecdsa == (have == CertKeyType::Ecdsa),
             None => true,
         });
         if usable {
             Ok(())
         } else {
             let needed = match have {
-                KeyKind::Ecdsa => "ECDHE-RSA",
-                KeyKind::Rsa => "ECDHE-ECDSA",
+                CertKeyType::Ecdsa => "ECDHE-RSA",
+                CertKeyType::Rsa => "ECDHE-ECDSA",
             };
             Err(ConfigError::KeyTypeMismatch {
                 needed,

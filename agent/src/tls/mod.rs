@@ -1,9 +1,9 @@
-//! TLS: the certificate and its reload ([`cert`]), one `ServerConfig` per distinct policy
-//! ([`config`]), and the listener that picks a config by SNI ([`listener`]).
+//! TLS, a leaf of the crate: the certificate and its reload ([`cert`]) and one `ServerConfig`
+//! per distinct policy ([`config`]). The listener that picks a config by SNI is
+//! `crate::handshake`.
 
 pub mod cert;
 pub mod config;
-pub mod listener;
 
-pub use cert::{CertError, CertResolver, KeyKind};
+pub use cert::{CertError, CertResolver};
 pub use config::{ConfigError, ConfigFactory};

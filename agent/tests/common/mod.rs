@@ -24,6 +24,7 @@ use rustls::{
 use tlsfleet_agent::{
     http::proxy::UpstreamLimits,
     metrics::Metrics,
+    readiness::Readiness,
     server::{ConnectionLimits, DataPlane, DataPlaneConfig},
     table::PolicyTable,
     tls::{CertResolver, ConfigFactory},
@@ -187,6 +188,7 @@ pub struct Agent {
     pub admin: SocketAddr,
     pub table: Arc<PolicyTable>,
     pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
     pub pki: Pki,
     pub dir: tempfile::TempDir,
     pub shutdown: CancellationToken,
@@ -253,10 +255,11 @@ impl Agent {
             plane.set_grace_period(grace);
         }
         let shutdown = CancellationToken::new();
-        let (addr, admin, table) = (
+        let (addr, admin, table, readiness) = (
             plane.local_addr(),
             plane.admin_addr().unwrap(),
             plane.table(),
+            plane.readiness(),
         );
         let token = shutdown.clone();
         let task = tokio::spawn(async move { plane.run(token).await.unwrap() });
@@ -265,6 +268,7 @@ impl Agent {
             admin,
             table,
             metrics,
+            readiness,
             pki,
             dir,
             shutdown,

@@ -1,0 +1,375 @@
+//! The policy table: bucket → `Arc<ServerConfig>`, one config per distinct effective policy.
+//!
+//! Readers (every handshake, every request) take one `ArcSwap` load and never a lock. Writers
+//! (the sync client) are serialised by a mutex, start from the published map, change only the
+//! buckets a revision touches and publish the result with one pointer store (invariant 3).
+//!
+//! The bucket map is a persistent HAMT (`imbl::HashMap`): cloning it is O(1) and an insert
+//! copies one root-to-leaf path, so one change at a million policies costs microseconds, and
+//! the published snapshot and the one being built share every untouched node. Per bucket the
+//! map holds a boxed name and three words: the stored config and the `ServerConfig` are both
+//! interned, so buckets with equal policies share them.
+//!
+//! * [`snapshot`]: one published revision ([`TableSnapshot`]) and what a bucket maps to.
+//! * `interner`: the writer's sharing of equal policies and configs.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use arc_swap::{ArcSwap, Guard};
+use tlsfleet_policy::{BucketName, HttpsConfig, PolicyKey};
+
+use crate::tls::ConfigFactory;
+
+mod interner;
+pub mod snapshot;
+
+use interner::{fingerprint, Interner};
+use snapshot::{refused, BucketMap, Entry, Policy};
+pub use snapshot::{Lookup, TableSnapshot};
+
+/// A bucket whose new policy could not be applied; it keeps its previous config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketError {
+    pub bucket: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for BucketError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "bucket {}: {}", self.bucket, self.reason)
+    }
+}
+
+/// The result of applying one revision. Non-empty `errors` means the revision is NACKed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    pub revision: i64,
+    pub errors: Vec<BucketError>,
+}
+
+impl ApplyOutcome {
+    /// Whether every bucket of the revision was applied.
+    pub fn is_ack(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// The agent's policy table. Share it as `Arc<PolicyTable>`.
+pub struct PolicyTable {
+    factory: ConfigFactory,
+    current: ArcSwap<TableSnapshot>,
+    writer: Mutex<Interner>,
+    store_id: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for PolicyTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.snapshot();
+        f.debug_struct("PolicyTable")
+            .field("revision", &s.revision)
+            .field("ready", &s.ready)
+            .field("buckets", &s.buckets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+enum Change {
+    Upsert(BucketName, HttpsConfig),
+    /// The control plane sent a policy for the bucket that did not convert: refuse it.
+    Refuse(BucketName),
+    Delete(BucketName),
+}
+
+impl PolicyTable {
+    /// An empty table that is not ready: every handshake is refused until the first
+    /// [`PolicyTable::apply_snapshot`] (fail closed).
+    pub fn new(factory: ConfigFactory) -> Self {
+        let endpoint = factory.endpoint().clone();
+        Self {
+            factory,
+            current: ArcSwap::from_pointee(TableSnapshot {
+                revision: None,
+                ready: false,
+                buckets: BucketMap::new(),
+                endpoint,
+                distinct: 0,
+            }),
+            writer: Mutex::new(Interner::default()),
+            store_id: Mutex::new(None),
+        }
+    }
+
+    /// The published table: one lock-free load. Do not hold it across an `.await`.
+    pub fn snapshot(&self) -> Guard<Arc<TableSnapshot>> {
+        self.current.load()
+    }
+
+    /// The config factory (and through it the certificate resolver).
+    pub fn factory(&self) -> &ConfigFactory {
+        &self.factory
+    }
+
+    /// Replaces the whole table with `policies` at `revision` and makes it ready. Buckets
+    /// absent from `policies` lose their policy; a bucket whose policy cannot be built keeps
+    /// its previous config (none if it had none) and is reported.
+    pub fn apply_snapshot(
+        &self,
+        revision: i64,
+        policies: Vec<(BucketName, HttpsConfig)>,
+    ) -> ApplyOutcome {
+        self.apply_snapshot_refusing(revision, policies, &[])
+    }
+
+    /// [`PolicyTable::apply_snapshot`], with `refused` buckets (their policy arrived but did
+    /// not convert) refused rather than left on an older, maybe looser, config.
+    pub fn apply_snapshot_refusing(
+        &self,
+        revision: i64,
+        policies: Vec<(BucketName, HttpsConfig)>,
+        refused: &[BucketError],
+    ) -> ApplyOutcome {
+        let mut writer = self.lock_writer();
+        let current = self.current.load_full();
+        let refused: Vec<BucketName> = refused
+            .iter()
+            .filter_map(|e| e.bucket.parse().ok())
+            .collect();
+        let keep: HashSet<&str> = policies
+            .iter()
+            .map(|(b, _)| b.as_str())
+            .chain(refused.iter().map(BucketName::as_str))
+            .collect();
+        let deletes: Vec<BucketName> = current
+            .buckets
+            .keys()
+            .filter(|name| !keep.contains(&***name))
+            .filter_map(|name| BucketName::try_from(String::from(&**name)).ok())
+            .collect();
+        drop(keep);
+        let changes = policies
+            .into_iter()
+            .map(|(b, c)| Change::Upsert(b, c))
+            .chain(refused.into_iter().map(Change::Refuse))
+            .chain(deletes.into_iter().map(Change::Delete));
+        self.apply(&mut writer, &current, revision, changes, true)
+    }
+
+    /// Applies `upserts` and `deletes` at `revision`, touching only those buckets. A bucket
+    /// whose policy cannot be built keeps its previous config and is reported. A delta does
+    /// not make the table ready: only a snapshot does.
+    pub fn apply_delta(
+        &self,
+        revision: i64,
+        upserts: Vec<(BucketName, HttpsConfig)>,
+        deletes: Vec<BucketName>,
+    ) -> ApplyOutcome {
+        self.apply_delta_refusing(revision, upserts, deletes, &[])
+    }
+
+    /// [`PolicyTable::apply_delta`], with `refused` buckets refused (see
+    /// [`PolicyTable::apply_snapshot_refusing`]).
+    pub fn apply_delta_refusing(
+        &self,
+        revision: i64,
+        upserts: Vec<(BucketName, HttpsConfig)>,
+        deletes: Vec<BucketName>,
+        refused: &[BucketError],
+    ) -> ApplyOutcome {
+        let mut writer = self.lock_writer();
+        let current = self.current.load_full();
+        let refused = refused
+            .iter()
+            .filter_map(|e| e.bucket.parse().ok())
+            .map(Change::Refuse);
+        let changes = upserts
+            .into_iter()
+            .map(|(b, c)| Change::Upsert(b, c))
+            .chain(refused)
+            .chain(deletes.into_iter().map(Change::Delete));
+        self.apply(&mut writer, &current, revision, changes, false)
+    }
+
+    /// Records the identity of the store the applied revisions come from.
+    pub fn set_store_id(&self, id: String) {
+        let mut store_id = self
+            .store_id
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *store_id = (!id.is_empty()).then_some(id);
+    }
+
+    /// The identity of the store the applied revisions come from, if known.
+    pub fn store_id(&self) -> Option<String> {
+        self.store_id
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, Interner> {
+        // A panic mid-apply left the published table intact (nothing was stored); the
+        // counts may be off, which at worst keeps an unused config alive.
+        self.writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn apply(
+        &self,
+        interner: &mut Interner,
+        current: &TableSnapshot,
+        revision: i64,
+        changes: impl Iterator<Item = Change>,
+        snapshot: bool,
+    ) -> ApplyOutcome {
+        let mut buckets = current.buckets.clone();
+        let mut errors = Vec::new();
+        let mut changed = 0usize;
+        for change in changes {
+            match change {
+                Change::Upsert(bucket, config) => {
+                    if buckets
+                        .get(bucket.as_str())
+                        .is_some_and(|e| e.config.as_ref() == Some(&config) && !e.own)
+                    {
+                        continue;
+                    }
+                    let previous = buckets
+                        .get(bucket.as_str())
+                        .map_or(PolicyKey::ALL, |e| e.key);
+                    let (entry, error) = match self.entry(interner, &config) {
+                        Ok(entry) => (entry, None),
+                        Err(reason) => {
+                            let (entry, what) = self.fallback(interner, config, previous);
+                            (entry, Some(format!("{reason}; {what}")))
+                        }
+                    };
+                    changed += 1;
+                    let name = bucket.as_str().to_owned().into_boxed_str();
+                    if let Some(old) = buckets.insert(name, entry) {
+                        interner.release(&old);
+                    }
+                    if let Some(reason) = error {
+                        tracing::warn!(%bucket, revision, %reason, "policy not applied as sent");
+                        errors.push(BucketError {
+                            bucket: bucket.into_string(),
+                            reason,
+                        });
+                    }
+                }
+                Change::Refuse(bucket) => {
+                    changed += 1;
+                    let name = bucket.into_string().into_boxed_str();
+                    if let Some(old) = buckets.insert(name, refused(None)) {
+                        interner.release(&old);
+                    }
+                }
+                Change::Delete(bucket) => {
+                    if let Some(old) = buckets.remove(bucket.as_str()) {
+                        changed += 1;
+                        interner.release(&old);
+                    }
+                }
+            }
+        }
+        self.current.store(Arc::new(TableSnapshot {
+            revision: Some(revision),
+            ready: current.ready || snapshot,
+            buckets,
+            endpoint: current.endpoint.clone(),
+            distinct: interner.configs.len(),
+        }));
+        tracing::debug!(
+            revision,
+            changed,
+            errors = errors.len(),
+            snapshot,
+            "revision applied"
+        );
+        ApplyOutcome { revision, errors }
+    }
+
+    /// The entry for `config`, holding one use of its interned policy.
+    fn entry(&self, interner: &mut Interner, config: &HttpsConfig) -> Result<Entry, String> {
+        let fp = fingerprint(config);
+        if let Some(entry) = interner.reuse(config, fp) {
+            // Checked when built, but the certificate may have changed type since.
+            if let Err(e) = self.factory.check(entry.key) {
+                interner.release(&entry);
+                return Err(e.to_string());
+            }
+            return Ok(entry);
+        }
+        let key = config
+            .effective()
+            .map_err(|e| format!("invalid policy: {e}"))?
+            .key;
+        let server_config = match interner.configs.get(&key) {
+            Some(c) => {
+                self.factory.check(key).map_err(|e| e.to_string())?;
+                c.value.clone()
+            }
+            None => self.factory.build(key).map_err(|e| e.to_string())?,
+        };
+        let entry = Arc::new(Policy {
+            config: Some(config.clone()),
+            key,
+            server_config: Some(server_config),
+            own: false,
+        });
+        interner.insert(entry.clone(), fp);
+        Ok(entry)
+    }
+
+    /// A policy that cannot be built here is never served looser than it says: the bucket
+    /// gets what both it and the `previous` key allow, if this agent can serve that, and is
+    /// refused otherwise. Returns the entry and what was done, for the NACK.
+    fn fallback(
+        &self,
+        interner: &mut Interner,
+        config: HttpsConfig,
+        previous: PolicyKey,
+    ) -> (Entry, String) {
+        let Ok(effective) = config.effective() else {
+            return (
+                refused(Some(config)),
+                "the bucket is refused until a policy this agent can serve arrives".to_owned(),
+            );
+        };
+        let kind = self.factory.resolver().key_kind();
+        let both = effective.key.intersection(previous).served_with(kind);
+        let built = interner
+            .configs
+            .get(&both)
+            .map(|c| c.value.clone())
+            .map_or_else(|| self.factory.build(both), Ok);
+        match built {
+            Ok(server_config) if both.serves_anything() => {
+                let entry = Arc::new(Policy {
+                    config: Some(config),
+                    key: both,
+                    server_config: Some(server_config),
+                    own: true,
+                });
+                interner.use_config(&entry);
+                let served: Vec<&str> = both.versions().iter().map(|v| v.as_str()).collect();
+                (
+                    entry,
+                    format!(
+                        "serving only what both this and the previous policy allow ({})",
+                        served.join(", ")
+                    ),
+                )
+            }
+            _ => (
+                refused(Some(config)),
+                "nothing both this and the previous policy allow can be served here: the \
+                 bucket is refused until a policy this agent can serve arrives"
+                    .to_owned(),
+            ),
+        }
+    }
+}
