@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what it needs (etcd, protoc, openssl,
-# the official OSS Python SDKs, pytest, cargo-nextest, cargo-fuzz), checks formatting and
-# lints, builds, then runs every Rust test (unit, property, in-process and end-to-end with
+# the official OSS Python SDKs, pytest, cargo-nextest, cargo-machete, cargo-deny, cargo-fuzz),
+# checks formatting, lints, the module shape (tests/scripts/shape.py) and the dependencies
+# (no unused one; licenses, one crypto provider, no unchosen second major: deny.toml), builds,
+# then runs every Rust test (unit, property, in-process and end-to-end with
 # real etcd and real processes), the official-SDK suite, and a short run of every fuzz target
 # over its corpus. CI runs exactly this (.ci/run).
 #
@@ -29,6 +31,12 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   echo "==> installing cargo-nextest"
   cargo install --locked -q cargo-nextest
 fi
+for tool in cargo-machete cargo-deny; do
+  if ! cargo "${tool#cargo-}" --version >/dev/null 2>&1; then
+    echo "==> installing $tool"
+    cargo install --locked -q "$tool"
+  fi
+done
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
   if ! rustup run nightly rustc --version >/dev/null 2>&1; then
@@ -45,6 +53,11 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "==> module shape: acyclic modules, no production file over 600 lines"
+python3 tests/scripts/shape.py
+echo "==> dependencies: none unused (cargo machete); licenses, bans, sources (cargo deny)"
+cargo machete
+cargo deny --log-level error check bans licenses sources
 echo "==> build"
 cargo build --workspace --bins --tests
 echo "==> Rust tests (unit, property, end-to-end)"

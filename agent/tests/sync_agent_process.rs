@@ -34,11 +34,13 @@ impl AgentProcess {
     /// Starts the agent with a fresh certificate for `oss.test`, free ports, `extra` flags
     /// and `env` (the access key is never inherited from the test's environment).
     fn start(dir: &Path, control: &[String], extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let names = vec!["oss.test".to_owned(), "*.oss.test".to_owned()];
-        let certified = rcgen::generate_simple_self_signed(names).unwrap();
+        let leaf = tlsfleet_testkit::tls::TestCa::new().leaf(
+            &["oss.test", "*.oss.test"],
+            tlsfleet_testkit::tls::KeyKind::EcdsaP256,
+        );
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-        std::fs::write(&cert, certified.cert.pem()).unwrap();
-        std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+        std::fs::write(&cert, &leaf.cert_pem).unwrap();
+        std::fs::write(&key, &leaf.key_pem).unwrap();
         let (listen, admin) = (free_port(), free_port());
         let log = dir.join("agent.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tlsfleet-agent"));
@@ -187,7 +189,7 @@ async fn an_agent_follows_the_control_plane_and_caches_what_it_applied() {
     assert!(auth::verify(
         SECRET,
         &header,
-        "/tlsfleet.v1.FleetService/Sync",
+        tlsfleet_proto::v1::methods::FLEET_SERVICE_SYNC,
         &hello_digest(&call.hello)
     ));
 

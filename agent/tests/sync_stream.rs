@@ -74,11 +74,13 @@ impl Agent {
 /// An empty, not-ready table serving a fresh ECDSA certificate for `oss.test`.
 fn new_table() -> Arc<PolicyTable> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let names = vec!["oss.test".to_owned(), "*.oss.test".to_owned()];
-    let certified = rcgen::generate_simple_self_signed(names).unwrap();
+    let leaf = tlsfleet_testkit::tls::TestCa::new().leaf(
+        &["oss.test", "*.oss.test"],
+        tlsfleet_testkit::tls::KeyKind::EcdsaP256,
+    );
     let resolver = CertResolver::from_pem(
-        certified.cert.pem().as_bytes(),
-        certified.signing_key.serialize_pem().as_bytes(),
+        leaf.cert_pem.as_bytes(),
+        leaf.key_pem.as_bytes(),
         &["oss.test".to_owned()],
     )
     .unwrap();
@@ -120,7 +122,7 @@ async fn snapshot_then_deltas_are_acked_nacked_and_resumed_from_our_revision() {
     assert!(auth::verify(
         SECRET,
         &header,
-        "/tlsfleet.v1.FleetService/Sync",
+        tlsfleet_proto::v1::methods::FLEET_SERVICE_SYNC,
         &hello_digest(&call.hello)
     ));
     assert!(

@@ -8,13 +8,13 @@ use crate::{
     commands,
     error::CliError,
     output,
-    signer::{Credentials, Signer},
+    signer::{access_key, Signer},
 };
 
 /// Runs the parsed command line and returns what to print on stdout.
 pub async fn run(cli: Cli) -> Result<String, CliError> {
     let Cli { global, command } = cli;
-    let credentials = Credentials::new(global.access_key_id, global.access_key_secret)?;
+    let credentials = access_key(global.access_key_id, global.access_key_secret)?;
     let opts = ConnectOptions {
         url: &global.control,
         ca: global.ca.as_deref(),

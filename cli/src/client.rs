@@ -261,7 +261,7 @@ mod tests {
             timeout,
             insecure: false,
         };
-        let creds = crate::signer::Credentials::new(Some("AK".into()), Some("s".into())).unwrap();
+        let creds = crate::signer::access_key(Some("AK".into()), Some("s".into())).unwrap();
         Client::connect(&opts, Signer::new(creds))
             .await
             .unwrap_err()

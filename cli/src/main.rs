@@ -1,23 +1,11 @@
 //! `tlsfleetctl`: the operator CLI of a tlsfleet control plane (gRPC). See `--help` and
 //! cli/README.md; exit codes are listed in both.
 
-mod app;
-mod args;
-mod client;
-mod commands;
-mod error;
-mod output;
-mod signer;
-
-#[cfg(test)]
-mod fake_server_tests;
-#[cfg(test)]
-mod test_pki;
-
 use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
+use tlsfleetctl::{app, args, error};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {

@@ -36,5 +36,5 @@ fuzz_target!(|data: &[u8]| {
     let digest = tlsfleet_proto::auth::message_digest(&tlsfleet_proto::v1::GetRequest {
         bucket: text.chars().take(8).collect(),
     });
-    let _ = auth().grpc(&metadata, "/tlsfleet.v1.HttpsConfigService/Get", &digest);
+    let _ = auth().grpc(&metadata, tlsfleet_proto::v1::methods::HTTPS_CONFIG_SERVICE_GET, &digest);
 });

@@ -121,6 +121,51 @@ pub fn print(config: &HttpsConfig) -> String {
     out
 }
 
+/// The OSS error document, as both the control plane's REST API and the agent answer:
+/// `<Error><Code/><Message/><RequestId/><HostId/>[<BucketName/>]</Error>`, every value
+/// escaped (characters XML 1.0 cannot carry become U+FFFD).
+pub fn error_document(
+    code: &str,
+    message: &str,
+    request_id: &str,
+    host_id: &str,
+    bucket: Option<&str>,
+) -> String {
+    let mut xml = String::with_capacity(256 + message.len());
+    xml.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error>");
+    for (tag, value) in [
+        ("Code", Some(code)),
+        ("Message", Some(message)),
+        ("RequestId", Some(request_id)),
+        ("HostId", Some(host_id)),
+        ("BucketName", bucket),
+    ] {
+        if let Some(value) = value {
+            let _ = write!(xml, "<{tag}>{}</{tag}>", escape_text(value));
+        }
+    }
+    xml.push_str("</Error>\n");
+    xml
+}
+
+/// XML text escaping for documents we write; characters XML 1.0 cannot carry become U+FFFD.
+fn escape_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if c < ' ' || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn element(out: &mut String, name: &str, text: &str) {
     // Writing to a String cannot fail.
     let _ = write!(out, "<{name}>{}</{name}>", escape(text));

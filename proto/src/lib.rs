@@ -1,4 +1,6 @@
-//! Generated code for the `tlsfleet.v1` gRPC API. No logic lives here.
+//! The `tlsfleet.v1` gRPC wire contract: the generated code ([`v1`], with every method path
+//! in [`v1::methods`]), the request-signing scheme ([`auth`]) and its one client-side
+//! interceptor ([`signer`]), and the conversions to the policy types ([`convert`]).
 
 #![allow(clippy::all, missing_docs)]
 
@@ -18,3 +20,4 @@ pub mod v1 {
 
 pub mod auth;
 pub mod convert;
+pub mod signer;

@@ -3,7 +3,7 @@
 use std::process::Output;
 
 use serde_json::Value;
-use tlsfleet_tests::control::{keys, tlsfleetctl, Control};
+use tlsfleet_testkit::control::{keys, tlsfleetctl, Control};
 
 fn ctl(control_url: &str, key: (&str, &str), args: &[&str]) -> Output {
     tlsfleetctl(control_url, key, args)
@@ -127,7 +127,7 @@ fn failures_have_distinct_exit_codes() {
     );
     assert_eq!(out.status.code(), Some(4));
     // 5: nothing listening.
-    let dead = format!("http://127.0.0.1:{}", tlsfleet_tests::ports::free_port());
+    let dead = format!("http://127.0.0.1:{}", tlsfleet_testkit::ports::free_port());
     let out = ctl(&dead, keys::ADMIN, &["get", "--bucket", "cli-c"]);
     assert_eq!(out.status.code(), Some(5));
     // 2: usage.

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use tlsfleet_proto::v1::{GetRequest, HttpsConfig, PutRequest, TlsConfig};
-use tlsfleet_tests::{
+use tlsfleet_testkit::{
     control::{keys, Control},
     etcd::Etcd,
     grpc::{admin, signed},
@@ -11,8 +11,8 @@ use tlsfleet_tests::{
     rest,
 };
 
-const PUT: &str = "/tlsfleet.v1.HttpsConfigService/Put";
-const GET: &str = "/tlsfleet.v1.HttpsConfigService/Get";
+const PUT: &str = tlsfleet_proto::v1::methods::HTTPS_CONFIG_SERVICE_PUT;
+const GET: &str = tlsfleet_proto::v1::methods::HTTPS_CONFIG_SERVICE_GET;
 
 fn xml(versions: &[&str]) -> String {
     let v: String = versions
@@ -44,10 +44,11 @@ async fn a_put_on_one_server_is_visible_on_the_other() {
         .expect("number");
 
     // B serves it from its own index once its watch delivers it.
-    let mut c = admin(&b.grpc_url()).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    let c = admin(&b.grpc_url()).await;
+    let seen = std::sync::Mutex::new(None);
+    let get = || async {
         let got = c
+            .clone()
             .get(signed(
                 GetRequest {
                     bucket: "shared-bucket".into(),
@@ -59,19 +60,21 @@ async fn a_put_on_one_server_is_visible_on_the_other() {
             .expect("get")
             .into_inner();
         let p = got.policy.expect("policy");
-        if p.mod_revision == rev {
-            assert_eq!(
-                p.config.expect("config").tls.expect("tls").tls_versions,
-                vec!["TLSv1.3"]
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "server B never saw revision {rev}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        let at_rev = p.mod_revision == rev;
+        *seen.lock().expect("lock") = Some(p);
+        at_rev
+    };
+    tlsfleet_testkit::eventually::eventually(
+        &format!("server B sees revision {rev}"),
+        Duration::from_secs(5),
+        get,
+    )
+    .await;
+    let p = seen.lock().expect("lock").take().expect("a policy");
+    assert_eq!(
+        p.config.expect("config").tls.expect("tls").tls_versions,
+        vec!["TLSv1.3"]
+    );
     let g = rest::oss(b.http, "GET", "shared-bucket", "", keys::ADMIN).expect("get");
     assert_eq!(g.status, 200);
     assert!(

@@ -4,16 +4,16 @@
 use tlsfleet_proto::v1::{
     CipherSuiteConfig, DeleteRequest, GetRequest, HttpsConfig, ListRequest, PutRequest,
 };
-use tlsfleet_tests::{
+use tlsfleet_testkit::{
     control::{keys, Control},
     grpc::{admin, https_config, signed},
 };
 use tonic::Code;
 
-const PUT: &str = "/tlsfleet.v1.HttpsConfigService/Put";
-const GET: &str = "/tlsfleet.v1.HttpsConfigService/Get";
-const LIST: &str = "/tlsfleet.v1.HttpsConfigService/List";
-const DELETE: &str = "/tlsfleet.v1.HttpsConfigService/Delete";
+const PUT: &str = tlsfleet_proto::v1::methods::HTTPS_CONFIG_SERVICE_PUT;
+const GET: &str = tlsfleet_proto::v1::methods::HTTPS_CONFIG_SERVICE_GET;
+const LIST: &str = tlsfleet_proto::v1::methods::HTTPS_CONFIG_SERVICE_LIST;
+const DELETE: &str = tlsfleet_proto::v1::methods::HTTPS_CONFIG_SERVICE_DELETE;
 
 fn config(versions: &[&str]) -> HttpsConfig {
     https_config(versions, &[], &[])
@@ -370,7 +370,7 @@ async fn stale_signatures_are_refused() {
     let control = Control::embedded();
     let mut c = admin(&control.grpc_url()).await;
     let old = std::time::SystemTime::now() - std::time::Duration::from_secs(16 * 60);
-    let date = tlsfleet_tests::grpc::utc_at(old);
+    let date = tlsfleet_testkit::grpc::utc_at(old);
     let msg = GetRequest {
         bucket: "gamma".into(),
     };

@@ -18,7 +18,7 @@ use tlsfleet_proto::{
         ListAgentsRequest, PutRequest,
     },
 };
-use tlsfleet_tests::{
+use tlsfleet_testkit::{
     agent::Agent,
     control::{keys, Control, DOMAIN},
     grpc::{admin, fleet, https_config, signed},
@@ -28,10 +28,10 @@ use tlsfleet_tests::{
 };
 use tonic::Code;
 
-const PUT: &str = "/tlsfleet.v1.HttpsConfigService/Put";
-const GET: &str = "/tlsfleet.v1.HttpsConfigService/Get";
-const SYNC: &str = "/tlsfleet.v1.FleetService/Sync";
-const LIST_AGENTS: &str = "/tlsfleet.v1.FleetService/ListAgents";
+const PUT: &str = tlsfleet_proto::v1::methods::HTTPS_CONFIG_SERVICE_PUT;
+const GET: &str = tlsfleet_proto::v1::methods::HTTPS_CONFIG_SERVICE_GET;
+const SYNC: &str = tlsfleet_proto::v1::methods::FLEET_SERVICE_SYNC;
+const LIST_AGENTS: &str = tlsfleet_proto::v1::methods::FLEET_SERVICE_LIST_AGENTS;
 const WAIT: Duration = Duration::from_secs(15);
 
 fn flags(pairs: &[&str]) -> Vec<String> {
@@ -72,26 +72,10 @@ async fn agents(url: &str) -> Vec<tlsfleet_proto::v1::AgentStatus> {
         .agents
 }
 
-/// Polls the async `probe` until it holds or `timeout` passes.
-async fn eventually_async<F, Fut>(timeout: Duration, mut probe: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if probe().await {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use tlsfleet_testkit::eventually::until as eventually_async;
 
 fn date_in(offset: Duration) -> String {
-    tlsfleet_tests::grpc::utc_at(std::time::SystemTime::now() + offset)
+    tlsfleet_testkit::grpc::utc_at(std::time::SystemTime::now() + offset)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -488,7 +472,7 @@ async fn agents_cannot_pose_as_other_nodes_or_claim_revisions_they_were_not_sent
     let stalled = stalled_sync(control.grpc, keys::EDGE1, "edge-2").await;
     assert_eq!(stalled.status, Some(Code::PermissionDenied as i32));
     assert!(
-        !tlsfleet_tests::procs::eventually(Duration::from_secs(2), || {
+        !tlsfleet_testkit::procs::eventually(Duration::from_secs(2), || {
             matches!(spoof.readyz(), Some((200, _)))
         }),
         "the spoofing agent got a snapshot"
@@ -566,7 +550,7 @@ async fn agents_cannot_pose_as_other_nodes_or_claim_revisions_they_were_not_sent
 #[test]
 fn plaintext_grpc_off_loopback_needs_insecure() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let creds = tlsfleet_tests::control::write_credentials(dir.path());
+    let creds = tlsfleet_testkit::control::write_credentials(dir.path());
     let store = format!("file:{}", dir.path().join("data").display());
     let run = |http: &str, extra: &[&str]| {
         Command::new(bin("tlsfleet-control"))

@@ -1,6 +1,6 @@
 //! Hostile input at the edge: every way a request could reach a bucket the policy does not
 //! allow it to, against a real agent in front of an upstream that routes as leniently as real
-//! storage servers do (`tlsfleet_tests::lenient`).
+//! storage servers do (`tlsfleet_testkit::lenient`).
 //!
 //! Bucket `vault` is TLS 1.3-only and `nopol` has no policy. Every hostile request goes over
 //! TLS 1.2, so the one thing that must never happen is the upstream serving `vault`. Each
@@ -14,7 +14,7 @@ use rustls::{
     SupportedProtocolVersion,
 };
 use tlsfleet_proto::v1::PutRequest;
-use tlsfleet_tests::{
+use tlsfleet_testkit::{
     agent::Agent,
     control::{keys, Control, DOMAIN},
     grpc::{admin, https_config, signed},
@@ -27,7 +27,7 @@ use tokio::{
 };
 use tokio_rustls::{client::TlsStream, TlsConnector};
 
-const PUT: &str = "/tlsfleet.v1.HttpsConfigService/Put";
+const PUT: &str = tlsfleet_proto::v1::methods::HTTPS_CONFIG_SERVICE_PUT;
 const TLS12: &SupportedProtocolVersion = &rustls::version::TLS12;
 const TLS13: &SupportedProtocolVersion = &rustls::version::TLS13;
 const IO_TIMEOUT: Duration = Duration::from_secs(10);

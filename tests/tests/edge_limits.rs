@@ -9,7 +9,7 @@ use std::{
 };
 
 use rustls::pki_types::ServerName;
-use tlsfleet_tests::{
+use tlsfleet_testkit::{
     agent::Agent,
     control::{Control, DOMAIN},
     tls::{KeyKind, TestCert},
@@ -127,7 +127,7 @@ async fn connections_without_requests_are_closed() {
     assert!(started.elapsed() < Duration::from_secs(8));
     let agent = &edge.agent;
     assert!(
-        tlsfleet_tests::procs::eventually(Duration::from_secs(5), || {
+        tlsfleet_testkit::procs::eventually(Duration::from_secs(5), || {
             open_connections(agent) == Some(0.0)
         }),
         "open connections: {:?}",
@@ -143,7 +143,7 @@ async fn a_busy_connection_is_not_idle() {
     let mut s = tls(&edge, b"http/1.1").await;
     // Requests every half second for three seconds: never a second without one.
     for _ in 0..6 {
-        let (status, _) = tlsfleet_tests::tls::http1(&mut s, DOMAIN, "/")
+        let (status, _) = tlsfleet_testkit::tls::http1(&mut s, DOMAIN, "/")
             .await
             .expect("request");
         assert_eq!(status, 200);
@@ -186,7 +186,7 @@ async fn one_source_gets_at_most_its_share_of_connections() {
     assert!(refused >= 1.0, "{}", edge.agent.metrics_text());
     // A freed place is usable again.
     drop(held.pop());
-    assert!(tlsfleet_tests::procs::eventually(
+    assert!(tlsfleet_testkit::procs::eventually(
         Duration::from_secs(5),
         || { open_connections(&edge.agent).is_some_and(|n| n <= 16.0) }
     ));

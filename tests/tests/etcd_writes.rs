@@ -8,7 +8,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use tlsfleet_control::store::{etcd::EtcdStore, PolicyStore, StoreError};
-use tlsfleet_tests::{etcd::Etcd, procs::eventually, proxy::Proxy};
+use tlsfleet_testkit::{etcd::Etcd, procs::eventually, proxy::Proxy};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -41,16 +41,10 @@ async fn rig() -> Rig {
 
 /// Polls etcd (directly) until `key` holds `value`.
 async fn committed(other: &EtcdStore, key: &str, value: &[u8]) -> bool {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while tokio::time::Instant::now() < deadline {
-        if let Ok(Some(kv)) = other.get(key).await {
-            if kv.value == value {
-                return true;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
+    tlsfleet_testkit::eventually::until(WAIT, || async {
+        matches!(other.get(key).await, Ok(Some(kv)) if kv.value == value)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

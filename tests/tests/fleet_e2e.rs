@@ -3,16 +3,17 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
-use tlsfleet_proto::v1::{GetRequest, HttpsConfig, PutRequest};
-use tlsfleet_tests::{
+use tlsfleet_proto::{
+    signer::signed_request,
+    v1::{GetRequest, HttpsConfig, PutRequest},
+};
+use tlsfleet_testkit::{
     agent::Agent,
     control::{keys, tlsfleetctl, Control, DOMAIN},
-    grpc::{admin, https_config, signed},
+    grpc::{admin_as, https_config},
     tls::{handshake, http1, s_client, ClientOffer, KeyKind, TestCert},
 };
 
-const PUT: &str = "/tlsfleet.v1.HttpsConfigService/Put";
-const GET: &str = "/tlsfleet.v1.HttpsConfigService/Get";
 const WAIT: Duration = Duration::from_secs(10);
 
 // IANA ids.
@@ -28,12 +29,12 @@ fn policy(versions: &[&str], tls12: &[&str], tls13: &[&str]) -> HttpsConfig {
 }
 
 async fn grpc_put(control: &Control, bucket: &str, cfg: HttpsConfig) -> i64 {
-    let mut c = admin(&control.grpc_url()).await;
+    let mut c = admin_as(&control.grpc_url(), keys::ADMIN).await;
     let req = PutRequest {
         bucket: bucket.into(),
         config: Some(cfg),
     };
-    c.put(signed(req, PUT, keys::ADMIN))
+    c.put(signed_request(req))
         .await
         .expect("put")
         .into_inner()
@@ -41,15 +42,11 @@ async fn grpc_put(control: &Control, bucket: &str, cfg: HttpsConfig) -> i64 {
 }
 
 async fn mod_revision(control: &Control, bucket: &str) -> i64 {
-    let mut c = admin(&control.grpc_url()).await;
+    let mut c = admin_as(&control.grpc_url(), keys::ADMIN).await;
     let r = c
-        .get(signed(
-            GetRequest {
-                bucket: bucket.into(),
-            },
-            GET,
-            keys::ADMIN,
-        ))
+        .get(signed_request(GetRequest {
+            bucket: bucket.into(),
+        }))
         .await
         .expect("get");
     r.into_inner().policy.expect("policy").mod_revision
@@ -138,7 +135,7 @@ async fn sdk_put_is_enforced_at_every_agent() {
     f.converge(rev);
 
     // The control plane knows both agents enforce the revision (ACKs are asynchronous).
-    let enforcing = tlsfleet_tests::procs::eventually(WAIT, || {
+    let enforcing = tlsfleet_testkit::procs::eventually(WAIT, || {
         let out = tlsfleetctl(
             &f.control.grpc_url(),
             keys::ADMIN,
@@ -430,9 +427,9 @@ async fn losing_the_control_plane_changes_nothing_at_the_edge() {
 async fn without_snapshot_or_cache_the_agent_fails_closed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cert = TestCert::generate(dir.path(), DOMAIN, KeyKind::EcdsaP256);
-    let dead = format!("http://127.0.0.1:{}", tlsfleet_tests::ports::free_port());
+    let dead = format!("http://127.0.0.1:{}", tlsfleet_testkit::ports::free_port());
     let a = Agent::spawn("lonely", &[dead], &cert.cert, &cert.key, None);
-    let probe = tlsfleet_tests::procs::eventually(WAIT, || a.readyz().is_some());
+    let probe = tlsfleet_testkit::procs::eventually(WAIT, || a.readyz().is_some());
     assert!(probe, "admin endpoint up");
     let (status, reason) = a.readyz().expect("readyz");
     assert_eq!(status, 503, "{reason}");
@@ -456,13 +453,13 @@ async fn a_policy_the_fleet_cannot_serve_is_refused_at_put() {
     f.converge(good);
     // TLS 1.2 with only RSA suites cannot be served with the fleet's ECDSA certificates:
     // the control plane refuses it instead of letting every agent fail to build it.
-    let mut c = admin(&f.control.grpc_url()).await;
+    let mut c = admin_as(&f.control.grpc_url(), keys::ADMIN).await;
     let req = PutRequest {
         bucket: "nacked".into(),
         config: Some(policy(&["TLSv1.2"], &["ECDHE-RSA-AES128-GCM-SHA256"], &[])),
     };
     let err = c
-        .put(signed(req, PUT, keys::ADMIN))
+        .put(signed_request(req))
         .await
         .expect_err("an unservable policy is refused");
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
@@ -577,7 +574,7 @@ async fn control_shutdown_ends_agent_streams_cleanly() {
     );
     drop(control);
     for a in &f.agents {
-        let disconnected = tlsfleet_tests::procs::eventually(WAIT, || {
+        let disconnected = tlsfleet_testkit::procs::eventually(WAIT, || {
             a.metrics_text()
                 .contains("tlsfleet_agent_sync_state{state=\"disconnected\"} 1")
         });
@@ -593,7 +590,7 @@ async fn control_shutdown_ends_agent_streams_cleanly() {
 async fn agents_fail_over_between_control_servers_on_one_etcd() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cert = TestCert::generate(dir.path(), DOMAIN, KeyKind::EcdsaP256);
-    let etcd = tlsfleet_tests::etcd::Etcd::start();
+    let etcd = tlsfleet_testkit::etcd::Etcd::start();
     let mut a = Control::on_etcd(&etcd.endpoint());
     let b = Control::on_etcd(&etcd.endpoint());
     let mut agents: Vec<Agent> = (0..2)
@@ -619,23 +616,21 @@ async fn agents_fail_over_between_control_servers_on_one_etcd() {
         );
     }
     // Either server lists both agents (the registry lives in etcd).
-    let mut fleet_b = tlsfleet_tests::grpc::fleet(&b.grpc_url()).await;
-    let deadline = std::time::Instant::now() + WAIT;
-    let listed = loop {
-        let req = signed(
+    let fleet_b = tlsfleet_testkit::grpc::fleet(&b.grpc_url()).await;
+    let listed = tlsfleet_testkit::eventually::until(WAIT, || async {
+        let req = tlsfleet_testkit::grpc::signed(
             tlsfleet_proto::v1::ListAgentsRequest {},
-            "/tlsfleet.v1.FleetService/ListAgents",
+            tlsfleet_proto::v1::methods::FLEET_SERVICE_LIST_AGENTS,
             keys::ADMIN,
         );
         let n = fleet_b
+            .clone()
             .list_agents(req)
             .await
             .map(|r| r.into_inner().agents.len());
-        if matches!(n, Ok(2)) || std::time::Instant::now() > deadline {
-            break matches!(n, Ok(2));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        matches!(n, Ok(2))
+    })
+    .await;
     assert!(listed, "server B lists both agents");
 
     // Server A dies; agents that followed it move to B and keep converging.

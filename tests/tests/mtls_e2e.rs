@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use tlsfleet_tests::{
+use tlsfleet_testkit::{
     agent::Agent,
     control::{keys, Control, DOMAIN},
     procs::bin,

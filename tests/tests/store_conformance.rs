@@ -10,7 +10,7 @@ use tlsfleet_control::store::{
     embedded::EmbeddedStore, etcd::EtcdStore, AgentLeases, Event, KeyValue, PolicyStore, Revision,
     Store, StoreError, WatchStream,
 };
-use tlsfleet_tests::etcd::Etcd;
+use tlsfleet_testkit::etcd::Etcd;
 use tokio::time::{timeout, Instant};
 // `futures` is not a dependency of this crate; tonic re-exports tokio-stream.
 use futures::StreamExt;
@@ -563,16 +563,12 @@ async fn expect_compacted(store: &Arc<dyn Store>, after: Revision) -> (Revision,
 }
 
 /// Polls `check` until it holds, failing the test after [`WAIT`].
-async fn eventually<F, Fut>(what: &str, mut check: F)
+async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = Instant::now() + WAIT;
-    while !check().await {
-        assert!(Instant::now() < deadline, "not within {WAIT:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    tlsfleet_testkit::eventually::eventually(what, WAIT, check).await
 }
 
 /// Cases only the embedded store has.

@@ -92,7 +92,7 @@ pub fn request_id() -> String {
     hex::encode_upper(rand::random::<[u8; 12]>())
 }
 
-/// An OSS-style XML error response.
+/// An OSS-style XML error response (the same document the control plane's REST API writes).
 pub fn error_response(
     status: StatusCode,
     code: &str,
@@ -101,20 +101,7 @@ pub fn error_response(
     host_id: &str,
 ) -> Response<Body> {
     let id = request_id();
-    let mut xml = String::with_capacity(256);
-    xml.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error>\n");
-    for (tag, value) in [
-        ("Code", Some(code)),
-        ("Message", Some(message)),
-        ("RequestId", Some(id.as_str())),
-        ("HostId", Some(host_id)),
-        ("BucketName", bucket),
-    ] {
-        if let Some(value) = value {
-            xml.push_str(&format!("  <{tag}>{}</{tag}>\n", escape(value)));
-        }
-    }
-    xml.push_str("</Error>\n");
+    let xml = tlsfleet_policy::xml::error_document(code, message, &id, host_id, bucket);
     let mut response = Response::new(Full::new(Bytes::from(xml)).map_err(|n| match n {}).boxed());
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -143,30 +130,5 @@ impl Refused {
             self.bucket.as_deref(),
             host_id,
         )
-    }
-}
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escapes_xml() {
-        assert_eq!(escape("a<b>&\"'"), "a&lt;b&gt;&amp;&quot;&apos;");
     }
 }

@@ -1,18 +1,11 @@
-//! Reaching a control server: one tonic endpoint per `--control` URL, and the signed
-//! `authorization` metadata every Sync call carries (see `tlsfleet_proto::auth`).
+//! Reaching a control server: one tonic endpoint per `--control` URL. Calls are signed by
+//! `tlsfleet_proto::signer`.
 
 use std::{fmt, time::Duration};
 
-use tlsfleet_proto::auth::{message_digest, SignedHeader, METADATA_KEY};
-use tonic::{
-    metadata::{AsciiMetadataValue, MetadataMap},
-    transport::{Certificate, ClientTlsConfig, Endpoint, Identity},
-};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use super::SyncError;
-
-/// The gRPC path the signature covers.
-pub(super) const SYNC_METHOD: &str = "/tlsfleet.v1.FleetService/Sync";
 
 /// An access key allowed `tlsfleet:Sync` (and, by design, nothing that writes).
 #[derive(Clone)]
@@ -130,25 +123,6 @@ pub(super) fn endpoint(
     })
 }
 
-/// Adds a fresh signature (new date and nonce: the server refuses a replayed nonce) over the
-/// stream's first message, the `hello`, to a call.
-pub(super) fn sign(
-    metadata: &mut MetadataMap,
-    creds: &Credentials,
-    hello: &tlsfleet_proto::v1::AgentMessage,
-) -> Result<(), SyncError> {
-    let header = SignedHeader::sign_now(
-        &creds.access_key_id,
-        &creds.secret,
-        SYNC_METHOD,
-        &message_digest(hello),
-    );
-    let value = AsciiMetadataValue::try_from(header.to_header_value())
-        .map_err(|_| SyncError::Sign("the access key id is not printable ASCII".to_owned()))?;
-    metadata.insert(METADATA_KEY, value);
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,77 +134,6 @@ mod tests {
             keepalive_interval: s,
             keepalive_timeout: s,
         }
-    }
-
-    fn hello(node: &str) -> tlsfleet_proto::v1::AgentMessage {
-        tlsfleet_proto::v1::AgentMessage {
-            kind: Some(tlsfleet_proto::v1::agent_message::Kind::Hello(
-                tlsfleet_proto::v1::AgentHello {
-                    node_id: node.into(),
-                    ..Default::default()
-                },
-            )),
-        }
-    }
-
-    #[test]
-    fn signature_verifies_for_sync_and_this_hello_only() {
-        let creds = Credentials {
-            access_key_id: "AK1".into(),
-            secret: "s3cret".into(),
-        };
-        let mut md = MetadataMap::new();
-        sign(&mut md, &creds, &hello("edge-1")).unwrap();
-        let value = md.get(METADATA_KEY).unwrap().to_str().unwrap();
-        let parsed = SignedHeader::parse(value).unwrap();
-        assert_eq!(parsed.access_key_id, "AK1");
-        assert_eq!(parsed.date.len(), "20261128T210715Z".len());
-        assert_eq!(parsed.nonce.len(), 32);
-        let digest = message_digest(&hello("edge-1"));
-        assert!(tlsfleet_proto::auth::verify(
-            "s3cret",
-            &parsed,
-            SYNC_METHOD,
-            &digest
-        ));
-        assert!(!tlsfleet_proto::auth::verify(
-            "s3cret",
-            &parsed,
-            "/tlsfleet.v1.FleetService/ListAgents",
-            &digest
-        ));
-        let other = message_digest(&hello("edge-2"));
-        assert!(!tlsfleet_proto::auth::verify(
-            "s3cret",
-            &parsed,
-            SYNC_METHOD,
-            &other
-        ));
-    }
-
-    #[test]
-    fn nonces_differ_between_calls() {
-        let creds = Credentials {
-            access_key_id: "AK1".into(),
-            secret: "s".into(),
-        };
-        let nonce = || {
-            let mut md = MetadataMap::new();
-            sign(&mut md, &creds, &hello("n")).unwrap();
-            SignedHeader::parse(md.get(METADATA_KEY).unwrap().to_str().unwrap())
-                .unwrap()
-                .nonce
-        };
-        assert_ne!(nonce(), nonce());
-    }
-
-    #[test]
-    fn non_ascii_key_id_is_an_error() {
-        let creds = Credentials {
-            access_key_id: "ключ\n".into(),
-            secret: "s".into(),
-        };
-        assert!(sign(&mut MetadataMap::new(), &creds, &hello("n")).is_err());
     }
 
     #[test]

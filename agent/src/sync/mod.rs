@@ -25,6 +25,7 @@ mod session;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
+use tlsfleet_proto::signer::{AccessKey, Signer};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Instrument};
 
@@ -111,7 +112,8 @@ struct Shared {
     readiness: Arc<Readiness>,
     node_id: String,
     labels: BTreeMap<String, String>,
-    credentials: Option<Credentials>,
+    /// None: the calls are unsigned.
+    signer: Option<Signer>,
     timeouts: Timeouts,
 }
 
@@ -137,11 +139,13 @@ impl SyncClient {
             .iter()
             .map(|url| connect::endpoint(url, &cfg.tls, timeouts))
             .collect::<Result<Vec<_>, _>>()?;
-        if let Some(creds) = &cfg.credentials {
-            // A key that cannot be signed with fails now, not at the first connection.
-            let probe = tlsfleet_proto::v1::AgentMessage::default();
-            connect::sign(&mut tonic::metadata::MetadataMap::new(), creds, &probe)?;
-        }
+        // A key that cannot be signed with fails now, not at the first connection.
+        let signer = cfg
+            .credentials
+            .as_ref()
+            .map(|c| AccessKey::new(&c.access_key_id, &c.secret).map(Signer::new))
+            .transpose()
+            .map_err(|e| SyncError::Sign(e.to_string()))?;
         Ok(Self {
             shared: Shared {
                 table,
@@ -149,7 +153,7 @@ impl SyncClient {
                 readiness,
                 node_id: cfg.node_id,
                 labels: cfg.labels,
-                credentials: cfg.credentials,
+                signer,
                 timeouts,
             },
             endpoints,
@@ -165,7 +169,7 @@ impl SyncClient {
     }
 
     async fn run_inner(mut self, cache: Option<Cache>, shutdown: CancellationToken) {
-        if self.shared.credentials.is_none() {
+        if self.shared.signer.is_none() {
             warn!("no access key configured: the Sync calls are unsigned");
         }
         let shared = &self.shared;

@@ -4,6 +4,7 @@
 use tlsfleet_policy::{BucketName, HttpsConfig};
 use tlsfleet_proto::{
     convert,
+    signer::signed_stream,
     v1::{
         self as pb, agent_message, control_message, fleet_service_client::FleetServiceClient, Ack,
         AgentHello, AgentMessage, BucketPolicy, Delta, Nack, Snapshot,
@@ -12,6 +13,7 @@ use tlsfleet_proto::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tonic::service::Interceptor;
 use tracing::{debug, info, warn};
 
 use super::{chunks::Assembler, connect::ControlEndpoint, Progress, Shared};
@@ -103,20 +105,18 @@ impl Session<'_> {
                 key_types: vec![key_type.as_str().to_owned()],
             })),
         };
-        let mut request_metadata = tonic::metadata::MetadataMap::new();
-        if let Some(creds) = &shared.credentials {
-            if let Err(e) = super::connect::sign(&mut request_metadata, creds, &hello) {
-                return End::Failed(tonic::Status::unauthenticated(e.to_string()));
-            }
-        }
+        let request = signed_stream(&hello, ReceiverStream::new(rx));
         if tx.send(hello).await.is_err() {
             // The receiver is held just above; a closed channel here is impossible.
             return End::Unreachable("request stream closed before the hello".to_owned());
         }
-        let mut request = tonic::Request::new(ReceiverStream::new(rx));
-        *request.metadata_mut() = request_metadata;
-        let mut client =
-            FleetServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let mut signer = shared.signer.clone();
+        let sign = move |req: tonic::Request<()>| match &mut signer {
+            Some(signer) => signer.call(req),
+            None => Ok(req),
+        };
+        let mut client = FleetServiceClient::with_interceptor(channel, sign)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let mut inbound = match tokio::time::timeout(timeout, client.sync(request)).await {
             Ok(Ok(response)) => response.into_inner(),
             Ok(Err(status)) => return End::Failed(status),

@@ -6,16 +6,14 @@
 use std::{
     net::SocketAddr,
     path::PathBuf,
-    process::Command,
     sync::{Arc, Once},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::{
     crypto::CryptoProvider,
     pki_types::{CertificateDer, ServerName},
@@ -32,6 +30,7 @@ use tlsfleet_agent::{
 use tlsfleet_policy::{
     BucketName, CipherSuiteConfig, HttpsConfig, ServedSuite, TlsConfig, TlsVersion,
 };
+use tlsfleet_testkit::tls::{KeyKind, TestCa};
 use tokio::{net::TcpStream, task::JoinHandle};
 use tokio_rustls::{client::TlsStream, TlsConnector};
 use tokio_util::sync::CancellationToken;
@@ -51,53 +50,30 @@ pub enum KeyType {
     Rsa,
 }
 
-/// A test CA and the leaves it signs.
+/// The test CA (`tlsfleet_testkit::tls::TestCa`) and the leaves it signs.
 pub struct Pki {
-    ca_key: KeyPair,
-    ca_params: CertificateParams,
+    ca: TestCa,
     pub ca_der: CertificateDer<'static>,
 }
 
-/// A PEM certificate chain and key.
-#[derive(Clone)]
-pub struct Leaf {
-    pub cert_pem: String,
-    pub key_pem: String,
-    pub der: CertificateDer<'static>,
-}
+pub use tlsfleet_testkit::tls::Leaf;
 
 impl Pki {
     pub fn new() -> Self {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "tlsfleet test CA");
-        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let ca = TestCa::new();
         Self {
-            ca_der: ca_cert.der().clone(),
-            ca_key,
-            ca_params,
+            ca_der: ca.der(),
+            ca,
         }
     }
 
     /// A leaf for `names` (default: the domain and its wildcard).
     pub fn leaf_for(&self, key_type: KeyType, names: &[&str]) -> Leaf {
-        let key = match key_type {
-            KeyType::Ecdsa => KeyPair::generate().unwrap(),
-            KeyType::Rsa => KeyPair::from_pem(&rsa_key_pem()).unwrap(),
+        let kind = match key_type {
+            KeyType::Ecdsa => KeyKind::EcdsaP256,
+            KeyType::Rsa => KeyKind::Rsa2048,
         };
-        let params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        let issuer = Issuer::new(self.ca_params.clone(), &self.ca_key);
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().clone(),
-        }
+        self.ca.leaf(names, kind)
     }
 
     pub fn leaf(&self, key_type: KeyType) -> Leaf {
@@ -105,30 +81,8 @@ impl Pki {
     }
 
     pub fn roots(&self) -> RootCertStore {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.ca_der.clone()).unwrap();
-        roots
+        self.ca.roots()
     }
-}
-
-/// ring cannot generate RSA keys: the openssl CLI does.
-fn rsa_key_pem() -> String {
-    let out = Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-        ])
-        .output()
-        .expect("the openssl CLI is needed for RSA test keys: apt-get install -y openssl");
-    assert!(
-        out.status.success(),
-        "openssl genpkey failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 pub fn bucket(name: &str) -> BucketName {
@@ -457,14 +411,10 @@ pub async fn h2_client(
 }
 
 /// Polls `probe` until it returns true (a readiness wait, not a sleep), failing after 10 s.
-pub async fn wait_until<F, Fut>(what: &str, mut probe: F)
+pub async fn wait_until<F, Fut>(what: &str, probe: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !probe().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    tlsfleet_testkit::eventually::eventually(what, Duration::from_secs(10), probe).await
 }

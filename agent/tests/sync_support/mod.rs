@@ -5,8 +5,6 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-
 use tlsfleet_policy::{BucketName, HttpsConfig, TlsConfig, TlsVersion};
 use tlsfleet_proto::{
     auth,
@@ -180,37 +178,27 @@ impl Server {
     }
 }
 
-/// A CA, and PEM certificates and keys it issues.
+/// The test CA (`tlsfleet_testkit::tls::TestCa`), and PEM certificates and keys it issues.
 pub struct TestCa {
-    key: KeyPair,
-    params: CertificateParams,
+    ca: tlsfleet_testkit::tls::TestCa,
     pub cert_pem: String,
 }
 
 impl TestCa {
     pub fn new() -> Self {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let cert_pem = params.self_signed(&key).unwrap().pem();
+        let ca = tlsfleet_testkit::tls::TestCa::new();
         Self {
-            key,
-            params,
-            cert_pem,
+            cert_pem: ca.cert_pem(),
+            ca,
         }
     }
 
     /// A leaf for `names` (DNS names or IP addresses): (certificate, key), PEM.
     pub fn issue(&self, names: &[&str]) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let params =
-            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
-                .unwrap();
-        let issuer = Issuer::new(self.params.clone(), &self.key);
-        (
-            params.signed_by(&key, &issuer).unwrap().pem(),
-            key.serialize_pem(),
-        )
+        let leaf = self
+            .ca
+            .leaf(names, tlsfleet_testkit::tls::KeyKind::EcdsaP256);
+        (leaf.cert_pem, leaf.key_pem)
     }
 }
 
@@ -286,12 +274,5 @@ pub fn ack(revision: i64) -> agent_message::Kind {
 
 /// Polls `check` until it holds: for state another task reaches at its own pace.
 pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    tlsfleet_testkit::eventually::eventually(what, WAIT, || std::future::ready(check())).await
 }

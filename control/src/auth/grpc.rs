@@ -48,7 +48,7 @@ mod tests {
     use crate::auth::Authenticator;
 
     const T: u64 = 1_795_900_035; // 2026-11-28T21:07:15Z
-    const PUT: &str = "/tlsfleet.v1.HttpsConfigService/Put";
+    const PUT: &str = tlsfleet_proto::v1::methods::HTTPS_CONFIG_SERVICE_PUT;
     const BODY: Digest = [7; 32];
 
     fn authenticator() -> Authenticator {
@@ -129,7 +129,7 @@ mod tests {
                     "ctl-secret",
                     date,
                     "b",
-                    "/tlsfleet.v1.HttpsConfigService/Get",
+                    tlsfleet_proto::v1::methods::HTTPS_CONFIG_SERVICE_GET,
                 ),
                 AuthError::SignatureDoesNotMatch,
             ),
@@ -194,7 +194,7 @@ mod tests {
             .unwrap(),
             100,
         );
-        const SYNC: &str = "/tlsfleet.v1.FleetService/Sync";
+        const SYNC: &str = tlsfleet_proto::v1::methods::FLEET_SERVICE_SYNC;
         // The review's attack: calls dated as far ahead as accepted, more than the cache holds.
         let ahead = "20261128T211215Z";
         for i in 0..250 {

@@ -10,7 +10,7 @@ use axum::{body::Body, response::Response};
 use http::{header, HeaderValue, StatusCode};
 
 use crate::{auth::AuthError, service::PolicyError};
-use tlsfleet_policy::ValidationErrorKind;
+use tlsfleet_policy::{xml::error_document, ValidationErrorKind};
 
 /// An OSS error: status, code and a message written for the caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,18 +48,10 @@ impl OssError {
         self
     }
 
-    /// The OSS error document. `bucket` is echoed as `BucketName` when the request named one.
+    /// The OSS error document (`tlsfleet_policy::xml::error_document`). `bucket` is echoed as
+    /// `BucketName` when the request named one.
     pub fn into_response(self, request_id: &str, host_id: &str, bucket: Option<&str>) -> Response {
-        let mut xml = String::with_capacity(256 + self.message.len());
-        xml.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error>");
-        push_element(&mut xml, "Code", self.code);
-        push_element(&mut xml, "Message", &self.message);
-        push_element(&mut xml, "RequestId", request_id);
-        push_element(&mut xml, "HostId", host_id);
-        if let Some(b) = bucket {
-            push_element(&mut xml, "BucketName", b);
-        }
-        xml.push_str("</Error>\n");
+        let xml = error_document(self.code, &self.message, request_id, host_id, bucket);
         let mut response = Response::new(Body::from(xml));
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
@@ -118,32 +110,6 @@ impl From<PolicyError> for OssError {
             PolicyError::Internal(m) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", m)
             }
-        }
-    }
-}
-
-fn push_element(out: &mut String, name: &str, text: &str) {
-    out.push('<');
-    out.push_str(name);
-    out.push('>');
-    escape_into(out, text);
-    out.push_str("</");
-    out.push_str(name);
-    out.push('>');
-}
-
-/// XML text escaping; characters XML 1.0 cannot carry at all become U+FFFD.
-fn escape_into(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if c < ' ' || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
-            c => out.push(c),
         }
     }
 }

@@ -209,17 +209,13 @@ async fn the_rest_api_over_tls() {
     use std::sync::Arc as StdArc;
 
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    let acceptor = super::tls_acceptor(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
-        .expect("tls config");
+    let ca = tlsfleet_testkit::tls::TestCa::new();
+    let leaf = ca.leaf(&["127.0.0.1"], tlsfleet_testkit::tls::KeyKind::EcdsaP256);
+    let acceptor =
+        super::tls_acceptor(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes()).expect("tls config");
     let server = start_with(Some(acceptor)).await;
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.der().clone()).unwrap();
+    let roots = ca.roots();
     let client = rustls::ClientConfig::builder_with_provider(StdArc::new(
         rustls::crypto::ring::default_provider(),
     ))

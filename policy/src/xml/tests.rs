@@ -312,3 +312,15 @@ fn list_lengths_and_text_are_bounded_while_parsing() {
         err(&body)
     );
 }
+
+#[test]
+fn escapes_xml() {
+    // Moved from the agent, whose error documents are now this one.
+    let doc = error_document("a<b>&\"'", "m\u{1}", "ID", "host", None);
+    assert!(
+        doc.contains("<Code>a&lt;b&gt;&amp;&quot;&apos;</Code>"),
+        "{doc}"
+    );
+    assert!(doc.contains("<Message>m\u{FFFD}</Message>"), "{doc}");
+    assert!(!doc.contains("BucketName"), "{doc}");
+}

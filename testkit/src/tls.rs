@@ -37,7 +37,7 @@ impl TestCert {
     }
 }
 
-/// A test CA that can issue several leaves (servers and mTLS clients).
+/// The test CA: one for every test crate, issuing leaves for servers and mTLS clients.
 pub struct TestCa {
     params: rcgen::CertificateParams,
     key: rcgen::KeyPair,
@@ -48,6 +48,15 @@ impl Default for TestCa {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// A leaf in memory: its certificate, its key, and its DER.
+#[derive(Clone)]
+pub struct Leaf {
+    /// The leaf certificate alone (PEM).
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub der: CertificateDer<'static>,
 }
 
 impl TestCa {
@@ -62,6 +71,23 @@ impl TestCa {
         Self { params, key, cert }
     }
 
+    /// The CA certificate (PEM).
+    pub fn cert_pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// The CA certificate (DER), for a root store.
+    pub fn der(&self) -> CertificateDer<'static> {
+        self.cert.der().clone()
+    }
+
+    /// A root store trusting only this CA.
+    pub fn roots(&self) -> rustls::RootCertStore {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.der()).expect("the test CA is a valid root");
+        roots
+    }
+
     /// Writes the CA certificate as `<dir>/ca.crt`.
     pub fn write_pem(&self, dir: &Path) -> PathBuf {
         let path = dir.join("ca.crt");
@@ -69,34 +95,48 @@ impl TestCa {
         path
     }
 
-    /// Issues `<name>.crt` (leaf + CA) and `<name>.key` for `names` (DNS names or IPs).
-    pub fn issue(&self, dir: &Path, name: &str, names: &[String], kind: KeyKind) -> TestCert {
+    /// A leaf for `names` (DNS names or IPs), with a fresh key of `kind`.
+    pub fn leaf(&self, names: &[&str], kind: KeyKind) -> Leaf {
         let leaf_key = match kind {
             KeyKind::EcdsaP256 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
             KeyKind::Rsa2048 => rsa_key_pair(),
         }
         .expect("leaf key");
-        let mut leaf_params = rcgen::CertificateParams::new(names.to_vec()).expect("leaf params");
-        leaf_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut leaf_params = rcgen::CertificateParams::new(names.clone()).expect("leaf params");
+        if let Some(first) = names.first() {
+            leaf_params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, first.as_str());
+        }
         let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
         let leaf = leaf_params
             .signed_by(&leaf_key, &issuer)
             .expect("leaf cert");
+        Leaf {
+            cert_pem: leaf.pem(),
+            key_pem: leaf_key.serialize_pem(),
+            der: leaf.der().clone(),
+        }
+    }
+
+    /// Issues `<name>.crt` (leaf + CA) and `<name>.key` for `names` (DNS names or IPs).
+    pub fn issue(&self, dir: &Path, name: &str, names: &[String], kind: KeyKind) -> TestCert {
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let leaf = self.leaf(&names, kind);
         let cert = dir.join(format!("{name}.crt"));
         let key = dir.join(format!("{name}.key"));
-        std::fs::write(&cert, format!("{}{}", leaf.pem(), self.cert.pem())).expect("write cert");
-        std::fs::write(&key, leaf_key.serialize_pem()).expect("write key");
+        std::fs::write(&cert, format!("{}{}", leaf.cert_pem, self.cert.pem())).expect("write cert");
+        std::fs::write(&key, &leaf.key_pem).expect("write key");
         TestCert {
             cert,
             key,
-            ca_der: self.cert.der().clone(),
+            ca_der: self.der(),
         }
     }
 }
 
-/// rcgen cannot generate RSA keys with ring; openssl can.
+/// rcgen cannot generate RSA keys with ring; the openssl CLI can.
 fn rsa_key_pair() -> Result<rcgen::KeyPair, rcgen::Error> {
     let out = Command::new("openssl")
         .args([
@@ -108,7 +148,7 @@ fn rsa_key_pair() -> Result<rcgen::KeyPair, rcgen::Error> {
         ])
         .stderr(Stdio::null())
         .output()
-        .expect("openssl (apt-get install -y openssl)");
+        .expect("the openssl CLI is needed for RSA test keys: apt-get install -y openssl");
     let pem = String::from_utf8(out.stdout).expect("pem");
     rcgen::KeyPair::from_pem(&pem)
 }

@@ -56,18 +56,9 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
     Ok((status, body))
 }
 
-/// Polls `probe` until it returns true or `timeout` passes.
-pub fn eventually(timeout: Duration, mut probe: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if probe() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Polls `probe` until it returns true or `timeout` passes (see [`crate::eventually`]).
+pub fn eventually(timeout: Duration, probe: impl FnMut() -> bool) -> bool {
+    crate::eventually::until_blocking(timeout, probe)
 }
 
 /// A child process killed (SIGKILL) and reaped on drop.

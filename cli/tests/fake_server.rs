@@ -3,6 +3,8 @@
 //! a signer that signs the wrong method path fails here. What the real control plane answers
 //! is tested end to end in tests/.
 
+#![allow(clippy::unwrap_used)] // a test may panic: that is how it fails
+
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
@@ -26,7 +28,7 @@ use tonic::{
     Request, Response, Status, Streaming,
 };
 
-use crate::{app, args::Cli, error::Exit, test_pki::TestPki};
+use tlsfleetctl::{app, args::Cli, error::Exit};
 
 const KEY_ID: &str = "AKIDTEST";
 const SECRET: &str = "s3cret";
@@ -63,7 +65,7 @@ fn effective() -> EffectivePolicy {
 #[tonic::async_trait]
 impl HttpsConfigService for Fake {
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        check(&req, "/tlsfleet.v1.HttpsConfigService/Put")?;
+        check(&req, tlsfleet_proto::v1::methods::HTTPS_CONFIG_SERVICE_PUT)?;
         let req = req.into_inner();
         if req.bucket == "Bad_Name" {
             return Err(Status::invalid_argument("invalid bucket name \"Bad_Name\""));
@@ -81,7 +83,7 @@ impl HttpsConfigService for Fake {
     }
 
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        check(&req, "/tlsfleet.v1.HttpsConfigService/Get")?;
+        check(&req, tlsfleet_proto::v1::methods::HTTPS_CONFIG_SERVICE_GET)?;
         let bucket = req.into_inner().bucket;
         match bucket.as_str() {
             // Never answers: the client's --timeout must end the call.
@@ -99,7 +101,7 @@ impl HttpsConfigService for Fake {
 
     /// Pages of `page_size` (default 2) over BUCKETS; the token is the next index.
     async fn list(&self, req: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
-        check(&req, "/tlsfleet.v1.HttpsConfigService/List")?;
+        check(&req, tlsfleet_proto::v1::methods::HTTPS_CONFIG_SERVICE_LIST)?;
         let req = req.into_inner();
         self.lists.lock().unwrap().push(req.clone());
         let matching: Vec<&str> = BUCKETS
@@ -143,7 +145,10 @@ impl HttpsConfigService for Fake {
         &self,
         req: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        check(&req, "/tlsfleet.v1.HttpsConfigService/Delete")?;
+        check(
+            &req,
+            tlsfleet_proto::v1::methods::HTTPS_CONFIG_SERVICE_DELETE,
+        )?;
         let existed = req.into_inner().bucket == "a-1";
         Ok(Response::new(DeleteResponse {
             revision: 43,
@@ -169,7 +174,7 @@ impl FleetService for Fake {
         &self,
         req: Request<ListAgentsRequest>,
     ) -> Result<Response<ListAgentsResponse>, Status> {
-        check(&req, "/tlsfleet.v1.FleetService/ListAgents")?;
+        check(&req, tlsfleet_proto::v1::methods::FLEET_SERVICE_LIST_AGENTS)?;
         let agent = AgentStatus {
             node_id: "edge-1".into(),
             applied_revision: 42,
@@ -187,7 +192,10 @@ impl FleetService for Fake {
         &self,
         req: Request<GetRolloutStatusRequest>,
     ) -> Result<Response<GetRolloutStatusResponse>, Status> {
-        check(&req, "/tlsfleet.v1.FleetService/GetRolloutStatus")?;
+        check(
+            &req,
+            tlsfleet_proto::v1::methods::FLEET_SERVICE_GET_ROLLOUT_STATUS,
+        )?;
         let revision = req.into_inner().revision;
         Ok(Response::new(GetRolloutStatusResponse {
             revision: if revision == 0 { 42 } else { revision },
@@ -237,7 +245,7 @@ async fn start_with(tls: Option<ServerTlsConfig>) -> Running {
 
 impl Running {
     /// Runs `tlsfleetctl <args>` against this server with the right key.
-    async fn run(&self, args: &[&str]) -> Result<String, crate::error::CliError> {
+    async fn run(&self, args: &[&str]) -> Result<String, tlsfleetctl::error::CliError> {
         self.run_with_secret(SECRET, args).await
     }
 
@@ -245,7 +253,7 @@ impl Running {
         &self,
         secret: &str,
         args: &[&str],
-    ) -> Result<String, crate::error::CliError> {
+    ) -> Result<String, tlsfleetctl::error::CliError> {
         self.run_as("http", secret, args).await
     }
 
@@ -254,7 +262,7 @@ impl Running {
         scheme: &str,
         secret: &str,
         args: &[&str],
-    ) -> Result<String, crate::error::CliError> {
+    ) -> Result<String, tlsfleetctl::error::CliError> {
         let control = format!("{scheme}://{}", self.addr);
         let mut argv = vec![
             "tlsfleetctl",
@@ -386,7 +394,7 @@ async fn a_call_that_never_returns_times_out() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, crate::error::CliError::Timeout { .. }),
+        matches!(err, tlsfleetctl::error::CliError::Timeout { .. }),
         "{err}"
     );
     assert_eq!(err.exit(), Exit::Unavailable);
@@ -413,9 +421,15 @@ async fn missing_credentials_are_a_usage_error() {
 
 #[tokio::test]
 async fn https_control_url_trusts_the_given_ca() {
-    let pki = TestPki::new("https");
-    let server = start_with(Some(pki.server_tls())).await;
-    let ca = pki.ca();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = tlsfleet_testkit::tls::TestCa::new();
+    let leaf = ca_file.leaf(&["127.0.0.1"], tlsfleet_testkit::tls::KeyKind::EcdsaP256);
+    let server_tls = ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(
+        &leaf.cert_pem,
+        &leaf.key_pem,
+    ));
+    let server = start_with(Some(server_tls)).await;
+    let ca = ca_file.write_pem(dir.path()).display().to_string();
     let out = server
         .run_as("https", SECRET, &["--ca", &ca, "agents"])
         .await

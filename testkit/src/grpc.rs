@@ -1,24 +1,40 @@
 //! Signed gRPC clients for tests (the same scheme tlsfleetctl and agents use).
 
 use tlsfleet_proto::{
-    auth::{message_digest, SignedHeader},
+    auth::message_digest,
+    signer::{AccessKey, Signer},
     v1::{
         fleet_service_client::FleetServiceClient,
         https_config_service_client::HttpsConfigServiceClient,
     },
     v1::{CipherSuiteConfig, HttpsConfig, TlsConfig},
 };
-use tonic::transport::Channel;
+use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
-/// A request for `method` (e.g. "/tlsfleet.v1.HttpsConfigService/Put") signed with `key`: the
-/// signature covers the method and the message.
+/// A client whose every call is signed with `key` by the one signer of tlsfleetctl and the
+/// agents (build requests with `tlsfleet_proto::signer::signed_request`).
+pub async fn admin_as(
+    url: &str,
+    key: (&str, &str),
+) -> HttpsConfigServiceClient<InterceptedService<Channel, Signer>> {
+    let channel = Channel::from_shared(url.to_owned())
+        .expect("a gRPC URL")
+        .connect()
+        .await
+        .expect("connect to the control gRPC");
+    let key = AccessKey::new(key.0, key.1).expect("a printable test key");
+    HttpsConfigServiceClient::with_interceptor(channel, Signer::new(key))
+}
+
+/// A request signed with `key` for `method` (a path of `tlsfleet_proto::v1::methods`): the
+/// signature covers the method and the message. Naming the method lets a test sign for
+/// another one than it calls; [`admin_as`] signs for the one called.
 pub fn signed<T: prost::Message>(msg: T, method: &str, key: (&str, &str)) -> tonic::Request<T> {
-    let header = SignedHeader::sign_now(key.0, key.1, method, &message_digest(&msg));
+    let key = AccessKey::new(key.0, key.1).expect("a printable test key");
+    let header = key.header_value(method, &message_digest(&msg));
     let mut req = tonic::Request::new(msg);
-    req.metadata_mut().insert(
-        "authorization",
-        header.to_header_value().parse().expect("ascii header"),
-    );
+    req.metadata_mut()
+        .insert("authorization", header.parse().expect("ascii header"));
     req
 }
 
