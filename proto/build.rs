@@ -9,6 +9,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Ordered maps: a message encodes to the same bytes every time, so its digest (which
         // the request signature covers, see `auth`) is the same at both ends.
         .btree_map(".")
+        // JSON for tlsfleetctl --output json: the messages field for field (snake_case), the
+        // agent state as a word (`crate::json`); key types stay out of the documented output.
+        .type_attribute(".tlsfleet.v1", "#[derive(serde::Serialize)]")
+        .field_attribute(
+            ".tlsfleet.v1.AgentStatus.state",
+            "#[serde(serialize_with = \"crate::json::agent_state\")]",
+        )
+        .field_attribute(".tlsfleet.v1.AgentStatus.key_types", "#[serde(skip)]")
         .file_descriptor_set_path(&descriptor)
         .compile_protos(&["proto/tlsfleet/v1/tlsfleet.proto"], &["proto"])?;
     write_methods(&descriptor, &out.join("tlsfleet_methods.rs"))?;

@@ -34,7 +34,7 @@ pub enum Outcome {
 }
 
 /// One or more List pages joined.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Listing {
     pub policies: Vec<v1::BucketPolicy>,
     /// Empty unless a single page was asked for and more follow.

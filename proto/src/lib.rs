@@ -20,4 +20,5 @@ pub mod v1 {
 
 pub mod auth;
 pub mod convert;
+pub mod json;
 pub mod signer;

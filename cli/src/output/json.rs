@@ -3,131 +3,43 @@
 //! easier scripting: int64 fields are numbers, absent messages are `null`, the agent state is
 //! a short snake_case word (`in_sync`), and `put`, `disable` and `delete` add the `bucket`.
 
-use serde_json::{json, Map, Value};
-use tlsfleet_proto::v1::{
-    AgentState, AgentStatus, BucketError, BucketPolicy, CipherSuiteConfig, EffectivePolicy,
-    GetRolloutStatusResponse, HttpsConfig, TlsConfig,
-};
+use serde_json::{json, Value};
 
 use crate::commands::Outcome;
+
+pub(super) use tlsfleet_proto::json::state_name;
+
+/// A message as JSON (`tlsfleet_proto::json`); `null` if serde could not (it always can).
+fn value<T: serde::Serialize>(message: &T) -> Value {
+    serde_json::to_value(message).unwrap_or(Value::Null)
+}
 
 pub(super) fn render(outcome: &Outcome) -> Value {
     match outcome {
         Outcome::Put { bucket, response } | Outcome::Disable { bucket, response } => json!({
             "bucket": bucket,
             "revision": response.revision,
-            "effective": response.effective.as_ref().map(effective),
+            "effective": value(&response.effective),
         }),
-        Outcome::Get(r) => json!({
-            "policy": r.policy.as_ref().map(bucket_policy),
-            "revision": r.revision,
-        }),
-        Outcome::List(l) => json!({
-            "policies": l.policies.iter().map(bucket_policy).collect::<Vec<_>>(),
-            "next_page_token": l.next_page_token,
-            "revision": l.revision,
-        }),
+        Outcome::Get(r) => value(r),
+        Outcome::List(l) => value(l),
         Outcome::Delete { bucket, response } => json!({
             "bucket": bucket,
             "revision": response.revision,
             "existed": response.existed,
         }),
-        Outcome::Agents(r) => json!({
-            "agents": r.agents.iter().map(agent).collect::<Vec<_>>(),
-            "revision": r.revision,
-        }),
-        Outcome::Rollout(r) => rollout(r),
-    }
-}
-
-fn bucket_policy(p: &BucketPolicy) -> Value {
-    json!({
-        "bucket": p.bucket,
-        "config": p.config.as_ref().map(https_config),
-        "effective": p.effective.as_ref().map(effective),
-        "mod_revision": p.mod_revision,
-        "create_revision": p.create_revision,
-    })
-}
-
-fn https_config(c: &HttpsConfig) -> Value {
-    json!({
-        "tls": c.tls.as_ref().map(tls),
-        "cipher_suite": c.cipher_suite.as_ref().map(cipher_suite),
-    })
-}
-
-fn tls(t: &TlsConfig) -> Value {
-    json!({ "enable": t.enable, "tls_versions": t.tls_versions })
-}
-
-fn cipher_suite(c: &CipherSuiteConfig) -> Value {
-    json!({
-        "enable": c.enable,
-        "strong_cipher_suite": c.strong_cipher_suite,
-        "custom_cipher_suites": c.custom_cipher_suites,
-        "tls13_custom_cipher_suites": c.tls13_custom_cipher_suites,
-    })
-}
-
-fn effective(e: &EffectivePolicy) -> Value {
-    json!({
-        "tls_versions": e.tls_versions,
-        "cipher_suites": e.cipher_suites,
-        "dropped": e.dropped,
-    })
-}
-
-fn agent(a: &AgentStatus) -> Value {
-    // A BTreeMap-backed object: labels come out sorted, whatever the HashMap order.
-    let labels: Map<String, Value> = a
-        .labels
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
-        .collect();
-    json!({
-        "node_id": a.node_id,
-        "labels": labels,
-        "applied_revision": a.applied_revision,
-        "sent_revision": a.sent_revision,
-        "state": state_name(a.state),
-        "errors": a.errors.iter().map(bucket_error).collect::<Vec<_>>(),
-        "nack_revision": a.nack_revision,
-        "control_id": a.control_id,
-        "connected_at_unix_ms": a.connected_at_unix_ms,
-        "last_seen_unix_ms": a.last_seen_unix_ms,
-    })
-}
-
-fn bucket_error(e: &BucketError) -> Value {
-    json!({ "bucket": e.bucket, "reason": e.reason })
-}
-
-fn rollout(r: &GetRolloutStatusResponse) -> Value {
-    json!({
-        "revision": r.revision,
-        "agents_total": r.agents_total,
-        "enforcing": r.enforcing,
-        "pending": r.pending,
-        "failed": r.failed,
-    })
-}
-
-/// Stable words for scripts; a state this CLI does not know yet is `unknown`.
-pub(super) fn state_name(state: i32) -> &'static str {
-    match AgentState::try_from(state) {
-        Ok(AgentState::InSync) => "in_sync",
-        Ok(AgentState::Applying) => "applying",
-        Ok(AgentState::Degraded) => "degraded",
-        Ok(AgentState::Disconnected) => "disconnected",
-        Ok(AgentState::Unspecified) => "unspecified",
-        Err(_) => "unknown",
+        Outcome::Agents(r) => value(r),
+        Outcome::Rollout(r) => value(r),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use tlsfleet_proto::v1::{DeleteResponse, GetResponse, ListAgentsResponse, PutResponse};
+    use tlsfleet_proto::v1::{
+        AgentState, AgentStatus, BucketError, BucketPolicy, CipherSuiteConfig, DeleteResponse,
+        EffectivePolicy, GetResponse, GetRolloutStatusResponse, HttpsConfig, ListAgentsResponse,
+        PutResponse, TlsConfig,
+    };
 
     use super::*;
     use crate::{args::Format, commands::Listing, output};
