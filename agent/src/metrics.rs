@@ -145,11 +145,10 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("tlsfleet_agent");
 
-        let handshakes = Family::<HandshakeLabels, Counter>::default();
-        registry.register(
+        let handshakes: Family<HandshakeLabels, Counter> = register(
+            &mut registry,
             "handshakes",
             "TLS handshakes by negotiated version, suite and outcome",
-            handshakes.clone(),
         );
         let ok = |v: ServedVersion, s: ServedSuite| {
             handshakes
@@ -174,11 +173,10 @@ impl Metrics {
         let handshakes_error = failed("error");
         let handshakes_timeout = failed("timeout");
 
-        let refusal_family = Family::<ReasonLabels, Counter>::default();
-        registry.register(
+        let refusal_family: Family<ReasonLabels, Counter> = register(
+            &mut registry,
             "handshake_refusals",
             "Connections dropped before the handshake, by reason",
-            refusal_family.clone(),
         );
         let refusals = Refusal::ALL.map(|r| {
             refusal_family
@@ -186,11 +184,10 @@ impl Metrics {
                 .clone()
         });
 
-        let refused_family = Family::<StatusLabels, Counter>::default();
-        registry.register(
+        let refused_family: Family<StatusLabels, Counter> = register(
+            &mut registry,
             "requests_refused",
             "Requests answered by the agent with an error, by status",
-            refused_family.clone(),
         );
         let requests_refused = RequestRefusal::ALL.map(|r| {
             refused_family
@@ -200,71 +197,58 @@ impl Metrics {
                 .clone()
         });
 
-        let open_connections = Gauge::default();
-        registry.register(
+        let open_connections: Gauge = register(
+            &mut registry,
             "open_connections",
             "TCP connections open on the TLS listener (handshaking or serving)",
-            open_connections.clone(),
         );
-        let idle_closed = Counter::default();
-        registry.register(
+        let idle_closed: Counter = register(
+            &mut registry,
             "connections_idle_closed",
             "Connections closed for having no request in flight for --idle-timeout",
-            idle_closed.clone(),
         );
 
-        let stall_closed = Counter::default();
-        registry.register(
+        let stall_closed: Counter = register(
+            &mut registry,
             "connections_stall_closed",
             "Connections closed because the client took no response data for --send-timeout",
-            stall_closed.clone(),
         );
 
-        let requests_served = Counter::default();
-        registry.register(
+        let requests_served: Counter = register(
+            &mut registry,
             "requests_served",
             "Requests allowed by policy (proxied or answered by the responder)",
-            requests_served.clone(),
         );
-        let upstream_errors = Counter::default();
-        registry.register(
+        let upstream_errors: Counter = register(
+            &mut registry,
             "upstream_errors",
             "Allowed requests the upstream did not answer (502), in time (504), or that found \
              --upstream-max-in-flight requests ahead of them (503)",
-            upstream_errors.clone(),
         );
-        let cert_reloads = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
+        let cert_reloads: Family<OutcomeLabels, Counter> = register(
+            &mut registry,
             "certificate_reloads",
             "Certificate reload attempts after the files changed, by outcome",
-            cert_reloads.clone(),
         );
 
-        let applied_revision = Gauge::default();
-        registry.register(
+        let applied_revision: Gauge = register(
+            &mut registry,
             "applied_revision",
             "Store revision of the policy table being enforced (-1: none)",
-            applied_revision.clone(),
         );
         applied_revision.set(-1);
-        let policies_loaded = Gauge::default();
-        registry.register(
-            "policies_loaded",
-            "Buckets with a policy",
-            policies_loaded.clone(),
-        );
-        let distinct_configs = Gauge::default();
-        registry.register(
+        let policies_loaded: Gauge =
+            register(&mut registry, "policies_loaded", "Buckets with a policy");
+        let distinct_configs: Gauge = register(
+            &mut registry,
             "distinct_configs",
             "Distinct rustls ServerConfigs serving bucket policies",
-            distinct_configs.clone(),
         );
 
-        let state_family = Family::<StateLabels, Gauge>::default();
-        registry.register(
+        let state_family: Family<StateLabels, Gauge> = register(
+            &mut registry,
             "sync_state",
             "1 for the agent's current state with the control plane",
-            state_family.clone(),
         );
         let sync_state_gauges = SyncState::ALL.map(|s| {
             state_family
@@ -273,19 +257,16 @@ impl Metrics {
         });
         sync_state_gauges[SyncState::Connecting as usize].set(1);
 
-        let nacks = Counter::default();
-        registry.register("nacks", "Revisions answered with a NACK", nacks.clone());
-        let snapshots = Counter::default();
-        registry.register(
+        let nacks: Counter = register(&mut registry, "nacks", "Revisions answered with a NACK");
+        let snapshots: Counter = register(
+            &mut registry,
             "sync_snapshots",
             "Full snapshots received from the control plane",
-            snapshots.clone(),
         );
-        let deltas = Counter::default();
-        registry.register(
+        let deltas: Counter = register(
+            &mut registry,
             "sync_deltas",
             "Deltas received from the control plane",
-            deltas.clone(),
         );
 
         Self {
@@ -405,6 +386,16 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Registers a new metric under `name` with `help` and returns it: one line per metric.
+fn register<M>(registry: &mut Registry, name: &str, help: &str) -> M
+where
+    M: prometheus_client::registry::Metric + Clone + Default,
+{
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 fn suite_at(i: usize) -> ServedSuite {

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""The shape check: in every crate the top-level modules form a DAG, and no production
-file is longer than MAX_LINES (unit-test modules at the end of a file do not count).
+"""The shape check: in every crate the top-level modules form a DAG, no production file is
+longer than MAX_LINES (unit-test modules at the end of a file do not count), and every
+`docs/...` file the code, scripts or docs cite exists in the repository.
 
     python3 tests/scripts/shape.py          # check; exit 1 with the cycle or the file
     python3 tests/scripts/shape.py --graph  # also print each crate's modules, leaves first
@@ -143,6 +144,24 @@ def layers(edges: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
+CITED = re.compile(r"\bdocs/[A-Za-z0-9_./-]+\.(?:md|txt)")
+SOURCES = ("*.rs", "*.py", "*.sh", "*.md", "*.toml", "*.yaml", "*.yml")
+
+
+def missing_docs() -> list[str]:
+    """`docs/...` citations whose file is not in the repository."""
+    missing = []
+    for pattern in SOURCES:
+        for path in ROOT.rglob(pattern):
+            rel = path.relative_to(ROOT)
+            if rel.parts[0] in ("target", ".git") or "corpus" in rel.parts:
+                continue
+            for cited in set(CITED.findall(path.read_text(errors="replace"))):
+                if not (ROOT / cited).is_file():
+                    missing.append(f"{rel}: cites {cited}, which is not in the repository")
+    return sorted(missing)
+
+
 def main() -> int:
     show = "--graph" in sys.argv
     failed = False
@@ -166,9 +185,15 @@ def main() -> int:
             if n > MAX_LINES:
                 print(f"{path.relative_to(ROOT)}: {n} production lines (at most {MAX_LINES})")
                 failed = True
+    for line in missing_docs():
+        print(line)
+        failed = True
     if failed:
         return 1
-    print(f"shape: {len(CRATES)} crates acyclic, no production file over {MAX_LINES} lines")
+    print(
+        f"shape: {len(CRATES)} crates acyclic, no production file over {MAX_LINES} lines, "
+        "every cited docs/ file present"
+    )
     return 0
 
 
