@@ -17,11 +17,7 @@ use sync_support::*;
 use tlsfleet_agent::cache::{Cache, CachedSnapshot};
 use tlsfleet_policy::TlsVersion;
 use tlsfleet_proto::auth::{self, SignedHeader};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-    process::{Child, Command},
-};
+use tokio::process::{Child, Command};
 
 /// A started agent; killed (by its pid) if the test ends without stopping it.
 struct AgentProcess {
@@ -68,14 +64,11 @@ impl AgentProcess {
 
     /// GET on the admin endpoint: status and body; `None` while it is not listening.
     async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut tcp = TcpStream::connect(self.admin).await.ok()?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
-        tcp.write_all(request.as_bytes()).await.ok()?;
-        let mut response = String::new();
-        tcp.read_to_string(&mut response).await.ok()?;
-        let status = response.split(' ').nth(1)?.parse().ok()?;
-        let body = response.split_once("\r\n\r\n")?.1.to_owned();
-        Some((status, body))
+        let (admin, path) = (self.admin, path.to_owned());
+        tokio::task::spawn_blocking(move || tlsfleet_testkit::procs::http_get(admin, &path).ok())
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Polls `/readyz` until `check` accepts its answer; returns the body.

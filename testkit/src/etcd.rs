@@ -7,8 +7,7 @@
 
 use std::{
     fs::{self, File},
-    io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpStream},
+    net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
@@ -197,17 +196,8 @@ fn launch(dir: &Path, client_port: u16, peer_port: u16) -> Result<Child, StartFa
 /// so the server closes the connection after a plain (not chunked) body.
 fn http_get(port: u16, path: &str) -> Option<String> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream
-        .set_write_timeout(Some(Duration::from_secs(2)))
-        .ok()?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let status = head.lines().next()?;
-    status.split(' ').nth(1).filter(|code| *code == "200")?;
-    Some(body.to_owned())
+    match crate::procs::http_get(addr, path) {
+        Ok((200, body)) => Some(body),
+        _ => None,
+    }
 }

@@ -1,8 +1,7 @@
 //! Real processes of ours: control servers and agents, on free loopback ports, killed on drop.
 
 use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -33,27 +32,11 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A minimal HTTP/1.1 GET over plain TCP: (status, body). For readiness probes and admin
-/// endpoints; no client library needed.
+/// A plain-HTTP GET (the one raw client, [`crate::rest::request`]): (status, body). For
+/// readiness probes and admin endpoints.
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)?;
-    let status = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not HTTP: {buf:?}")))?;
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
+    let r = crate::rest::request(addr, "GET", path, &[], b"")?;
+    Ok((r.status, r.body))
 }
 
 /// Polls `probe` until it returns true or `timeout` passes (see [`crate::eventually`]).
