@@ -186,11 +186,25 @@ mod tests {
         req.extensions_mut()
             .insert(GrpcMethod::new("tlsfleet.v1.FleetService", "Sync"));
         let header = sign(req).unwrap();
+        let digest = message_digest(&put("first"));
         assert!(auth::verify(
             "s3cret",
             &header,
             methods::FLEET_SERVICE_SYNC,
-            &message_digest(&put("first"))
+            &digest
+        ));
+        // Worthless for another method, or for another first message (moved from the agent).
+        assert!(!auth::verify(
+            "s3cret",
+            &header,
+            methods::FLEET_SERVICE_LIST_AGENTS,
+            &digest
+        ));
+        assert!(!auth::verify(
+            "s3cret",
+            &header,
+            methods::FLEET_SERVICE_SYNC,
+            &message_digest(&put("second"))
         ));
     }
 
