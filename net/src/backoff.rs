@@ -49,7 +49,8 @@ impl Backoff {
         self.attempt = 0;
     }
 
-    fn ceiling(&self) -> Duration {
+    /// The largest delay the next attempt may get (what a deadline check should assume).
+    pub fn ceiling(&self) -> Duration {
         // 2^31 times any sensible minimum already exceeds any sensible maximum.
         let factor = 1u32 << self.attempt.min(31);
         self.min.saturating_mul(factor).min(self.max)

@@ -11,9 +11,15 @@ use tracing::{info, warn};
 use super::Inner;
 use crate::store::{Revision, StoreError};
 
-/// Retry delays: from 50 ms doubling to 2 s.
+/// Retry delays: from 50 ms doubling to 2 s, jittered, never under [`MIN_RETRY`].
 fn backoff() -> Backoff {
-    Backoff::new(Duration::from_millis(50), Duration::from_secs(2))
+    Backoff::new(MIN_RETRY, Duration::from_secs(2))
+}
+
+const MIN_RETRY: Duration = Duration::from_millis(50);
+
+async fn wait(backoff: &mut Backoff) {
+    tokio::time::sleep(backoff.next_delay().max(MIN_RETRY)).await;
 }
 
 /// Runs until the future is dropped (the index's shutdown).
@@ -27,7 +33,7 @@ pub(super) async fn run(inner: &Inner) {
             }
             Err(e) => {
                 warn!(error = %e, "reading the store identity failed; retrying");
-                backoff.wait().await;
+                wait(&mut backoff).await;
             }
         }
     }
@@ -43,7 +49,7 @@ pub(super) async fn run(inner: &Inner) {
                 }
                 Err(e) => {
                     warn!(error = %e, "listing policies failed; retrying");
-                    backoff.wait().await;
+                    wait(&mut backoff).await;
                     continue;
                 }
             },
@@ -53,7 +59,7 @@ pub(super) async fn run(inner: &Inner) {
             Err(e) => {
                 warn!(error = %e, "watching policies failed; relisting");
                 resume = None;
-                backoff.wait().await;
+                wait(&mut backoff).await;
                 continue;
             }
         };
@@ -78,6 +84,6 @@ pub(super) async fn run(inner: &Inner) {
         } else {
             Some(inner.lock().view().revision())
         };
-        backoff.wait().await;
+        wait(&mut backoff).await;
     }
 }

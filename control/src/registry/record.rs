@@ -60,11 +60,90 @@ impl AgentRecord {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    /// Decodes a stored entry: JSON, or the protobuf `AgentStatus` that servers before this
+    /// record type wrote (so a server reads the agents of older servers during a rolling
+    /// upgrade; see ARCHITECTURE.md, "Storage").
     pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
+        match serde_json::from_slice(bytes) {
+            Ok(record) => Ok(record),
+            Err(e) => legacy(bytes).ok_or(e),
+        }
     }
 
     pub fn is_connected(&self) -> bool {
         self.phase != Phase::Disconnected
+    }
+}
+
+/// An entry written as protobuf `AgentStatus` by an older server, if it is one.
+fn legacy(bytes: &[u8]) -> Option<AgentRecord> {
+    use prost::Message as _;
+    use tlsfleet_proto::v1::{AgentState, AgentStatus};
+    // JSON starts with `{`; a protobuf AgentStatus starts with its node id's tag (field 1).
+    if bytes.first() != Some(&0x0a) {
+        return None;
+    }
+    let s = AgentStatus::decode(bytes).ok()?;
+    let phase = match AgentState::try_from(s.state).ok()? {
+        AgentState::InSync => Phase::InSync,
+        AgentState::Degraded => Phase::Degraded,
+        AgentState::Disconnected => Phase::Disconnected,
+        AgentState::Applying | AgentState::Unspecified => Phase::Applying,
+    };
+    Some(AgentRecord {
+        node_id: s.node_id,
+        labels: s.labels,
+        applied_revision: s.applied_revision,
+        sent_revision: s.sent_revision,
+        phase,
+        errors: s
+            .errors
+            .into_iter()
+            .map(|e| BucketFailure {
+                bucket: e.bucket,
+                reason: e.reason,
+            })
+            .collect(),
+        nack_revision: s.nack_revision,
+        control_id: s.control_id,
+        connected_at_unix_ms: s.connected_at_unix_ms,
+        last_seen_unix_ms: s.last_seen_unix_ms,
+        key_types: s.key_types,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+    use tlsfleet_proto::v1::{AgentState, AgentStatus};
+
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_older_protobuf_entries_are_read() {
+        let legacy = AgentStatus {
+            node_id: "edge-1".into(),
+            applied_revision: 7,
+            sent_revision: 9,
+            state: AgentState::Degraded as i32,
+            nack_revision: 9,
+            control_id: "c1".into(),
+            key_types: vec!["RSA".into()],
+            ..Default::default()
+        };
+        let r = AgentRecord::decode(&legacy.encode_to_vec()).unwrap();
+        assert_eq!(
+            (
+                r.node_id.as_str(),
+                r.applied_revision,
+                r.phase,
+                r.nack_revision
+            ),
+            ("edge-1", 7, Phase::Degraded, 9)
+        );
+        assert_eq!(r.key_types, ["RSA"]);
+        assert_eq!(AgentRecord::decode(&r.encode()).unwrap(), r);
+        assert!(AgentRecord::decode(b"\x0anot really").is_err());
+        assert!(AgentRecord::decode(b"{").is_err());
     }
 }

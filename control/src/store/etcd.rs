@@ -163,12 +163,13 @@ impl EtcdStore {
                 Err(_) => "no answer in time".to_owned(),
             };
             let left = deadline.saturating_duration_since(Instant::now());
-            let delay = backoff.next_delay();
-            if left <= delay * 2 {
+            // The deadline check assumes the longest delay, so the last attempt always has
+            // time to finish; the sleep itself is jittered.
+            if left <= backoff.ceiling() * 2 {
                 return Err(StoreError::Unavailable(format!("etcd {what}: {why}")));
             }
             tracing::debug!(what, why, "etcd call failed; retrying");
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
 

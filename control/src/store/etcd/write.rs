@@ -125,8 +125,9 @@ impl EtcdStore {
                 }
             };
             let left = deadline.saturating_duration_since(Instant::now());
-            let delay = backoff.next_delay();
-            if left <= delay * 2 {
+            // The deadline check assumes the longest delay, so the last attempt always has
+            // time to finish; the sleep itself is jittered.
+            if left <= backoff.ceiling() * 2 {
                 return Err(if maybe_sent {
                     StoreError::OutcomeUnknown(format!("etcd {what} of {key}: {why}"))
                 } else {
@@ -134,7 +135,7 @@ impl EtcdStore {
                 });
             }
             tracing::debug!(what, why, "etcd write failed; retrying conditionally");
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
 
