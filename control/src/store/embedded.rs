@@ -31,7 +31,7 @@ use redb::{Database, DatabaseError};
 use tokio::sync::broadcast;
 
 use crate::store::{
-    AgentLeases, KeyValue, PolicyStore, Revision, Snapshot, StoreError, WatchStream,
+    AgentLeases, AuditLog, KeyValue, PolicyStore, Revision, Snapshot, StoreError, WatchStream,
 };
 
 /// The database file inside the store directory.
@@ -282,5 +282,30 @@ impl AgentLeases for EmbeddedStore {
         drop(agents);
         live.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Ok(live)
+    }
+}
+
+#[async_trait::async_trait]
+impl AuditLog for EmbeddedStore {
+    async fn append_audit(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.run(move |db| tables::append_audit(db, &key, &value))
+            .await
+    }
+
+    async fn list_audit(
+        &self,
+        from: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let (from, after) = (from.to_owned(), after.map(str::to_owned));
+        self.run(move |db| tables::list_audit(db, &from, after.as_deref(), limit))
+            .await
+    }
+
+    async fn trim_audit(&self, before: &str) -> Result<u64, StoreError> {
+        let before = before.to_owned();
+        self.run(move |db| tables::trim_audit(db, &before)).await
     }
 }

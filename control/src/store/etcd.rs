@@ -22,6 +22,7 @@
 //! keeping one lease per agent alive) but has no per-agent state to get wrong across control
 //! servers: any server can refresh any agent's entry.
 
+mod audit;
 mod watch;
 mod write;
 
@@ -64,6 +65,7 @@ pub struct EtcdStore {
     lease: LeaseClient,
     policies: String,
     agents: String,
+    audit: String,
     identity_key: String,
 }
 
@@ -142,6 +144,7 @@ impl EtcdStore {
             lease: client.lease_client(),
             policies: format!("{prefix}policies/"),
             agents: format!("{prefix}agents/"),
+            audit: format!("{prefix}audit/"),
             identity_key: format!("{prefix}meta/identity"),
         })
     }

@@ -7,7 +7,9 @@
 //! * [`AgentLeases`]: the agent registry beside the policies, each entry with a time to live
 //!   (an etcd lease), so any control server can answer "which agents enforce revision R".
 //!
-//! Each adapter implements both; [`Store`] is the two together, what a server opens.
+//! * [`AuditLog`]: the audit trail, records under keys that sort by time, trimmed by age.
+//!
+//! Each adapter implements all three; [`Store`] is them together, what a server opens.
 
 use std::{pin::Pin, time::Duration};
 
@@ -149,7 +151,25 @@ pub trait AgentLeases: Send + Sync + 'static {
     async fn list_agents(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 }
 
-/// Both ports: what a control server opens.
-pub trait Store: PolicyStore + AgentLeases {}
+/// The audit trail: opaque records under unique keys that sort chronologically.
+#[async_trait::async_trait]
+pub trait AuditLog: Send + Sync + 'static {
+    /// Stores `value` under `key`; acknowledged once durable, like a policy write.
+    async fn append_audit(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError>;
 
-impl<T: PolicyStore + AgentLeases> Store for T {}
+    /// Up to `limit` records, in key order, with key >= `from` and key > `after`.
+    async fn list_audit(
+        &self,
+        from: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// Deletes every record with key < `before`; returns how many went.
+    async fn trim_audit(&self, before: &str) -> Result<u64, StoreError>;
+}
+
+/// Every port: what a control server opens.
+pub trait Store: PolicyStore + AgentLeases + AuditLog {}
+
+impl<T: PolicyStore + AgentLeases + AuditLog> Store for T {}

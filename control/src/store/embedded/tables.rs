@@ -24,6 +24,8 @@ const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
 /// IDENTITY -> the store's identity, made at creation.
 const NAMES: TableDefinition<&str, &str> = TableDefinition::new("names");
 const IDENTITY: &str = "identity";
+/// audit key -> record (keys sort chronologically).
+const AUDIT: TableDefinition<&str, &[u8]> = TableDefinition::new("audit");
 
 const REVISION: &str = "revision";
 const COMPACTED: &str = "compact_revision";
@@ -50,6 +52,7 @@ pub(super) fn init(db: &Database) -> Result<String, StoreError> {
     txn.open_table(POLICIES).db()?;
     txn.open_table(LOG).db()?;
     txn.open_table(META).db()?;
+    txn.open_table(AUDIT).db()?;
     let identity = {
         let mut names = txn.open_table(NAMES).db()?;
         let existing = names.get(IDENTITY).db()?.map(|v| v.value().to_owned());
@@ -285,4 +288,56 @@ pub(super) fn changes_since(
         }
     }
     Ok((current, keys))
+}
+
+/// Stores an audit record (one durable write transaction).
+pub(super) fn append_audit(db: &Database, key: &str, value: &[u8]) -> Result<(), StoreError> {
+    let txn = begin_write(db)?;
+    txn.open_table(AUDIT).db()?.insert(key, value).db()?;
+    txn.commit().db()
+}
+
+/// Up to `limit` audit records with key >= `from` and > `after`, in key order.
+pub(super) fn list_audit(
+    db: &Database,
+    from: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    let txn = db.begin_read().db()?;
+    let table = txn.open_table(AUDIT).db()?;
+    let mut out = Vec::new();
+    for item in table.range(from..).db()? {
+        let (k, v) = item.db()?;
+        let key = k.value();
+        if after.is_some_and(|a| key <= a) {
+            continue;
+        }
+        out.push((key.to_owned(), v.value().to_vec()));
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Deletes the audit records with key < `before`.
+pub(super) fn trim_audit(db: &Database, before: &str) -> Result<u64, StoreError> {
+    let txn = begin_write(db)?;
+    let mut n = 0;
+    {
+        let mut table = txn.open_table(AUDIT).db()?;
+        let old: Vec<String> = table
+            .range(..before)
+            .db()?
+            .map(|item| item.map(|(k, _)| k.value().to_owned()))
+            .collect::<Result<_, _>>()
+            .db()?;
+        for key in old {
+            table.remove(key.as_str()).db()?;
+            n += 1;
+        }
+    }
+    txn.commit().db()?;
+    Ok(n)
 }
