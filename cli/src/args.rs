@@ -127,10 +127,12 @@ pub enum Command {
     /// List stored policies (every page unless --one-page or --page-token).
     List(ListArgs),
     /// Turn TLS version management off for a bucket (a Put with TLS disabled): the edge
-    /// then serves its default policy to that bucket.
-    Disable(BucketArgs),
-    /// Delete a bucket's stored policy.
-    Delete(BucketArgs),
+    /// then serves its default policy to that bucket. A downgrade: needs --allow-downgrade.
+    Disable(ChangeArgs),
+    /// Delete a bucket's stored policy (a downgrade unless it kept nothing out).
+    Delete(ChangeArgs),
+    /// The audit trail: every change and refused change, oldest first (ListHistory).
+    History(HistoryArgs),
     /// List the edge agents: state, applied and sent revisions, labels, last NACK.
     Agents,
     /// Show which agents enforce a revision, which are pending and which failed.
@@ -143,6 +145,35 @@ pub struct BucketArgs {
     /// Bucket name (the control plane checks it against the OSS naming rules).
     #[arg(long, value_name = "BUCKET")]
     pub bucket: String,
+}
+
+/// A bucket, for a change that may be a downgrade.
+#[derive(Debug, Args)]
+pub struct ChangeArgs {
+    /// Bucket name (the control plane checks it against the OSS naming rules).
+    #[arg(long, value_name = "BUCKET")]
+    pub bucket: String,
+
+    /// Accept a downgrade: a change that lets in a version or cipher suite the current policy
+    /// keeps out (refused without this flag, saying what it would let in).
+    #[arg(long)]
+    pub allow_downgrade: bool,
+}
+
+/// `history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Only this bucket's changes.
+    #[arg(long, value_name = "BUCKET")]
+    pub bucket: Option<String>,
+
+    /// Only changes of the last DURATION (e.g. 1h, 30m, 7d). Default: the whole retained trail.
+    #[arg(long, value_name = "DURATION", value_parser = tlsfleet_net::parse_duration)]
+    pub since: Option<std::time::Duration>,
+
+    /// At most this many records (1 to 1000).
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
 }
 
 /// `put`.
@@ -187,6 +218,11 @@ pub struct PutArgs {
     /// suite is allowed.
     #[arg(long, conflicts_with_all = ["cipher_suites", "tls13_cipher_suites"])]
     pub strong: bool,
+
+    /// Accept a downgrade: a policy that lets in a version or cipher suite the current one
+    /// keeps out, adds TLSv1.0/1.1 (refused without this flag, saying what it would let in).
+    #[arg(long)]
+    pub allow_downgrade: bool,
 }
 
 /// `list`.

@@ -140,6 +140,20 @@ impl Client {
             .await
     }
 
+    /// `HttpsConfigService.ListHistory`: one page.
+    pub async fn list_history(
+        &self,
+        msg: tlsfleet_proto::v1::ListHistoryRequest,
+    ) -> Result<tlsfleet_proto::v1::ListHistoryResponse, CliError> {
+        let mut c = self.configs.clone();
+        self.call(
+            "ListHistory",
+            msg,
+            |r| async move { c.list_history(r).await },
+        )
+        .await
+    }
+
     /// `FleetService.ListAgents`.
     pub async fn list_agents(&self) -> Result<ListAgentsResponse, CliError> {
         let mut c = self.fleet.clone();

@@ -7,7 +7,7 @@ use tlsfleet_proto::v1::{
 };
 
 use crate::{
-    args::{Command, ListArgs, PutArgs},
+    args::{Command, HistoryArgs, ListArgs, PutArgs},
     client::Client,
     error::CliError,
 };
@@ -31,6 +31,7 @@ pub enum Outcome {
     },
     Agents(ListAgentsResponse),
     Rollout(GetRolloutStatusResponse),
+    History(v1::ListHistoryResponse),
 }
 
 /// One or more List pages joined.
@@ -53,7 +54,9 @@ pub async fn execute(client: &Client, command: &Command) -> Result<Outcome, CliE
         },
         Command::Disable(args) => Outcome::Disable {
             bucket: args.bucket.clone(),
-            response: client.put(disable_request(&args.bucket)).await?,
+            response: client
+                .put(disable_request(&args.bucket, args.allow_downgrade))
+                .await?,
         },
         Command::Get(args) => Outcome::Get(
             client
@@ -68,6 +71,7 @@ pub async fn execute(client: &Client, command: &Command) -> Result<Outcome, CliE
             response: client
                 .delete(DeleteRequest {
                     bucket: args.bucket.clone(),
+                    allow_downgrade: args.allow_downgrade,
                 })
                 .await?,
         },
@@ -79,6 +83,10 @@ pub async fn execute(client: &Client, command: &Command) -> Result<Outcome, CliE
                 })
                 .await?,
         ),
+        Command::History(args) => {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+            Outcome::History(client.list_history(history_request(args, now)).await?)
+        }
     })
 }
 
@@ -102,14 +110,29 @@ pub fn put_request(args: &PutArgs) -> PutRequest {
     PutRequest {
         bucket: args.bucket.clone(),
         config: Some((&config).into()),
+        allow_downgrade: args.allow_downgrade,
     }
 }
 
 /// TLS management off: what OSS calls `<TLS><Enable>false</Enable></TLS>`.
-pub fn disable_request(bucket: &str) -> PutRequest {
+pub fn disable_request(bucket: &str, allow_downgrade: bool) -> PutRequest {
     PutRequest {
         bucket: bucket.to_owned(),
         config: Some((&HttpsConfig::disabled()).into()),
+        allow_downgrade,
+    }
+}
+
+/// The ListHistory request of `args`, at `now_unix_ms`.
+pub fn history_request(args: &HistoryArgs, now_unix_ms: i64) -> v1::ListHistoryRequest {
+    let since = args.since.map_or(0, |d| {
+        now_unix_ms.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    });
+    v1::ListHistoryRequest {
+        bucket: args.bucket.clone().unwrap_or_default(),
+        since_unix_ms: since.max(0),
+        page_size: args.limit,
+        page_token: String::new(),
     }
 }
 
@@ -252,7 +275,7 @@ mod tests {
 
     #[test]
     fn disable_turns_management_off_without_cipher_section() {
-        let req = disable_request("logs");
+        let req = disable_request("logs", false);
         let config = req.config.unwrap();
         let tls = config.tls.unwrap();
         assert!(!tls.enable);

@@ -79,6 +79,7 @@ impl HttpsConfigService for Fake {
         Ok(Response::new(PutResponse {
             revision: 42,
             effective: Some(effective()),
+            ..Default::default()
         }))
     }
 
@@ -153,6 +154,40 @@ impl HttpsConfigService for Fake {
         Ok(Response::new(DeleteResponse {
             revision: 43,
             existed,
+            ..Default::default()
+        }))
+    }
+
+    async fn list_history(
+        &self,
+        req: Request<tlsfleet_proto::v1::ListHistoryRequest>,
+    ) -> Result<Response<tlsfleet_proto::v1::ListHistoryResponse>, Status> {
+        check(
+            &req,
+            tlsfleet_proto::v1::methods::HTTPS_CONFIG_SERVICE_LIST_HISTORY,
+        )?;
+        let bucket = req.into_inner().bucket;
+        let record = tlsfleet_proto::v1::AuditRecord {
+            time_unix_ms: 1_795_900_035_000,
+            key_id: KEY_ID.into(),
+            peer: "127.0.0.1:50000".into(),
+            request_id: "REQ1".into(),
+            via: "grpc".into(),
+            operation: "put".into(),
+            bucket: if bucket.is_empty() {
+                "a-1".into()
+            } else {
+                bucket
+            },
+            revision: 42,
+            downgrade: true,
+            outcome: "applied".into(),
+            reason: "downgrade: lets in TLSv1.2".into(),
+            ..Default::default()
+        };
+        Ok(Response::new(tlsfleet_proto::v1::ListHistoryResponse {
+            records: vec![record],
+            next_page_token: String::new(),
         }))
     }
 }

@@ -119,6 +119,22 @@ pub struct ControlArgs {
     #[arg(long)]
     pub require_signed_body: bool,
 
+    /// Whether a REST PUT may downgrade a bucket (let in a version or suite its policy keeps
+    /// out, add TLSv1.0/1.1, turn management off). The OSS API cannot ask for it, so the
+    /// server decides: `refuse` answers `403 AccessDenied` (use tlsfleetctl --allow-downgrade),
+    /// `allow` applies it (audited as a downgrade).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "allow|refuse",
+        default_value = "refuse"
+    )]
+    pub rest_downgrades: crate::rest::RestDowngrades,
+
+    /// How long the audit trail keeps its records (trimmed every ten minutes).
+    #[arg(long, value_name = "DURATION", default_value = "90d", value_parser = parse_duration)]
+    pub audit_retention: Duration,
+
     /// Open REST connections at most; more are closed at accept.
     #[arg(long, value_name = "N", default_value_t = 4096)]
     pub http_max_connections: usize,

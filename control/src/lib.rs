@@ -1,6 +1,7 @@
 //! tlsfleet control plane: the HttpsConfig API over OSS REST and gRPC, the storage port and
 //! its adapters, the in-memory index, and the fan-out to agents.
 
+pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;

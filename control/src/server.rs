@@ -29,6 +29,7 @@ use tlsfleet_net::ConnLimiter;
 use tokio_util::task::TaskTracker;
 
 use crate::{
+    audit::Audit,
     auth::{Authenticator, Credentials},
     config::{ControlArgs, StoreUrl},
     grpc::{calls, limited_incoming, AdminService, FleetServer, SyncLimits, SyncServer},
@@ -147,7 +148,11 @@ impl ControlServer {
 
         let (index, index_task) = Index::spawn(store.clone(), shutdown.child_token());
         let registry = Registry::new(store.clone(), control_id);
-        let policies = Policies::new(store.clone(), index.clone()).with_fleet(registry.clone());
+        let (audit, audit_task) =
+            Audit::spawn(store.clone(), args.audit_retention, shutdown.child_token());
+        let policies = Policies::new(store.clone(), index.clone())
+            .with_fleet(registry.clone())
+            .with_audit(audit);
         let flusher = registry.spawn_flusher(shutdown.child_token());
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -253,6 +258,7 @@ impl ControlServer {
             },
             tls: rest_tls,
             require_signed_body: args.require_signed_body,
+            downgrades: args.rest_downgrades,
         };
         let rest_server = rest::serve(http, rest_state, shutdown.clone());
 
@@ -283,7 +289,7 @@ impl ControlServer {
                 "sync streams still ending after the grace period"
             );
         }
-        let _ = tokio::join!(index_task, flusher, ready);
+        let _ = tokio::join!(index_task, flusher, ready, audit_task);
         grpc_result?;
         rest_result.map_err(ServerError::Rest)?;
         Ok(())

@@ -1,13 +1,16 @@
-//! The policy application service shared by the REST and gRPC front ends: validate, store,
-//! then wait until this server's index has the write (a server reads its own writes).
+//! The policy application service shared by the REST and gRPC front ends: validate, guard
+//! against unasked-for downgrades, store, then wait until this server's index has the write
+//! (a server reads its own writes); every change and every refused change goes to the audit
+//! trail.
 
 use std::{sync::Arc, time::Duration};
 
 use tlsfleet_policy::{
-    BucketName, EffectivePolicy, HttpsConfig, ValidationError, ValidationErrorKind,
+    downgrade, BucketName, EffectivePolicy, HttpsConfig, ValidationError, ValidationErrorKind,
 };
 
 use crate::{
+    audit::{Audit, AuditRecord, Change, Operation, Outcome},
     clock::now_ms,
     index::{Index, NotLoaded, PolicyEntry},
     registry::Registry,
@@ -27,6 +30,10 @@ pub enum PolicyError {
     /// been applied; read the bucket before writing again.
     #[error("{0}")]
     OutcomeUnknown(String),
+    /// A downgrade the caller did not allow (REST `403 AccessDenied`, gRPC
+    /// `FailedPrecondition`); nothing was written. The message says what it would let in.
+    #[error("{0}")]
+    Downgrade(String),
     /// Anything else (`500`, gRPC `Internal`).
     #[error("{0}")]
     Internal(String),
@@ -55,6 +62,16 @@ impl From<StoreError> for PolicyError {
 pub struct PutOutcome {
     pub revision: Revision,
     pub effective: EffectivePolicy,
+    /// The change was a downgrade (which the caller allowed).
+    pub downgrade: bool,
+}
+
+/// The result of a successful delete.
+#[derive(Clone, Debug)]
+pub struct DeleteOutcome {
+    pub revision: Revision,
+    pub existed: bool,
+    pub downgrade: bool,
 }
 
 /// One page of [`Policies::list`].
@@ -74,6 +91,8 @@ pub struct Policies {
     index: Index,
     /// The agents, whose certificates decide what the fleet can serve.
     fleet: Option<Registry>,
+    /// Where changes are recorded (none: not recorded, as in unit tests of the index).
+    audit: Option<Audit>,
     /// How long a write waits for this server's index to catch up before answering anyway.
     read_your_writes: Duration,
 }
@@ -84,6 +103,7 @@ impl Policies {
             store,
             index,
             fleet: None,
+            audit: None,
             read_your_writes: Duration::from_secs(5),
         }
     }
@@ -94,25 +114,58 @@ impl Policies {
         self
     }
 
+    /// Records every change and refused change in `audit`.
+    pub fn with_audit(mut self, audit: Audit) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    pub fn audit(&self) -> Option<&Audit> {
+        self.audit.as_ref()
+    }
+
     pub fn index(&self) -> &Index {
         &self.index
     }
 
-    /// Validates and stores `config` for `bucket`; returns once the store committed it.
+    /// Validates and stores `config` for `bucket` on behalf of `change`; returns once the
+    /// store committed it. A downgrade needs `change.allow_downgrade`. Recorded in the audit
+    /// trail either way.
     pub async fn put(
         &self,
         bucket: &BucketName,
+        config: HttpsConfig,
+        change: &Change,
+    ) -> Result<PutOutcome, PolicyError> {
+        let mut record = AuditRecord::new(change, Operation::Put, bucket.as_str());
+        record.after = Some(config.clone());
+        let result = self.put_inner(bucket, config, change, &mut record).await;
+        self.finish(record, &result.as_ref().map(|o| (o.revision, o.downgrade)))
+            .await;
+        result
+    }
+
+    async fn put_inner(
+        &self,
+        bucket: &BucketName,
         mut config: HttpsConfig,
-        actor: &str,
+        change: &Change,
+        record: &mut AuditRecord,
     ) -> Result<PutOutcome, PolicyError> {
         // Bounded lists first: nothing below may grow with a hostile list.
         config.check_bounds()?;
         config.normalize();
+        record.after = Some(config.clone());
         let effective = config.effective()?;
+        let (before, _) = self.get(bucket).await?;
+        record.before = before.as_ref().map(|e| e.stored.config.clone());
+        let baseline = record.before.clone().unwrap_or_else(HttpsConfig::disabled);
+        // What the fleet cannot serve is refused whatever the caller allows.
         self.check_fleet_can_serve(&effective).await?;
+        let downgraded = self.guard(&baseline, &config, change, record)?;
         let value = StoredPolicy {
             config,
-            updated_by: actor.to_owned(),
+            updated_by: change.actor.clone(),
             updated_at_unix_ms: now_ms(),
         };
         let bytes = value
@@ -123,7 +176,58 @@ impl Policies {
         Ok(PutOutcome {
             revision,
             effective,
+            downgrade: downgraded,
         })
+    }
+
+    /// `Err(Downgrade)` for a downgrade the caller did not allow; else whether it is one.
+    fn guard(
+        &self,
+        before: &HttpsConfig,
+        after: &HttpsConfig,
+        change: &Change,
+        record: &mut AuditRecord,
+    ) -> Result<bool, PolicyError> {
+        let Some(d) = downgrade(before, after)? else {
+            return Ok(false);
+        };
+        record.downgrade = true;
+        record.reason = format!("downgrade: {d}");
+        if change.allow_downgrade {
+            return Ok(true);
+        }
+        Err(PolicyError::Downgrade(format!(
+            "this change is a downgrade: it {d}; it needs an explicit allowance{}",
+            match change.via {
+                crate::audit::Via::Grpc => " (allow_downgrade, tlsfleetctl --allow-downgrade)",
+                crate::audit::Via::Rest =>
+                    " (this server refuses REST downgrades: --rest-downgrades refuse; use \
+                     tlsfleetctl --allow-downgrade, or ask the operator for --rest-downgrades \
+                     allow)",
+            }
+        )))
+    }
+
+    /// Records how a change ended.
+    async fn finish(
+        &self,
+        mut record: AuditRecord,
+        result: &Result<(Revision, bool), &PolicyError>,
+    ) {
+        let Some(audit) = &self.audit else {
+            return;
+        };
+        match result {
+            Ok((revision, _)) => {
+                record.outcome = Outcome::Applied;
+                record.revision = *revision;
+            }
+            Err(e) => {
+                record.outcome = Outcome::Refused;
+                record.reason = e.to_string();
+            }
+        }
+        audit.record(record).await;
     }
 
     /// A policy an agent cannot build would leave its bucket on an older, looser config (or
@@ -159,11 +263,39 @@ impl Policies {
         Ok(())
     }
 
-    /// Deletes a bucket's policy (it falls back to the default: management disabled).
-    pub async fn delete(&self, bucket: &BucketName) -> Result<(Revision, bool), PolicyError> {
+    /// Deletes a bucket's policy (it falls back to the default: management disabled). Deleting
+    /// a policy that keeps anything out is a downgrade.
+    pub async fn delete(
+        &self,
+        bucket: &BucketName,
+        change: &Change,
+    ) -> Result<DeleteOutcome, PolicyError> {
+        let mut record = AuditRecord::new(change, Operation::Delete, bucket.as_str());
+        let result = self.delete_inner(bucket, change, &mut record).await;
+        self.finish(record, &result.as_ref().map(|o| (o.revision, o.downgrade)))
+            .await;
+        result
+    }
+
+    async fn delete_inner(
+        &self,
+        bucket: &BucketName,
+        change: &Change,
+        record: &mut AuditRecord,
+    ) -> Result<DeleteOutcome, PolicyError> {
+        let (before, _) = self.get(bucket).await?;
+        record.before = before.as_ref().map(|e| e.stored.config.clone());
+        let downgraded = match record.before.clone() {
+            Some(before) => self.guard(&before, &HttpsConfig::disabled(), change, record)?,
+            None => false,
+        };
         let (revision, existed) = self.store.delete(bucket.as_str()).await?;
         self.index.wait_for(revision, self.read_your_writes).await;
-        Ok((revision, existed))
+        Ok(DeleteOutcome {
+            revision,
+            existed,
+            downgrade: downgraded,
+        })
     }
 
     /// The bucket's entry (None: never set) and the index revision, from memory.

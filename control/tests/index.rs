@@ -4,6 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use tlsfleet_control::{
+    audit::{Change, Via},
     index::{Index, Start, Subscription, Update},
     service::Policies,
     store::{embedded::EmbeddedStore, Store},
@@ -20,6 +21,17 @@ fn tls13() -> HttpsConfig {
             tls_versions: vec![TlsVersion::Tls13],
         },
         cipher_suite: None,
+    }
+}
+
+/// A change by a test, which may downgrade (these tests are about the index, not the guard).
+fn change() -> Change {
+    Change {
+        actor: "test".into(),
+        peer: None,
+        request_id: "test".into(),
+        via: Via::Grpc,
+        allow_downgrade: true,
     }
 }
 
@@ -50,12 +62,12 @@ async fn loads_follows_and_starts_subscribers_without_gaps() {
     let policies = Policies::new(store.clone(), index.clone());
 
     let r1 = policies
-        .put(&bucket("aaa"), tls13(), "test")
+        .put(&bucket("aaa"), tls13(), &change())
         .await
         .expect("put")
         .revision;
     let r2 = policies
-        .put(&bucket("bbb"), tls13(), "test")
+        .put(&bucket("bbb"), tls13(), &change())
         .await
         .expect("put")
         .revision;
@@ -84,11 +96,15 @@ async fn loads_follows_and_starts_subscribers_without_gaps() {
     }
 
     let r3 = policies
-        .put(&bucket("ccc"), tls13(), "test")
+        .put(&bucket("ccc"), tls13(), &change())
         .await
         .expect("put")
         .revision;
-    let (r4, existed) = policies.delete(&bucket("aaa")).await.expect("delete");
+    let (r4, existed) = policies
+        .delete(&bucket("aaa"), &change())
+        .await
+        .map(|o| (o.revision, o.existed))
+        .expect("delete");
     assert!(existed);
     let u = next(&mut fresh).await;
     assert_eq!((u.from_revision, u.revision), (r2, r3));
@@ -131,19 +147,23 @@ async fn a_restarted_server_answers_an_old_revision_with_a_delta() {
         let (index, task) = Index::spawn(store.clone(), shutdown.clone());
         let policies = Policies::new(store.clone(), index);
         policies
-            .put(&bucket("gone"), tls13(), "t")
+            .put(&bucket("gone"), tls13(), &change())
             .await
             .expect("put");
         let r1 = policies
-            .put(&bucket("keep"), tls13(), "t")
+            .put(&bucket("keep"), tls13(), &change())
             .await
             .expect("put")
             .revision;
         policies
-            .put(&bucket("new1"), tls13(), "t")
+            .put(&bucket("new1"), tls13(), &change())
             .await
             .expect("put");
-        let (r3, _) = policies.delete(&bucket("gone")).await.expect("delete");
+        let (r3, _) = policies
+            .delete(&bucket("gone"), &change())
+            .await
+            .map(|o| (o.revision, o.existed))
+            .expect("delete");
         shutdown.cancel();
         task.await.expect("stopped");
         (r1, r3)

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-/// `10s`, `500ms`, `2m`, `1h` (a whole number and a unit; zero is refused).
+/// `10s`, `500ms`, `2m`, `1h`, `90d` (a whole number and a unit; zero is refused).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -15,7 +15,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.saturating_mul(60)),
         "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => return Err(format!("{s:?}: the unit must be ms, s, m or h")),
+        "d" => Duration::from_secs(n.saturating_mul(86_400)),
+        _ => return Err(format!("{s:?}: the unit must be ms, s, m, h or d")),
     };
     if d.is_zero() {
         return Err(format!("{s:?}: must be more than zero"));

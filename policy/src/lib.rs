@@ -3,6 +3,7 @@
 //! * [`BucketName`]: an OSS bucket name, parsed.
 //! * [`HttpsConfig`]: the stored policy, exactly the OSS `HttpsConfiguration` schema.
 //! * [`EffectivePolicy`]: what rustls can serve of a policy, with the reasons anything was dropped.
+//! * [`downgrade`]: whether a change lets in anything the current policy keeps out.
 //! * [`xml`]: the OSS XML codec.
 //! * [`names`]: endpoint domains, request hosts and paths, parsed strictly (the edge decides on
 //!   and forwards only the canonical form).
@@ -12,6 +13,7 @@
 
 pub mod bucket;
 pub mod config;
+pub mod downgrade;
 pub mod effective;
 pub mod names;
 pub mod suites;
@@ -20,6 +22,7 @@ pub mod xml;
 
 pub use bucket::{BucketName, InvalidBucketName};
 pub use config::{CipherSuiteConfig, HttpsConfig, TlsConfig, TlsVersion};
+pub use downgrade::{downgrade, Downgrade};
 pub use effective::{
     CertKeyType, Dropped, EffectivePolicy, PolicyKey, ServedVersion, ValidationError,
     ValidationErrorKind,

@@ -240,6 +240,7 @@ mod tests {
                 }),
                 cipher_suite: None,
             }),
+            ..Default::default()
         }
     }
 

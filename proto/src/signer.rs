@@ -145,6 +145,7 @@ mod tests {
         crate::v1::PutRequest {
             bucket: bucket.into(),
             config: None,
+            ..Default::default()
         }
     }
 

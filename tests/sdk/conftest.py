@@ -44,7 +44,10 @@ def control(request, tmp_path_factory, credentials):
         store = f"etcd://{etcd.endpoint}"
     else:
         store = f"file:{workdir / 'data'}"
-    server = procs.Control(workdir, store, credentials, domains=(DOMAIN,))
+    # The OSS-compatibility suite changes policies both ways, as OSS lets it: this server
+    # applies REST downgrades. test_downgrades.py covers the default (refuse).
+    server = procs.Control(workdir, store, credentials, domains=(DOMAIN,),
+                           extra=("--rest-downgrades", "allow"))
     try:
         server.start()
         yield server

@@ -25,7 +25,8 @@ def servers(tmp_path, etcd, credentials):
     def start(name):
         workdir = tmp_path / name
         workdir.mkdir()
-        server = procs.Control(workdir, f"etcd://{etcd.endpoint}", credentials, (DOMAIN,))
+        server = procs.Control(workdir, f"etcd://{etcd.endpoint}", credentials, (DOMAIN,),
+                               extra=("--rest-downgrades", "allow"))
         started.append(server.start())
         return server
 

@@ -77,7 +77,7 @@ def strict_control(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("control-strict")
     creds = write_credentials(workdir / "credentials.toml")
     server = procs.Control(workdir, f"file:{workdir / 'data'}", creds, domains=(DOMAIN,),
-                           extra=("--require-signed-body",))
+                           extra=("--require-signed-body", "--rest-downgrades", "allow"))
     try:
         server.start()
         yield server

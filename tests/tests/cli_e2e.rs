@@ -80,16 +80,60 @@ fn every_command_against_a_real_control_server() {
         .collect();
     assert_eq!(names, vec!["cli-a", "cli-b"]);
 
-    let dis = json(&ctl(&url, keys::ADMIN, &["disable", "--bucket", "cli-a"]));
+    // Turning management off is a downgrade: refused (exit 3, saying so) without the flag.
+    let refused = ctl(&url, keys::ADMIN, &["disable", "--bucket", "cli-a"]);
+    assert_eq!(refused.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("downgrade"));
+    let dis = json(&ctl(
+        &url,
+        keys::ADMIN,
+        &["disable", "--bucket", "cli-a", "--allow-downgrade"],
+    ));
+    assert_eq!(dis["downgrade"], Value::Bool(true));
     assert!(dis["revision"].as_i64() > Some(rev));
     let get = json(&ctl(&url, keys::ADMIN, &["get", "--bucket", "cli-a"]));
     assert_eq!(get["policy"]["config"]["tls"]["enable"], Value::Bool(false));
 
-    let del = json(&ctl(&url, keys::ADMIN, &["delete", "--bucket", "cli-b"]));
+    let del = json(&ctl(
+        &url,
+        keys::ADMIN,
+        &["delete", "--bucket", "cli-b", "--allow-downgrade"],
+    ));
     assert_eq!(del["existed"], Value::Bool(true));
     let get = json(&ctl(&url, keys::ADMIN, &["get", "--bucket", "cli-b"]));
     assert_eq!(get["policy"]["mod_revision"].as_i64(), Some(0));
 
+    // The trail has every change and the refusal, with who and from where.
+    let history = json(&ctl(&url, keys::ADMIN, &["history", "--bucket", "cli-a"]));
+    let records = history["records"].as_array().expect("records");
+    let outcomes: Vec<(&str, &str, bool)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["operation"].as_str().unwrap_or_default(),
+                r["outcome"].as_str().unwrap_or_default(),
+                r["downgrade"].as_bool().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("put", "applied", false),
+            ("put", "refused", true),
+            ("put", "applied", true)
+        ],
+        "{history}"
+    );
+    for r in records {
+        assert_eq!(r["key_id"], keys::ADMIN.0);
+        assert!(
+            r["peer"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("127.0.0.1:")),
+            "{r}"
+        );
+    }
     let agents = json(&ctl(&url, keys::ADMIN, &["agents"]));
     assert!(agents["agents"].as_array().is_some());
     let rollout = json(&ctl(&url, keys::ADMIN, &["rollout"]));

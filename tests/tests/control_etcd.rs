@@ -123,6 +123,7 @@ async fn with_etcd_down_a_put_is_503_and_nothing_is_written() {
             }),
             cipher_suite: None,
         }),
+        ..Default::default()
     };
     let err = c
         .put(signed(put.clone(), PUT, keys::ADMIN))

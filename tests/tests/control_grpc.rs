@@ -19,10 +19,13 @@ fn config(versions: &[&str]) -> HttpsConfig {
     https_config(versions, &[], &[])
 }
 
+/// A put that may downgrade: these tests are about the API; the downgrade guard has its own
+/// (tests/tests/safe_changes.rs).
 fn put(bucket: &str, c: HttpsConfig) -> PutRequest {
     PutRequest {
         bucket: bucket.into(),
         config: Some(c),
+        allow_downgrade: true,
     }
 }
 
@@ -145,6 +148,7 @@ async fn put_get_list_delete_round_trip_with_revisions() {
         .delete(signed(
             DeleteRequest {
                 bucket: "alpha-2".into(),
+                allow_downgrade: true,
             },
             DELETE,
             keys::ADMIN,
@@ -169,6 +173,7 @@ async fn put_get_list_delete_round_trip_with_revisions() {
         .delete(signed(
             DeleteRequest {
                 bucket: "alpha-2".into(),
+                allow_downgrade: true,
             },
             DELETE,
             keys::ADMIN,
@@ -291,6 +296,7 @@ async fn keys_do_only_what_they_were_granted() {
         .delete(signed(
             DeleteRequest {
                 bucket: "gamma".into(),
+                allow_downgrade: true,
             },
             DELETE,
             keys::READER,

@@ -120,6 +120,7 @@ async fn a_replay_flood_of_one_key_does_not_lock_out_the_others() {
         let put = PutRequest {
             bucket: format!("after-flood-{i}"),
             config: Some(https_config(&["TLSv1.3"], &[], &[])),
+            ..Default::default()
         };
         a.put(signed(put, PUT, keys::ADMIN))
             .await
@@ -227,6 +228,7 @@ async fn sync_streams_that_never_read_stay_bounded_and_are_dropped() {
                 let req = PutRequest {
                     bucket: format!("bulky-{i:04}"),
                     config: Some(cfg),
+                    ..Default::default()
                 };
                 tokio::spawn(async move { c.put(signed(req, PUT, keys::ADMIN)).await })
             })
@@ -295,6 +297,7 @@ async fn huge_suite_lists_are_refused_at_once() {
         PutRequest {
             bucket: "logs-huge".into(),
             config: Some(https_config(&["TLSv1.2"], &refs, &[])),
+            ..Default::default()
         }
     };
     // Under the message limit: refused by the list bound; over it: by the message size.
@@ -414,6 +417,7 @@ async fn a_tampered_grpc_message_is_refused() {
     let strict = PutRequest {
         bucket: "vault".into(),
         config: Some(https_config(&["TLSv1.3"], &[], &[])),
+        ..Default::default()
     };
     let signed_strict = signed(strict.clone(), PUT, keys::ADMIN);
     let header = signed_strict
@@ -485,6 +489,7 @@ async fn agents_cannot_pose_as_other_nodes_or_claim_revisions_they_were_not_sent
         let put = PutRequest {
             bucket: "vault".into(),
             config: Some(https_config(&["TLSv1.3"], &[], &[])),
+            ..Default::default()
         };
         a.put(signed(put, PUT, keys::ADMIN))
             .await

@@ -66,6 +66,7 @@ async fn edge_with(upstream_domain: &str, extra: &[&str]) -> Edge {
     let put = PutRequest {
         bucket: "vault".into(),
         config: Some(https_config(&["TLSv1.3"], &[], &[])),
+        ..Default::default()
     };
     let revision = c
         .put(signed(put, PUT, keys::ADMIN))

@@ -28,11 +28,13 @@ fn policy(versions: &[&str], tls12: &[&str], tls13: &[&str]) -> HttpsConfig {
     https_config(versions, tls12, tls13)
 }
 
+/// A put that may downgrade: the fleet tests change policies both ways.
 async fn grpc_put(control: &Control, bucket: &str, cfg: HttpsConfig) -> i64 {
     let mut c = admin_as(&control.grpc_url(), keys::ADMIN).await;
     let req = PutRequest {
         bucket: bucket.into(),
         config: Some(cfg),
+        allow_downgrade: true,
     };
     c.put(signed_request(req))
         .await
@@ -457,6 +459,7 @@ async fn a_policy_the_fleet_cannot_serve_is_refused_at_put() {
     let req = PutRequest {
         bucket: "nacked".into(),
         config: Some(policy(&["TLSv1.2"], &["ECDHE-RSA-AES128-GCM-SHA256"], &[])),
+        ..Default::default()
     };
     let err = c
         .put(signed_request(req))

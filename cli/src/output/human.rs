@@ -34,7 +34,50 @@ pub(super) fn render(outcome: &Outcome, now_unix_ms: i64) -> String {
         ),
         Outcome::Agents(r) => agents(r, now_unix_ms),
         Outcome::Rollout(r) => rollout(r),
+        Outcome::History(r) => history(r),
     }
+}
+
+/// One line per record, oldest first: when, outcome, operation, bucket, who, from where,
+/// revision, and the reason (why refused, or what a downgrade let in).
+fn history(r: &tlsfleet_proto::v1::ListHistoryResponse) -> String {
+    if r.records.is_empty() {
+        return "no changes recorded\n".to_owned();
+    }
+    let mut out = String::new();
+    for a in &r.records {
+        let when =
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(a.time_unix_ms) * 1_000_000)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_else(|| a.time_unix_ms.to_string());
+        let revision = if a.revision > 0 {
+            format!(" revision {}", a.revision)
+        } else {
+            String::new()
+        };
+        let downgrade = if a.downgrade { " (downgrade)" } else { "" };
+        out.push_str(&format!(
+            "{when}  {} {} {}{downgrade} by {} from {} via {}{revision} [{}]\n",
+            a.outcome,
+            a.operation,
+            a.bucket,
+            a.key_id,
+            if a.peer.is_empty() { "?" } else { &a.peer },
+            a.via,
+            a.request_id,
+        ));
+        if !a.reason.is_empty() {
+            out.push_str(&format!("    {}\n", a.reason));
+        }
+    }
+    if !r.next_page_token.is_empty() {
+        out.push_str("(more records: narrow with --bucket or --since, or raise --limit)\n");
+    }
+    out
 }
 
 fn applied(head: &str, r: &PutResponse) -> String {
@@ -327,6 +370,7 @@ mod tests {
             response: PutResponse {
                 revision: 42,
                 effective: Some(effective_policy()),
+                ..Default::default()
             },
         });
         assert_eq!(
@@ -534,6 +578,7 @@ mod tests {
             response: DeleteResponse {
                 revision: 4,
                 existed,
+                ..Default::default()
             },
         };
         assert_eq!(

@@ -20,6 +20,7 @@ pub(super) fn render(outcome: &Outcome) -> Value {
             "bucket": bucket,
             "revision": response.revision,
             "effective": value(&response.effective),
+            "downgrade": response.downgrade,
         }),
         Outcome::Get(r) => value(r),
         Outcome::List(l) => value(l),
@@ -27,9 +28,11 @@ pub(super) fn render(outcome: &Outcome) -> Value {
             "bucket": bucket,
             "revision": response.revision,
             "existed": response.existed,
+            "downgrade": response.downgrade,
         }),
         Outcome::Agents(r) => value(r),
         Outcome::Rollout(r) => value(r),
+        Outcome::History(r) => value(r),
     }
 }
 
@@ -86,6 +89,7 @@ mod tests {
             response: PutResponse {
                 revision: 42,
                 effective: Some(effective_policy()),
+                ..Default::default()
             },
         });
         assert_eq!(
@@ -98,6 +102,7 @@ mod tests {
                     "cipher_suites": ["TLS13_AES_256_GCM_SHA384"],
                     "dropped": ["TLSv1.1: not served"],
                 },
+                "downgrade": false,
             })
         );
     }
@@ -161,11 +166,12 @@ mod tests {
             response: DeleteResponse {
                 revision: 13,
                 existed: true,
+                ..Default::default()
             },
         });
         assert_eq!(
             out,
-            json!({"bucket": "logs", "revision": 13, "existed": true})
+            json!({"bucket": "logs", "revision": 13, "existed": true, "downgrade": false})
         );
 
         let out = parse(&Outcome::Rollout(GetRolloutStatusResponse {

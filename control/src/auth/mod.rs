@@ -45,11 +45,13 @@ pub enum Action {
     ListAgents,
     /// `tlsfleet:GetRolloutStatus`.
     GetRolloutStatus,
+    /// `tlsfleet:ListHistory`: the audit trail (only buckets the key's patterns cover).
+    ListHistory,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 7] = [
+    pub const ALL: [Action; 8] = [
         Action::PutBucketHttpsConfig,
         Action::GetBucketHttpsConfig,
         Action::ListBucketHttpsConfigs,
@@ -57,6 +59,7 @@ impl Action {
         Action::Sync,
         Action::ListAgents,
         Action::GetRolloutStatus,
+        Action::ListHistory,
     ];
 
     /// The grant name, e.g. `oss:PutBucketHttpsConfig`.
@@ -69,6 +72,7 @@ impl Action {
             Action::Sync => "tlsfleet:Sync",
             Action::ListAgents => "tlsfleet:ListAgents",
             Action::GetRolloutStatus => "tlsfleet:GetRolloutStatus",
+            Action::ListHistory => "tlsfleet:ListHistory",
         }
     }
 
@@ -401,7 +405,8 @@ mod tests {
         for a in Action::ALL {
             assert_eq!(Action::grant_mask(a.name()), Some(a.bit()), "{a:?}");
         }
-        assert_eq!(Action::grant_mask("*"), Some(0x7f));
+        // Eight actions since tlsfleet:ListHistory.
+        assert_eq!(Action::grant_mask("*"), Some(0xff));
         assert_eq!(Action::grant_mask("oss:Put*"), None);
         assert_eq!(Action::grant_mask("tlsfleet:PutBucketHttpsConfig"), None);
     }

@@ -1,11 +1,12 @@
-//! `HttpsConfigService`: Put, Get, List, Delete.
+//! `HttpsConfigService`: Put, Get, List, Delete, ListHistory.
 
 use std::sync::Arc;
 
 use tlsfleet_policy::{BucketName, HttpsConfig};
 use tlsfleet_proto::v1::{
     self, https_config_service_server::HttpsConfigService, DeleteRequest, DeleteResponse,
-    GetRequest, GetResponse, ListRequest, ListResponse, PutRequest, PutResponse,
+    GetRequest, GetResponse, ListHistoryRequest, ListHistoryResponse, ListRequest, ListResponse,
+    PutRequest, PutResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -13,7 +14,12 @@ use super::{
     calls::{authenticate_request, Caller},
     status,
 };
-use crate::{auth::Authenticator, index::PolicyEntry, service::Policies};
+use crate::{
+    audit::{request_id, AuditRecord, Change, Via},
+    auth::Authenticator,
+    index::PolicyEntry,
+    service::Policies,
+};
 
 const DEFAULT_PAGE_SIZE: usize = 100;
 const MAX_PAGE_SIZE: usize = 1000;
@@ -32,6 +38,45 @@ impl AdminService {
     /// The caller, from the signature over the call's method and request message.
     fn authenticate<T: prost::Message>(&self, req: &Request<T>) -> Result<Caller, Status> {
         authenticate_request(&self.auth, req)
+    }
+}
+
+/// A change asked for by `who` over gRPC.
+fn change<T>(req: &Request<T>, who: &Caller, allow_downgrade: bool) -> Change {
+    Change {
+        actor: who.who.key.id.clone(),
+        peer: req.remote_addr(),
+        request_id: request_id(),
+        via: Via::Grpc,
+        allow_downgrade,
+    }
+}
+
+/// A response carrying the change's request id (`x-tlsfleet-request-id`), as in the trail.
+fn with_request_id<T>(message: T, change: &Change) -> Response<T> {
+    let mut r = Response::new(message);
+    if let Ok(v) = change.request_id.parse() {
+        r.metadata_mut().insert("x-tlsfleet-request-id", v);
+    }
+    r
+}
+
+fn history_record(r: AuditRecord) -> v1::AuditRecord {
+    let text = |v: serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    v1::AuditRecord {
+        time_unix_ms: r.time_unix_ms,
+        key_id: r.key_id,
+        peer: r.peer.unwrap_or_default(),
+        request_id: r.request_id,
+        via: text(serde_json::to_value(r.via).unwrap_or_default()),
+        operation: text(serde_json::to_value(r.operation).unwrap_or_default()),
+        bucket: r.bucket,
+        before: r.before.as_ref().map(Into::into),
+        after: r.after.as_ref().map(Into::into),
+        revision: r.revision,
+        downgrade: r.downgrade,
+        outcome: text(serde_json::to_value(r.outcome).unwrap_or_default()),
+        reason: r.reason,
     }
 }
 
@@ -67,6 +112,7 @@ fn default_policy(bucket: &BucketName) -> v1::BucketPolicy {
 impl HttpsConfigService for AdminService {
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let who = self.authenticate(&req)?;
+        let change = change(&req, &who, req.get_ref().allow_downgrade);
         let req = req.into_inner();
         let bucket = bucket(&req.bucket)?;
         who.authorize(Some(bucket.as_str()))?;
@@ -79,13 +125,17 @@ impl HttpsConfigService for AdminService {
             })?;
         let out = self
             .policies
-            .put(&bucket, config, &who.who.key.id)
+            .put(&bucket, config, &change)
             .await
             .map_err(status)?;
-        Ok(Response::new(PutResponse {
-            revision: out.revision,
-            effective: Some((&out.effective).into()),
-        }))
+        Ok(with_request_id(
+            PutResponse {
+                revision: out.revision,
+                effective: Some((&out.effective).into()),
+                downgrade: out.downgrade,
+            },
+            &change,
+        ))
     }
 
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
@@ -154,7 +204,48 @@ impl HttpsConfigService for AdminService {
         let who = self.authenticate(&req)?;
         let bucket = bucket(&req.get_ref().bucket)?;
         who.authorize(Some(bucket.as_str()))?;
-        let (revision, existed) = self.policies.delete(&bucket).await.map_err(status)?;
-        Ok(Response::new(DeleteResponse { revision, existed }))
+        let change = change(&req, &who, req.get_ref().allow_downgrade);
+        let out = self
+            .policies
+            .delete(&bucket, &change)
+            .await
+            .map_err(status)?;
+        Ok(with_request_id(
+            DeleteResponse {
+                revision: out.revision,
+                existed: out.existed,
+                downgrade: out.downgrade,
+            },
+            &change,
+        ))
+    }
+
+    async fn list_history(
+        &self,
+        req: Request<ListHistoryRequest>,
+    ) -> Result<Response<ListHistoryResponse>, Status> {
+        let who = self.authenticate(&req)?;
+        who.authorize(None)?;
+        let req = req.into_inner();
+        let audit = self
+            .policies
+            .audit()
+            .ok_or_else(|| Status::unavailable("this server keeps no audit trail"))?;
+        let page_size = match req.page_size as usize {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let after = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
+        let page = audit
+            .list(req.since_unix_ms, after, page_size, |r| {
+                (req.bucket.is_empty() || r.bucket == req.bucket)
+                    && who.who.key.allows(who.action, Some(&r.bucket))
+            })
+            .await
+            .map_err(|e| status(e.into()))?;
+        Ok(Response::new(ListHistoryResponse {
+            records: page.records.into_iter().map(history_record).collect(),
+            next_page_token: page.next.unwrap_or_default(),
+        }))
     }
 }

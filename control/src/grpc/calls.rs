@@ -29,6 +29,10 @@ pub const CALLS: &[(&str, Action)] = &[
         methods::HTTPS_CONFIG_SERVICE_DELETE,
         Action::DeleteBucketHttpsConfig,
     ),
+    (
+        methods::HTTPS_CONFIG_SERVICE_LIST_HISTORY,
+        Action::ListHistory,
+    ),
     (methods::FLEET_SERVICE_SYNC, Action::Sync),
     (methods::FLEET_SERVICE_LIST_AGENTS, Action::ListAgents),
     (

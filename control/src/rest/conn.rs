@@ -131,6 +131,7 @@ async fn connection(
     force: CancellationToken,
 ) {
     let io = Stalling::new(tcp, limits.idle_timeout);
+    let app = app.layer(axum::Extension(super::Peer(peer)));
     match tls {
         None => serve_http(io, app, limits, shutdown, force).await,
         Some(acceptor) => {

@@ -1,11 +1,5 @@
 //! OSS error responses and request ids.
 
-use std::{
-    sync::atomic::{AtomicU32, Ordering},
-    sync::OnceLock,
-    time::{SystemTime, UNIX_EPOCH},
-};
-
 use axum::{body::Body, response::Response};
 use http::{header, HeaderValue, StatusCode};
 
@@ -107,6 +101,7 @@ impl From<PolicyError> for OssError {
             PolicyError::OutcomeUnknown(m) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", m)
             }
+            PolicyError::Downgrade(m) => Self::new(StatusCode::FORBIDDEN, "AccessDenied", m),
             PolicyError::Internal(m) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", m)
             }
@@ -114,20 +109,7 @@ impl From<PolicyError> for OssError {
     }
 }
 
-/// A fresh request id: 24 uppercase hex characters, unique within this process (seconds,
-/// a per-process random tag, a counter) and very likely across processes.
-pub fn request_id() -> String {
-    static TAG: OnceLock<u32> = OnceLock::new();
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let tag = *TAG.get_or_init(rand::random::<u32>);
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    // Truncating the seconds to 32 bits is fine: they only spread ids over time.
-    format!("{:08X}{tag:08X}{n:08X}", secs as u32)
-}
+pub use crate::audit::request_id;
 
 #[cfg(test)]
 mod tests {

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::{
+    audit::{Change, Via},
     auth::{Action, Authenticator, OssAuth, OssRequest},
     service::Policies,
 };
@@ -67,6 +68,8 @@ pub struct RestState {
     /// Refuse a PUT whose body the signature does not cover (`--require-signed-body`): V1
     /// needs `Content-MD5`; V4 `Content-MD5` or a hex `x-oss-content-sha256`.
     pub require_signed_body: bool,
+    /// `--rest-downgrades`.
+    pub downgrades: RestDowngrades,
 }
 
 struct Shared {
@@ -74,6 +77,26 @@ struct Shared {
     auth: Arc<Authenticator>,
     domains: Domains,
     require_signed_body: bool,
+    downgrades: RestDowngrades,
+}
+
+/// The request id of a request (also its `x-oss-request-id`).
+#[derive(Clone, Debug)]
+struct RequestId(String);
+
+/// The peer address of a request's connection (inserted by the accept loop).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub std::net::SocketAddr);
+
+/// Whether a REST PUT may downgrade a bucket (`--rest-downgrades`): the OSS API has no field
+/// to ask for it, so the server decides for every REST caller.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum RestDowngrades {
+    /// Downgrades through REST are applied (and audited as downgrades).
+    Allow,
+    /// Downgrades through REST are refused with `403 AccessDenied` (the default).
+    #[default]
+    Refuse,
 }
 
 /// Serves the REST API on `listener` until `shutdown` is cancelled; then lets in-flight
@@ -88,6 +111,7 @@ pub async fn serve(
         auth: state.auth,
         domains: Domains::new(&state.domains),
         require_signed_body: state.require_signed_body,
+        downgrades: state.downgrades,
     });
     let app = Router::new().fallback(handle).with_state(shared);
     conn::serve(listener, app, state.limits, state.tls, shutdown).await
@@ -103,7 +127,8 @@ struct Outcome {
 async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let started = tokio::time::Instant::now();
     let request_id = request_id();
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    parts.extensions.insert(RequestId(request_id.clone()));
     let framing = body::Framing::of(&parts.headers);
     let host = parts
         .headers
@@ -265,10 +290,18 @@ async fn put_config(
         ));
     }
     let config = xml::parse(&bytes).map_err(|e| OssError::bad_request("MalformedXML", e.0))?;
-    let outcome = shared
-        .policies
-        .put(&target.bucket, config, &auth.principal.key.id)
-        .await?;
+    let change = Change {
+        actor: auth.principal.key.id.clone(),
+        peer: parts.extensions.get::<Peer>().map(|p| p.0),
+        request_id: parts
+            .extensions
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default(),
+        via: Via::Rest,
+        allow_downgrade: shared.downgrades == RestDowngrades::Allow,
+    };
+    let outcome = shared.policies.put(&target.bucket, config, &change).await?;
     let mut response = Response::new(Body::empty());
     response
         .headers_mut()

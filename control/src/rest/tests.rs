@@ -45,6 +45,7 @@ async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Server {
         domains: vec!["oss.test".into()],
         limits: super::RestLimits::default(),
         tls,
+        downgrades: super::RestDowngrades::Allow,
         require_signed_body: false,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
