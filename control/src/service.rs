@@ -17,6 +17,9 @@ use crate::{
     store::{PolicyStore, Revision, StoreError, StoredPolicy},
 };
 
+/// How often a write is compared and tried again when the bucket changed under it.
+const CONFLICT_RETRIES: usize = 5;
+
 /// Why a policy operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PolicyError {
@@ -157,27 +160,65 @@ impl Policies {
         config.normalize();
         record.after = Some(config.clone());
         let effective = config.effective()?;
-        let (before, _) = self.get(bucket).await?;
-        record.before = before.as_ref().map(|e| e.stored.config.clone());
-        let baseline = record.before.clone().unwrap_or_else(HttpsConfig::disabled);
         // What the fleet cannot serve is refused whatever the caller allows.
         self.check_fleet_can_serve(&effective).await?;
-        let downgraded = self.guard(&baseline, &config, change, record)?;
         let value = StoredPolicy {
-            config,
+            config: config.clone(),
             updated_by: change.actor.clone(),
             updated_at_unix_ms: now_ms(),
         };
         let bytes = value
             .encode()
             .map_err(|e| PolicyError::Internal(e.to_string()))?;
-        let revision = self.store.put(bucket.as_str(), bytes).await?;
-        self.index.wait_for(revision, self.read_your_writes).await;
-        Ok(PutOutcome {
-            revision,
-            effective,
-            downgrade: downgraded,
-        })
+        // The guard compares with the policy the write replaces: the write happens only if
+        // that is still the bucket's policy, else the comparison is made again.
+        for _ in 0..CONFLICT_RETRIES {
+            let (before, expected) = self.current(bucket).await?;
+            record.before = before.clone();
+            let baseline = before.unwrap_or_else(HttpsConfig::disabled);
+            let downgraded = self.guard(&baseline, &config, change, record)?;
+            match self
+                .store
+                .put_if(bucket.as_str(), bytes.clone(), expected)
+                .await
+            {
+                Ok(revision) => {
+                    self.index.wait_for(revision, self.read_your_writes).await;
+                    return Ok(PutOutcome {
+                        revision,
+                        effective,
+                        downgrade: downgraded,
+                    });
+                }
+                Err(StoreError::Conflict { current }) => self.catch_up(current).await,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(PolicyError::Unavailable(format!(
+            "bucket {bucket} kept changing under this write ({CONFLICT_RETRIES} tries); try again"
+        )))
+    }
+
+    /// The bucket's stored policy as this server's index has it, and its mod revision.
+    async fn current(
+        &self,
+        bucket: &BucketName,
+    ) -> Result<(Option<HttpsConfig>, Revision), PolicyError> {
+        let (entry, _) = self.get(bucket).await?;
+        Ok(entry.map_or((None, 0), |e| {
+            (Some(e.stored.config.clone()), e.mod_revision)
+        }))
+    }
+
+    /// After a conflict: waits until the index has the write that got in first (a delete has
+    /// no mod revision to wait for: the store's current revision then).
+    async fn catch_up(&self, current: Revision) {
+        let target = if current > 0 {
+            current
+        } else {
+            self.store.revision().await.unwrap_or(0)
+        };
+        self.index.wait_for(target, self.read_your_writes).await;
     }
 
     /// `Err(Downgrade)` for a downgrade the caller did not allow; else whether it is one.
@@ -283,19 +324,29 @@ impl Policies {
         change: &Change,
         record: &mut AuditRecord,
     ) -> Result<DeleteOutcome, PolicyError> {
-        let (before, _) = self.get(bucket).await?;
-        record.before = before.as_ref().map(|e| e.stored.config.clone());
-        let downgraded = match record.before.clone() {
-            Some(before) => self.guard(&before, &HttpsConfig::disabled(), change, record)?,
-            None => false,
-        };
-        let (revision, existed) = self.store.delete(bucket.as_str()).await?;
-        self.index.wait_for(revision, self.read_your_writes).await;
-        Ok(DeleteOutcome {
-            revision,
-            existed,
-            downgrade: downgraded,
-        })
+        for _ in 0..CONFLICT_RETRIES {
+            let (before, expected) = self.current(bucket).await?;
+            record.before = before.clone();
+            let downgraded = match before {
+                Some(before) => self.guard(&before, &HttpsConfig::disabled(), change, record)?,
+                None => false,
+            };
+            match self.store.delete_if(bucket.as_str(), expected).await {
+                Ok((revision, existed)) => {
+                    self.index.wait_for(revision, self.read_your_writes).await;
+                    return Ok(DeleteOutcome {
+                        revision,
+                        existed,
+                        downgrade: downgraded,
+                    });
+                }
+                Err(StoreError::Conflict { current }) => self.catch_up(current).await,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(PolicyError::Unavailable(format!(
+            "bucket {bucket} kept changing under this delete ({CONFLICT_RETRIES} tries); try again"
+        )))
     }
 
     /// The bucket's entry (None: never set) and the index revision, from memory.

@@ -87,6 +87,7 @@ conformance!(
     agents_expire_after_their_ttl,
     agent_put_refreshes_the_ttl,
     concurrent_puts_get_distinct_revisions,
+    conditional_writes_happen_only_on_the_revision_expected,
     audit_records_list_in_key_order_page_and_trim,
     audit_records_are_not_policies,
 );
@@ -397,6 +398,35 @@ mod suite {
             store.list_agents().await.expect("list_agents").is_empty()
         })
         .await;
+    }
+
+    pub async fn conditional_writes_happen_only_on_the_revision_expected(store: Arc<dyn Store>) {
+        let r1 = store
+            .put_if("cas", b"v1".to_vec(), 0)
+            .await
+            .expect("create");
+        match store.put_if("cas", b"v2".to_vec(), 0).await {
+            Err(StoreError::Conflict { current }) => assert_eq!(current, r1),
+            other => panic!("a create over an existing key: {other:?}"),
+        }
+        let r2 = store
+            .put_if("cas", b"v2".to_vec(), r1)
+            .await
+            .expect("update");
+        assert!(r2 > r1);
+        assert!(matches!(
+            store.delete_if("cas", r1).await,
+            Err(StoreError::Conflict { current }) if current == r2
+        ));
+        let kv = store.get("cas").await.expect("get").expect("still there");
+        assert_eq!((kv.value.as_slice(), kv.mod_revision), (&b"v2"[..], r2));
+        let (r3, existed) = store.delete_if("cas", r2).await.expect("delete");
+        assert!(existed && r3 > r2);
+        assert!(store.get("cas").await.expect("get").is_none());
+        assert!(matches!(
+            store.put_if("cas", b"v3".to_vec(), r2).await,
+            Err(StoreError::Conflict { current: 0 })
+        ));
     }
 
     pub async fn audit_records_list_in_key_order_page_and_trim(store: Arc<dyn Store>) {

@@ -196,7 +196,7 @@ impl PolicyStore for EmbeddedStore {
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError> {
         let key = key.to_owned();
         self.write(move |db| {
-            let event = tables::put(db, &key, &value)?;
+            let event = tables::put(db, &key, &value, None)?;
             Ok((event.revision(), Some(event)))
         })
         .await
@@ -205,7 +205,34 @@ impl PolicyStore for EmbeddedStore {
     async fn delete(&self, key: &str) -> Result<(Revision, bool), StoreError> {
         let key = key.to_owned();
         self.write(move |db| {
-            let (revision, event) = tables::delete(db, &key)?;
+            let (revision, event) = tables::delete(db, &key, None)?;
+            Ok(((revision, event.is_some()), event))
+        })
+        .await
+    }
+
+    async fn put_if(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+    ) -> Result<Revision, StoreError> {
+        let key = key.to_owned();
+        self.write(move |db| {
+            let event = tables::put(db, &key, &value, Some(expected))?;
+            Ok((event.revision(), Some(event)))
+        })
+        .await
+    }
+
+    async fn delete_if(
+        &self,
+        key: &str,
+        expected: Revision,
+    ) -> Result<(Revision, bool), StoreError> {
+        let key = key.to_owned();
+        self.write(move |db| {
+            let (revision, event) = tables::delete(db, &key, Some(expected))?;
             Ok(((revision, event.is_some()), event))
         })
         .await

@@ -245,14 +245,37 @@ impl EtcdStore {
 impl PolicyStore for EtcdStore {
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError> {
         let key = self.policy_key(key);
-        self.conditional_write("put", &key, Write::Put(value))
+        self.conditional_write("put", &key, Write::Put(value), None)
             .await
             .map(|(revision, _)| revision)
     }
 
     async fn delete(&self, key: &str) -> Result<(Revision, bool), StoreError> {
         let key = self.policy_key(key);
-        self.conditional_write("delete", &key, Write::Delete).await
+        self.conditional_write("delete", &key, Write::Delete, None)
+            .await
+    }
+
+    async fn put_if(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+    ) -> Result<Revision, StoreError> {
+        let key = self.policy_key(key);
+        self.conditional_write("put", &key, Write::Put(value), Some(expected))
+            .await
+            .map(|(revision, _)| revision)
+    }
+
+    async fn delete_if(
+        &self,
+        key: &str,
+        expected: Revision,
+    ) -> Result<(Revision, bool), StoreError> {
+        let key = self.policy_key(key);
+        self.conditional_write("delete", &key, Write::Delete, Some(expected))
+            .await
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {

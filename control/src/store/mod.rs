@@ -90,6 +90,10 @@ pub enum StoreError {
         requested: Revision,
         compact_revision: Revision,
     },
+    /// A conditional write found the key at another mod revision than expected (0: absent):
+    /// another writer changed it since the caller read it. Nothing was written.
+    #[error("the key changed since it was read (now at mod revision {current})")]
+    Conflict { current: Revision },
     #[error("store error: {0}")]
     Other(String),
 }
@@ -104,6 +108,22 @@ pub trait PolicyStore: Send + Sync + 'static {
     /// Deletes `key`; returns the revision of the delete (the current revision when nothing
     /// was stored) and whether the key existed.
     async fn delete(&self, key: &str) -> Result<(Revision, bool), StoreError>;
+
+    /// [`PolicyStore::put`] only if the key's mod revision is still `expected` (0: absent);
+    /// else `Err(Conflict)` and nothing is written.
+    async fn put_if(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+    ) -> Result<Revision, StoreError>;
+
+    /// [`PolicyStore::delete`] only if the key's mod revision is still `expected`.
+    async fn delete_if(
+        &self,
+        key: &str,
+        expected: Revision,
+    ) -> Result<(Revision, bool), StoreError>;
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
 

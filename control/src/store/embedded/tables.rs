@@ -81,12 +81,22 @@ fn meta_in(txn: &ReadTransaction, name: &str) -> Result<Revision, StoreError> {
 }
 
 /// Stores `value` under `key` at the next revision; returns the event to publish.
-pub(super) fn put(db: &Database, key: &str, value: &[u8]) -> Result<Event, StoreError> {
+/// With `expected`, only if the key's mod revision is still that (0: absent).
+pub(super) fn put(
+    db: &Database,
+    key: &str,
+    value: &[u8],
+    expected: Option<Revision>,
+) -> Result<Event, StoreError> {
     let txn = begin_write(db)?;
     let event = {
         let mut meta = txn.open_table(META).db()?;
         let mut policies = txn.open_table(POLICIES).db()?;
         let mut log = txn.open_table(LOG).db()?;
+        let now = policies.get(key).db()?.map_or(0, |v| v.value().2);
+        if expected.is_some_and(|e| e != now) {
+            return Err(StoreError::Conflict { current: now });
+        }
         let revision = meta.get(REVISION).db()?.map_or(0, |v| v.value()) + 1;
         let create_revision = policies.get(key).db()?.map_or(revision, |v| v.value().1);
         policies
@@ -108,11 +118,19 @@ pub(super) fn put(db: &Database, key: &str, value: &[u8]) -> Result<Event, Store
 
 /// Deletes `key`. Returns the current revision and, when the key existed, the event to
 /// publish; a delete of a missing key writes nothing and keeps the revision.
-pub(super) fn delete(db: &Database, key: &str) -> Result<(Revision, Option<Event>), StoreError> {
+pub(super) fn delete(
+    db: &Database,
+    key: &str,
+    expected: Option<Revision>,
+) -> Result<(Revision, Option<Event>), StoreError> {
     let txn = begin_write(db)?;
     let (current, deleted_at) = {
         let mut meta = txn.open_table(META).db()?;
         let mut policies = txn.open_table(POLICIES).db()?;
+        let now = policies.get(key).db()?.map_or(0, |v| v.value().2);
+        if expected.is_some_and(|e| e != now) {
+            return Err(StoreError::Conflict { current: now });
+        }
         let current = meta.get(REVISION).db()?.map_or(0, |v| v.value());
         if policies.remove(key).db()?.is_some() {
             let revision = current + 1;

@@ -51,13 +51,20 @@ impl EtcdStore {
     /// means this write's fate is unknown: `OutcomeUnknown`, never a blind overwrite. The
     /// same when the deadline passes after such an attempt; `Unavailable` (nothing written)
     /// only when no attempt can have reached etcd.
+    ///
+    /// With `expected`, the write happens only on top of that mod revision (0: absent):
+    /// another writer's change is `Conflict`, never retried over.
     pub(super) async fn conditional_write(
         &self,
         what: &str,
         key: &str,
         write: Write,
+        expected: Option<Revision>,
     ) -> Result<(Revision, bool), StoreError> {
         let (mut base, current) = self.current(key).await?;
+        if expected.is_some_and(|e| e != base) {
+            return Err(StoreError::Conflict { current: base });
+        }
         if matches!(write, Write::Delete) && current.is_none() {
             let now = self.revision().await?;
             return Ok((now, false));
@@ -106,6 +113,9 @@ impl EtcdStore {
                             "etcd {what} of {key}: an attempt timed out, and the key has \
                              changed since"
                         )));
+                    }
+                    if expected.is_some() {
+                        return Err(StoreError::Conflict { current: now });
                     }
                     if matches!(write, Write::Delete) && current.is_none() {
                         let revision = self.revision().await?;
