@@ -47,6 +47,13 @@ pub struct Args {
     #[arg(long, value_name = "URL", value_parser = parse_upstream)]
     pub upstream: Option<http::Uri>,
 
+    /// The control plane's REST API (http://HOST:PORT): `?httpsConfig` requests (GET and PUT
+    /// of a bucket's policy, as the OSS SDKs send them to the storage endpoint) go there,
+    /// signature untouched, instead of to --upstream, so an SDK pointed at this agent manages
+    /// its buckets' policies. Without it they go to --upstream like any request.
+    #[arg(long, value_name = "URL", value_parser = parse_upstream)]
+    pub control_rest: Option<http::Uri>,
+
     /// Directory of the last-known-good cache: every applied revision is written there, and
     /// an agent started while the control plane is unreachable serves from it. Without it,
     /// such an agent refuses TLS until its first snapshot.
@@ -183,6 +190,7 @@ impl Args {
             cert: self.cert.clone(),
             key: self.key.clone(),
             upstream: self.upstream.clone(),
+            control_rest: self.control_rest.clone(),
             admin_listen: self.admin_listen,
             handshake_timeout: self.handshake_timeout,
             connections: ConnectionLimits {

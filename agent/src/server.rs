@@ -39,6 +39,8 @@ pub struct DataPlaneConfig {
     pub key: PathBuf,
     /// `http://HOST:PORT` to proxy allowed requests to; `None`: the built-in responder.
     pub upstream: Option<http::Uri>,
+    /// Where `?httpsConfig` requests go (the control plane's REST API); `--upstream` without.
+    pub control_rest: Option<http::Uri>,
     /// Plain-HTTP `/healthz`, `/readyz`, `/metrics`.
     pub admin_listen: Option<SocketAddr>,
     /// Bounds ClientHello + handshake, together.
@@ -153,6 +155,16 @@ impl DataPlane {
             .as_ref()
             .map(|u| Upstream::new(u, cfg.upstream_limits))
             .transpose()?;
+        // The control plane reads virtual-hosted names itself: never path style towards it.
+        let api_limits = UpstreamLimits {
+            path_style: false,
+            ..cfg.upstream_limits
+        };
+        let api = cfg
+            .control_rest
+            .as_ref()
+            .map(|u| Upstream::new(u, api_limits))
+            .transpose()?;
 
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -179,6 +191,7 @@ impl DataPlane {
                 domains,
                 metrics,
                 upstream,
+                api,
                 idle_timeout: cfg.connections.idle_timeout,
                 send_timeout: cfg.connections.send_timeout,
             }),

@@ -59,6 +59,8 @@ pub struct Context {
     pub domains: Domains,
     pub metrics: Arc<Metrics>,
     pub upstream: Option<proxy::Upstream>,
+    /// The control plane's REST API, for `?httpsConfig` requests (`--control-rest`).
+    pub api: Option<proxy::Upstream>,
     /// A connection with no request in flight for this long is closed (HTTP/1.1: also the
     /// bound on receiving a request's headers).
     pub idle_timeout: Duration,
@@ -172,6 +174,14 @@ pub async fn serve<IO>(
 
 /// A response whose request stays in flight until its body is sent, and whose progress
 /// counts against the send timeout.
+/// Whether a request is for the bucket's HttpsConfig (`?httpsConfig`, any value).
+fn is_bucket_api(path_and_query: &str) -> bool {
+    path_and_query.split_once('?').is_some_and(|(_, q)| {
+        q.split('&')
+            .any(|p| p.split('=').next() == Some("httpsConfig"))
+    })
+}
+
 fn tracked(
     activity: &Arc<Activity>,
     response: Response<Body>,
@@ -215,7 +225,13 @@ async fn respond(ctx: &Context, conn: &ConnInfo, req: Request<Incoming>) -> Resp
         }
     };
     ctx.metrics.request_served();
-    let Some(upstream) = &ctx.upstream else {
+    // The bucket API (`?httpsConfig`) goes to the control plane, once the bucket's own TLS
+    // policy allowed the connection, exactly as decided (canonical host and path).
+    let api = ctx
+        .api
+        .as_ref()
+        .filter(|_| is_bucket_api(&allowed.canonical.path_and_query));
+    let Some(upstream) = api.or(ctx.upstream.as_ref()) else {
         return responder::respond(conn, &allowed);
     };
     match upstream.forward(req, conn, &allowed).await {

@@ -196,6 +196,7 @@ impl Agent {
                 cert,
                 key,
                 upstream: opts.upstream,
+                control_rest: None,
                 admin_listen: Some("127.0.0.1:0".parse().unwrap()),
                 handshake_timeout: opts.handshake_timeout,
                 connections: opts.connections,
