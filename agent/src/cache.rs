@@ -36,6 +36,8 @@ pub struct CachedSnapshot {
     pub store_id: Option<String>,
     /// Buckets refused because their newest policy could not be read: they stay refused.
     pub refused: Vec<BucketName>,
+    /// The fleet default policy, if one is set.
+    pub default: Option<HttpsConfig>,
 }
 
 /// Why the cache could not be read or written.
@@ -120,6 +122,7 @@ impl Cache {
                 .collect(),
             store_id: file.store_id,
             refused: file.refused,
+            default: file.default,
         }))
     }
 
@@ -141,6 +144,7 @@ impl Cache {
                 .collect(),
             store_id: snapshot.store_id.as_deref(),
             refused: &snapshot.refused,
+            default: snapshot.default.as_ref(),
         };
         let temp = self.dir.join(TEMP_NAME);
         let written = write_synced(&temp, &file);
@@ -185,6 +189,8 @@ struct FileV1 {
     store_id: Option<String>,
     #[serde(default)]
     refused: Vec<BucketName>,
+    #[serde(default)]
+    default: Option<HttpsConfig>,
 }
 
 #[derive(Deserialize)]
@@ -202,6 +208,8 @@ struct FileRefV1<'a> {
     store_id: Option<&'a str>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     refused: &'a [BucketName],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    default: Option<&'a HttpsConfig>,
 }
 
 #[derive(Serialize)]

@@ -123,7 +123,11 @@ fn restore(cache: &Cache, table: &PolicyTable, metrics: &Metrics, readiness: &Re
             reason: "refused when cached".to_owned(),
         })
         .collect();
-    let outcome = table.apply_snapshot_refusing(revision, snapshot.policies, &refused);
+    let default = snapshot.default.map_or(
+        tlsfleet_agent::table::DefaultChange::Clear,
+        tlsfleet_agent::table::DefaultChange::Set,
+    );
+    let outcome = table.apply_snapshot_refusing(revision, snapshot.policies, &refused, default);
     table.set_store_id(snapshot.store_id.unwrap_or_default());
     for e in &outcome.errors {
         warn!(bucket = %e.bucket, reason = %e.reason, "cached policy cannot be served");

@@ -133,6 +133,9 @@ pub enum Command {
     Delete(ChangeArgs),
     /// The audit trail: every change and refused change, oldest first (ListHistory).
     History(HistoryArgs),
+    /// The fleet default policy: get, set, clear.
+    #[command(subcommand)]
+    Default(DefaultCommand),
     /// List the edge agents: state, applied and sent revisions, labels, last NACK.
     Agents,
     /// Show which agents enforce a revision, which are pending and which failed.
@@ -183,6 +186,30 @@ pub struct PutArgs {
     #[arg(long, value_name = "BUCKET")]
     pub bucket: String,
 
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// `default`.
+#[derive(Debug, Subcommand)]
+pub enum DefaultCommand {
+    /// Print the fleet default policy (what buckets without a policy, and connections with no
+    /// SNI or the bare domain, get).
+    Get,
+    /// Set the fleet default policy (HttpsConfigService.PutDefault).
+    Set(PolicyArgs),
+    /// Back to the built-in default: TLS 1.2 and 1.3, every suite (a downgrade unless the
+    /// default kept nothing out).
+    Clear {
+        /// Accept a downgrade.
+        #[arg(long)]
+        allow_downgrade: bool,
+    },
+}
+
+/// A policy, as `put` and `default set` take it.
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
     /// TLS versions to allow, comma-separated, exactly as OSS spells them. TLSv1.0 and TLSv1.1
     /// are stored but not served (the answer says so).
     #[arg(
@@ -326,16 +353,19 @@ mod tests {
         let Command::Put(put) = cli.command else {
             panic!("not put")
         };
-        assert_eq!(put.tls_versions, [TlsVersion::Tls12, TlsVersion::Tls13]);
         assert_eq!(
-            put.cipher_suites,
+            put.policy.tls_versions,
+            [TlsVersion::Tls12, TlsVersion::Tls13]
+        );
+        assert_eq!(
+            put.policy.cipher_suites,
             [
                 "ECDHE-RSA-AES128-GCM-SHA256",
                 "ECDHE-ECDSA-AES256-GCM-SHA384"
             ]
         );
-        assert_eq!(put.tls13_cipher_suites, ["TLS_AES_256_GCM_SHA384"]);
-        assert!(!put.strong);
+        assert_eq!(put.policy.tls13_cipher_suites, ["TLS_AES_256_GCM_SHA384"]);
+        assert!(!put.policy.strong);
     }
 
     #[test]

@@ -140,6 +140,39 @@ impl Client {
             .await
     }
 
+    /// `HttpsConfigService.GetDefault`.
+    pub async fn get_default(&self) -> Result<GetResponse, CliError> {
+        let mut c = self.configs.clone();
+        self.call(
+            "GetDefault",
+            tlsfleet_proto::v1::GetDefaultRequest {},
+            |r| async move { c.get_default(r).await },
+        )
+        .await
+    }
+
+    /// `HttpsConfigService.PutDefault`.
+    pub async fn put_default(
+        &self,
+        msg: tlsfleet_proto::v1::PutDefaultRequest,
+    ) -> Result<PutResponse, CliError> {
+        let mut c = self.configs.clone();
+        self.call("PutDefault", msg, |r| async move { c.put_default(r).await })
+            .await
+    }
+
+    /// `HttpsConfigService.DeleteDefault`.
+    pub async fn delete_default(
+        &self,
+        msg: tlsfleet_proto::v1::DeleteDefaultRequest,
+    ) -> Result<DeleteResponse, CliError> {
+        let mut c = self.configs.clone();
+        self.call("DeleteDefault", msg, |r| async move {
+            c.delete_default(r).await
+        })
+        .await
+    }
+
     /// `HttpsConfigService.ListHistory`: one page.
     pub async fn list_history(
         &self,

@@ -7,7 +7,7 @@ use tlsfleet_proto::v1::{
 };
 
 use crate::{
-    args::{Command, HistoryArgs, ListArgs, PutArgs},
+    args::{Command, DefaultCommand, HistoryArgs, ListArgs, PolicyArgs, PutArgs},
     client::Client,
     error::CliError,
 };
@@ -32,6 +32,10 @@ pub enum Outcome {
     Agents(ListAgentsResponse),
     Rollout(GetRolloutStatusResponse),
     History(v1::ListHistoryResponse),
+    /// The fleet default policy (bucket "").
+    Default(GetResponse),
+    DefaultSet(PutResponse),
+    DefaultCleared(DeleteResponse),
 }
 
 /// One or more List pages joined.
@@ -83,6 +87,22 @@ pub async fn execute(client: &Client, command: &Command) -> Result<Outcome, CliE
                 })
                 .await?,
         ),
+        Command::Default(DefaultCommand::Get) => Outcome::Default(client.get_default().await?),
+        Command::Default(DefaultCommand::Set(args)) => Outcome::DefaultSet(
+            client
+                .put_default(v1::PutDefaultRequest {
+                    config: Some((&policy_config(args)).into()),
+                    allow_downgrade: args.allow_downgrade,
+                })
+                .await?,
+        ),
+        Command::Default(DefaultCommand::Clear { allow_downgrade }) => Outcome::DefaultCleared(
+            client
+                .delete_default(v1::DeleteDefaultRequest {
+                    allow_downgrade: *allow_downgrade,
+                })
+                .await?,
+        ),
         Command::History(args) => {
             let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
             Outcome::History(client.list_history(history_request(args, now)).await?)
@@ -93,9 +113,18 @@ pub async fn execute(client: &Client, command: &Command) -> Result<Outcome, CliE
 /// TLS management on with the given versions; a `<CipherSuite>` section only when the
 /// operator restricts suites (no section means every suite, as in OSS).
 pub fn put_request(args: &PutArgs) -> PutRequest {
+    PutRequest {
+        bucket: args.bucket.clone(),
+        config: Some((&policy_config(&args.policy)).into()),
+        allow_downgrade: args.policy.allow_downgrade,
+    }
+}
+
+/// The policy `args` describe.
+pub fn policy_config(args: &PolicyArgs) -> HttpsConfig {
     let restricts_suites =
         args.strong || !args.cipher_suites.is_empty() || !args.tls13_cipher_suites.is_empty();
-    let config = HttpsConfig {
+    HttpsConfig {
         tls: TlsConfig {
             enable: true,
             tls_versions: args.tls_versions.clone(),
@@ -106,11 +135,6 @@ pub fn put_request(args: &PutArgs) -> PutRequest {
             custom_cipher_suites: args.cipher_suites.clone(),
             tls13_custom_cipher_suites: args.tls13_cipher_suites.clone(),
         }),
-    };
-    PutRequest {
-        bucket: args.bucket.clone(),
-        config: Some((&config).into()),
-        allow_downgrade: args.allow_downgrade,
     }
 }
 

@@ -158,6 +158,55 @@ impl HttpsConfigService for Fake {
         }))
     }
 
+    async fn put_default(
+        &self,
+        req: Request<tlsfleet_proto::v1::PutDefaultRequest>,
+    ) -> Result<Response<PutResponse>, Status> {
+        check(
+            &req,
+            tlsfleet_proto::v1::methods::HTTPS_CONFIG_SERVICE_PUT_DEFAULT,
+        )?;
+        Ok(Response::new(PutResponse {
+            revision: 44,
+            effective: Some(effective()),
+            downgrade: req.get_ref().allow_downgrade,
+        }))
+    }
+
+    async fn get_default(
+        &self,
+        req: Request<tlsfleet_proto::v1::GetDefaultRequest>,
+    ) -> Result<Response<GetResponse>, Status> {
+        check(
+            &req,
+            tlsfleet_proto::v1::methods::HTTPS_CONFIG_SERVICE_GET_DEFAULT,
+        )?;
+        Ok(Response::new(GetResponse {
+            policy: Some(BucketPolicy {
+                bucket: String::new(),
+                effective: Some(effective()),
+                mod_revision: 44,
+                ..Default::default()
+            }),
+            revision: 44,
+        }))
+    }
+
+    async fn delete_default(
+        &self,
+        req: Request<tlsfleet_proto::v1::DeleteDefaultRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        check(
+            &req,
+            tlsfleet_proto::v1::methods::HTTPS_CONFIG_SERVICE_DELETE_DEFAULT,
+        )?;
+        Ok(Response::new(DeleteResponse {
+            revision: 45,
+            existed: true,
+            downgrade: req.get_ref().allow_downgrade,
+        }))
+    }
+
     async fn list_history(
         &self,
         req: Request<tlsfleet_proto::v1::ListHistoryRequest>,

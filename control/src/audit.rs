@@ -70,6 +70,9 @@ pub struct Change {
 pub enum Operation {
     Put,
     Delete,
+    /// Of the fleet default policy (`bucket` is empty).
+    PutDefault,
+    DeleteDefault,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

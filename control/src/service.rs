@@ -14,8 +14,33 @@ use crate::{
     clock::now_ms,
     index::{Index, NotLoaded, PolicyEntry},
     registry::Registry,
-    store::{PolicyStore, Revision, StoreError, StoredPolicy},
+    store::{PolicyStore, Revision, StoreError, StoredPolicy, DEFAULT_POLICY_KEY},
 };
+
+/// What a change is of: a bucket's policy, or the fleet default policy.
+#[derive(Clone, Copy, Debug)]
+enum Target<'a> {
+    Bucket(&'a BucketName),
+    Default,
+}
+
+impl Target<'_> {
+    /// Its key in the store.
+    fn key(&self) -> &str {
+        match self {
+            Target::Bucket(b) => b.as_str(),
+            Target::Default => DEFAULT_POLICY_KEY,
+        }
+    }
+
+    /// Its name in the audit trail ("" for the default policy).
+    fn label(&self) -> &str {
+        match self {
+            Target::Bucket(b) => b.as_str(),
+            Target::Default => "",
+        }
+    }
+}
 
 /// How often a write is compared and tried again when the bucket changed under it.
 const CONFLICT_RETRIES: usize = 5;
@@ -140,9 +165,31 @@ impl Policies {
         config: HttpsConfig,
         change: &Change,
     ) -> Result<PutOutcome, PolicyError> {
-        let mut record = AuditRecord::new(change, Operation::Put, bucket.as_str());
+        self.put_target(Target::Bucket(bucket), Operation::Put, config, change)
+            .await
+    }
+
+    /// Sets the fleet default policy (for buckets without one, and connections with no SNI or
+    /// the bare domain). A downgrade needs `change.allow_downgrade`.
+    pub async fn put_default(
+        &self,
+        config: HttpsConfig,
+        change: &Change,
+    ) -> Result<PutOutcome, PolicyError> {
+        self.put_target(Target::Default, Operation::PutDefault, config, change)
+            .await
+    }
+
+    async fn put_target(
+        &self,
+        target: Target<'_>,
+        operation: Operation,
+        config: HttpsConfig,
+        change: &Change,
+    ) -> Result<PutOutcome, PolicyError> {
+        let mut record = AuditRecord::new(change, operation, target.label());
         record.after = Some(config.clone());
-        let result = self.put_inner(bucket, config, change, &mut record).await;
+        let result = self.put_inner(target, config, change, &mut record).await;
         self.finish(record, &result.as_ref().map(|o| (o.revision, o.downgrade)))
             .await;
         result
@@ -150,7 +197,7 @@ impl Policies {
 
     async fn put_inner(
         &self,
-        bucket: &BucketName,
+        target: Target<'_>,
         mut config: HttpsConfig,
         change: &Change,
         record: &mut AuditRecord,
@@ -173,13 +220,12 @@ impl Policies {
         // The guard compares with the policy the write replaces: the write happens only if
         // that is still the bucket's policy, else the comparison is made again.
         for _ in 0..CONFLICT_RETRIES {
-            let (before, expected) = self.current(bucket).await?;
-            record.before = before.clone();
-            let baseline = before.unwrap_or_else(HttpsConfig::disabled);
+            let (before, expected, baseline) = self.current(target).await?;
+            record.before = before;
             let downgraded = self.guard(&baseline, &config, change, record)?;
             match self
                 .store
-                .put_if(bucket.as_str(), bytes.clone(), expected)
+                .put_if(target.key(), bytes.clone(), expected)
                 .await
             {
                 Ok(revision) => {
@@ -195,19 +241,34 @@ impl Policies {
             }
         }
         Err(PolicyError::Unavailable(format!(
-            "bucket {bucket} kept changing under this write ({CONFLICT_RETRIES} tries); try again"
+            "{target:?} kept changing under this write ({CONFLICT_RETRIES} tries); try again"
         )))
     }
 
-    /// The bucket's stored policy as this server's index has it, and its mod revision.
+    /// The target's stored policy as this server's index has it, its mod revision, and what
+    /// a change is compared with: the stored policy, else what applies without one (for a
+    /// bucket the fleet default policy, for the default the built-in one: management off).
     async fn current(
         &self,
-        bucket: &BucketName,
-    ) -> Result<(Option<HttpsConfig>, Revision), PolicyError> {
-        let (entry, _) = self.get(bucket).await?;
-        Ok(entry.map_or((None, 0), |e| {
-            (Some(e.stored.config.clone()), e.mod_revision)
-        }))
+        target: Target<'_>,
+    ) -> Result<(Option<HttpsConfig>, Revision, HttpsConfig), PolicyError> {
+        let view = self.index.ready_view(self.read_your_writes).await?;
+        let default = view.default_policy().map(|d| d.stored.config.clone());
+        let (stored, revision) = match target {
+            Target::Bucket(b) => view.get(b.as_str()).map_or((None, 0), |e| {
+                (Some(e.stored.config.clone()), e.mod_revision)
+            }),
+            Target::Default => (
+                default.clone(),
+                view.default_policy().map_or(0, |d| d.mod_revision),
+            ),
+        };
+        let fallback = match target {
+            Target::Bucket(_) => default.unwrap_or_else(HttpsConfig::disabled),
+            Target::Default => HttpsConfig::disabled(),
+        };
+        let baseline = stored.clone().unwrap_or(fallback);
+        Ok((stored, revision, baseline))
     }
 
     /// After a conflict: waits until the index has the write that got in first (a delete has
@@ -311,8 +372,24 @@ impl Policies {
         bucket: &BucketName,
         change: &Change,
     ) -> Result<DeleteOutcome, PolicyError> {
-        let mut record = AuditRecord::new(change, Operation::Delete, bucket.as_str());
-        let result = self.delete_inner(bucket, change, &mut record).await;
+        self.delete_target(Target::Bucket(bucket), Operation::Delete, change)
+            .await
+    }
+
+    /// Clears the fleet default policy (back to the built-in one: management off).
+    pub async fn delete_default(&self, change: &Change) -> Result<DeleteOutcome, PolicyError> {
+        self.delete_target(Target::Default, Operation::DeleteDefault, change)
+            .await
+    }
+
+    async fn delete_target(
+        &self,
+        target: Target<'_>,
+        operation: Operation,
+        change: &Change,
+    ) -> Result<DeleteOutcome, PolicyError> {
+        let mut record = AuditRecord::new(change, operation, target.label());
+        let result = self.delete_inner(target, change, &mut record).await;
         self.finish(record, &result.as_ref().map(|o| (o.revision, o.downgrade)))
             .await;
         result
@@ -320,18 +397,27 @@ impl Policies {
 
     async fn delete_inner(
         &self,
-        bucket: &BucketName,
+        target: Target<'_>,
         change: &Change,
         record: &mut AuditRecord,
     ) -> Result<DeleteOutcome, PolicyError> {
         for _ in 0..CONFLICT_RETRIES {
-            let (before, expected) = self.current(bucket).await?;
+            let (before, expected, _) = self.current(target).await?;
             record.before = before.clone();
+            // What applies once it is gone: the default policy (for a bucket), or the built-in.
+            let after = match target {
+                Target::Bucket(_) => {
+                    let view = self.index.ready_view(self.read_your_writes).await?;
+                    view.default_policy()
+                        .map_or_else(HttpsConfig::disabled, |d| d.stored.config.clone())
+                }
+                Target::Default => HttpsConfig::disabled(),
+            };
             let downgraded = match before {
-                Some(before) => self.guard(&before, &HttpsConfig::disabled(), change, record)?,
+                Some(before) => self.guard(&before, &after, change, record)?,
                 None => false,
             };
-            match self.store.delete_if(bucket.as_str(), expected).await {
+            match self.store.delete_if(target.key(), expected).await {
                 Ok((revision, existed)) => {
                     self.index.wait_for(revision, self.read_your_writes).await;
                     return Ok(DeleteOutcome {
@@ -345,7 +431,7 @@ impl Policies {
             }
         }
         Err(PolicyError::Unavailable(format!(
-            "bucket {bucket} kept changing under this delete ({CONFLICT_RETRIES} tries); try again"
+            "{target:?} kept changing under this delete ({CONFLICT_RETRIES} tries); try again"
         )))
     }
 
@@ -357,6 +443,14 @@ impl Policies {
     ) -> Result<(Option<Arc<PolicyEntry>>, Revision), PolicyError> {
         let view = self.index.ready_view(self.read_your_writes).await?;
         Ok((view.get(bucket.as_str()), view.revision()))
+    }
+
+    /// The fleet default policy (None: the built-in one) and the index revision.
+    pub async fn get_default(
+        &self,
+    ) -> Result<(Option<Arc<crate::index::DefaultEntry>>, Revision), PolicyError> {
+        let view = self.index.ready_view(self.read_your_writes).await?;
+        Ok((view.default_policy().cloned(), view.revision()))
     }
 
     /// Entries whose bucket starts with `prefix`, after `start_after`, at most `limit`.

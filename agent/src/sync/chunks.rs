@@ -20,6 +20,8 @@ impl Assembler {
             Some(mut so_far) if so_far.revision == chunk.revision => {
                 so_far.policies.extend(chunk.policies);
                 so_far.more = chunk.more;
+                // The default policy comes with the last chunk.
+                so_far.default_policy = chunk.default_policy.or(so_far.default_policy);
                 so_far
             }
             // A new snapshot (first chunk): whatever was pending is superseded.
@@ -51,6 +53,8 @@ impl Assembler {
                 so_far.upserts.extend(chunk.upserts);
                 so_far.deletes.extend(chunk.deletes);
                 so_far.more = chunk.more;
+                so_far.default_policy = chunk.default_policy.or(so_far.default_policy);
+                so_far.default_cleared |= chunk.default_cleared;
                 so_far
             }
             None => chunk,
@@ -85,6 +89,7 @@ mod tests {
             policies: names.iter().map(|n| p(n)).collect(),
             more,
             store_id: "s".into(),
+            ..Default::default()
         };
         assert!(a.snapshot(chunk(5, &["aaa"], true)).is_none());
         assert!(a.snapshot(chunk(5, &["bbb"], true)).is_none());
@@ -105,6 +110,7 @@ mod tests {
             upserts: names.iter().map(|n| p(n)).collect(),
             deletes: vec![],
             more,
+            ..Default::default()
         };
         assert_eq!(a.delta(chunk(1, 9, &["aaa"], true)), Ok(None));
         let whole = a.delta(chunk(1, 9, &["bbb"], false)).unwrap().unwrap();

@@ -88,6 +88,7 @@ fn store(cache: &Cache, table: &PolicyTable) -> Result<Option<i64>, crate::cache
         policies: snapshot.policies(),
         store_id: table.store_id(),
         refused: snapshot.refused_without_policy(),
+        default: snapshot.default_config().cloned(),
     })?;
     Ok(Some(revision))
 }

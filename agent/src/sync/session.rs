@@ -17,7 +17,26 @@ use tonic::service::Interceptor;
 use tracing::{debug, info, warn};
 
 use super::{chunks::Assembler, connect::ControlEndpoint, Progress, Shared};
-use crate::table::{ApplyOutcome, BucketError};
+use crate::table::{ApplyOutcome, BucketError, DefaultChange, DEFAULT_BUCKET};
+
+/// The default policy a control message sets; one that does not convert keeps the previous
+/// one and is reported (as bucket `(default)`).
+fn default_change(p: BucketPolicy, bad: &mut Vec<BucketError>) -> DefaultChange {
+    let converted = p
+        .config
+        .ok_or_else(|| "the default policy has no config".to_owned())
+        .and_then(|c| HttpsConfig::try_from(c).map_err(|e| e.to_string()));
+    match converted {
+        Ok(config) => DefaultChange::Set(config),
+        Err(reason) => {
+            bad.push(BucketError {
+                bucket: DEFAULT_BUCKET.to_owned(),
+                reason,
+            });
+            DefaultChange::Keep
+        }
+    }
+}
 
 /// The largest control message accepted. The server cuts snapshots and deltas into chunks of
 /// about 128 KiB, so this only bounds a control server gone wrong.
@@ -167,10 +186,14 @@ impl Session<'_> {
         let revision = snapshot.revision;
         let count = snapshot.policies.len();
         let table = self.shared.table.clone();
-        let (policies, bad) = convert_all(snapshot.policies);
+        let (policies, mut bad) = convert_all(snapshot.policies);
+        let default = match snapshot.default_policy {
+            None => DefaultChange::Clear,
+            Some(p) => default_change(p, &mut bad),
+        };
         let store_id = snapshot.store_id;
         let outcome = tokio::task::spawn_blocking(move || {
-            let outcome = table.apply_snapshot_refusing(revision, policies, &bad);
+            let outcome = table.apply_snapshot_refusing(revision, policies, &bad, default);
             table.set_store_id(store_id);
             merge(outcome, bad)
         })
@@ -212,11 +235,16 @@ impl Session<'_> {
                 }),
             }
         }
+        let default = match (delta.default_policy, delta.default_cleared) {
+            (Some(p), _) => default_change(p, &mut bad),
+            (None, true) => DefaultChange::Clear,
+            (None, false) => DefaultChange::Keep,
+        };
         let (n_up, n_del) = (upserts.len(), deletes.len());
         let table = self.shared.table.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             merge(
-                table.apply_delta_refusing(revision, upserts, deletes, &bad),
+                table.apply_delta_refusing(revision, upserts, deletes, &bad, default),
                 bad,
             )
         })

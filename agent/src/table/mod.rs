@@ -30,6 +30,18 @@ use interner::{fingerprint, Interner};
 use snapshot::{refused, BucketMap, Entry, Policy};
 pub use snapshot::{Lookup, TableSnapshot};
 
+/// How a revision changes the fleet default policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DefaultChange {
+    Keep,
+    Set(HttpsConfig),
+    /// Back to the built-in default (TLS 1.2 + 1.3, every suite).
+    Clear,
+}
+
+/// How a NACK names the default policy.
+pub const DEFAULT_BUCKET: &str = "(default)";
+
 /// A bucket whose new policy could not be applied; it keeps its previous config.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BucketError {
@@ -95,6 +107,7 @@ impl PolicyTable {
                 ready: false,
                 buckets: BucketMap::new(),
                 endpoint,
+                default: None,
                 distinct: 0,
             }),
             writer: Mutex::new(Interner::default()),
@@ -120,16 +133,18 @@ impl PolicyTable {
         revision: i64,
         policies: Vec<(BucketName, HttpsConfig)>,
     ) -> ApplyOutcome {
-        self.apply_snapshot_refusing(revision, policies, &[])
+        self.apply_snapshot_refusing(revision, policies, &[], DefaultChange::Clear)
     }
 
     /// [`PolicyTable::apply_snapshot`], with `refused` buckets (their policy arrived but did
-    /// not convert) refused rather than left on an older, maybe looser, config.
+    /// not convert) refused rather than left on an older, maybe looser, config, and the fleet
+    /// `default` policy (a snapshot without one: [`DefaultChange::Clear`]).
     pub fn apply_snapshot_refusing(
         &self,
         revision: i64,
         policies: Vec<(BucketName, HttpsConfig)>,
         refused: &[BucketError],
+        default: DefaultChange,
     ) -> ApplyOutcome {
         let mut writer = self.lock_writer();
         let current = self.current.load_full();
@@ -154,7 +169,7 @@ impl PolicyTable {
             .map(|(b, c)| Change::Upsert(b, c))
             .chain(refused.into_iter().map(Change::Refuse))
             .chain(deletes.into_iter().map(Change::Delete));
-        self.apply(&mut writer, &current, revision, changes, true)
+        self.apply(&mut writer, &current, revision, changes, default, true)
     }
 
     /// Applies `upserts` and `deletes` at `revision`, touching only those buckets. A bucket
@@ -166,7 +181,7 @@ impl PolicyTable {
         upserts: Vec<(BucketName, HttpsConfig)>,
         deletes: Vec<BucketName>,
     ) -> ApplyOutcome {
-        self.apply_delta_refusing(revision, upserts, deletes, &[])
+        self.apply_delta_refusing(revision, upserts, deletes, &[], DefaultChange::Keep)
     }
 
     /// [`PolicyTable::apply_delta`], with `refused` buckets refused (see
@@ -177,6 +192,7 @@ impl PolicyTable {
         upserts: Vec<(BucketName, HttpsConfig)>,
         deletes: Vec<BucketName>,
         refused: &[BucketError],
+        default: DefaultChange,
     ) -> ApplyOutcome {
         let mut writer = self.lock_writer();
         let current = self.current.load_full();
@@ -189,7 +205,7 @@ impl PolicyTable {
             .map(|(b, c)| Change::Upsert(b, c))
             .chain(refused)
             .chain(deletes.into_iter().map(Change::Delete));
-        self.apply(&mut writer, &current, revision, changes, false)
+        self.apply(&mut writer, &current, revision, changes, default, false)
     }
 
     /// Records the identity of the store the applied revisions come from.
@@ -223,10 +239,12 @@ impl PolicyTable {
         current: &TableSnapshot,
         revision: i64,
         changes: impl Iterator<Item = Change>,
+        default: DefaultChange,
         snapshot: bool,
     ) -> ApplyOutcome {
         let mut buckets = current.buckets.clone();
         let mut errors = Vec::new();
+        let default = self.next_default(interner, current, default, &mut errors);
         let mut changed = 0usize;
         for change in changes {
             match change {
@@ -280,6 +298,7 @@ impl PolicyTable {
             ready: current.ready || snapshot,
             buckets,
             endpoint: current.endpoint.clone(),
+            default,
             distinct: interner.configs.len(),
         }));
         tracing::debug!(
@@ -290,6 +309,51 @@ impl PolicyTable {
             "revision applied"
         );
         ApplyOutcome { revision, errors }
+    }
+
+    /// The default policy after `change`. One that cannot be built here keeps the previous
+    /// one (reported for the NACK as bucket `(default)`).
+    fn next_default(
+        &self,
+        interner: &mut Interner,
+        current: &TableSnapshot,
+        change: DefaultChange,
+        errors: &mut Vec<BucketError>,
+    ) -> Option<Entry> {
+        let old = current.default.clone();
+        match change {
+            DefaultChange::Keep => old,
+            DefaultChange::Clear => {
+                if let Some(old) = &old {
+                    interner.release(old);
+                }
+                None
+            }
+            DefaultChange::Set(config) => {
+                if old
+                    .as_ref()
+                    .is_some_and(|o| o.config.as_ref() == Some(&config))
+                {
+                    return old;
+                }
+                match self.entry(interner, &config) {
+                    Ok(entry) => {
+                        if let Some(old) = &old {
+                            interner.release(old);
+                        }
+                        Some(entry)
+                    }
+                    Err(reason) => {
+                        tracing::warn!(%reason, "default policy not applied; keeping the previous one");
+                        errors.push(BucketError {
+                            bucket: DEFAULT_BUCKET.to_owned(),
+                            reason,
+                        });
+                        old
+                    }
+                }
+            }
+        }
     }
 
     /// The entry for `config`, holding one use of its interned policy.

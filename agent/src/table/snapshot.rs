@@ -29,6 +29,8 @@ pub struct TableSnapshot {
     pub(super) ready: bool,
     pub(super) buckets: BucketMap,
     pub(super) endpoint: Arc<ServerConfig>,
+    /// The fleet default policy: for buckets without one, no SNI and the bare domain.
+    pub(super) default: Option<Entry>,
     pub(super) distinct: usize,
 }
 
@@ -58,7 +60,9 @@ impl TableSnapshot {
     /// without one (management disabled is the OSS default), [`PolicyKey::NONE`] for a
     /// refused one.
     pub fn policy_key(&self, bucket: &str) -> PolicyKey {
-        self.buckets.get(bucket).map_or(PolicyKey::ALL, |e| e.key)
+        self.buckets
+            .get(bucket)
+            .map_or_else(|| self.default_key(), |e| e.key)
     }
 
     /// How the handshake of `bucket` is served.
@@ -112,7 +116,21 @@ impl TableSnapshot {
 
     /// The config for the bare domain, a missing SNI and buckets without a policy.
     pub fn endpoint(&self) -> &Arc<ServerConfig> {
-        &self.endpoint
+        self.default
+            .as_ref()
+            .and_then(|d| d.server_config.as_ref())
+            .unwrap_or(&self.endpoint)
+    }
+
+    /// What a bucket without a policy (and a connection without SNI) is held to: the fleet
+    /// default policy's key, else [`PolicyKey::ALL`].
+    pub fn default_key(&self) -> PolicyKey {
+        self.default.as_ref().map_or(PolicyKey::ALL, |d| d.key)
+    }
+
+    /// The fleet default policy as stored, if one is set.
+    pub fn default_config(&self) -> Option<&HttpsConfig> {
+        self.default.as_ref().and_then(|d| d.config.as_ref())
     }
 }
 

@@ -258,6 +258,7 @@ pub fn delta(
         upserts,
         deletes: deletes.iter().map(|d| (*d).to_owned()).collect(),
         more: false,
+        ..Default::default()
     })
 }
 

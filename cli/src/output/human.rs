@@ -35,6 +35,20 @@ pub(super) fn render(outcome: &Outcome, now_unix_ms: i64) -> String {
         Outcome::Agents(r) => agents(r, now_unix_ms),
         Outcome::Rollout(r) => rollout(r),
         Outcome::History(r) => history(r),
+        Outcome::Default(r) => {
+            let mut out = String::from("fleet default policy (buckets without one, no SNI, the bare domain):\n");
+            out.push_str(&get(r));
+            out
+        }
+        Outcome::DefaultSet(response) => applied("stored the fleet default policy", response),
+        Outcome::DefaultCleared(r) if r.existed => format!(
+            "cleared the fleet default policy at revision {} (built-in: TLS 1.2 and 1.3, every suite)\n",
+            r.revision
+        ),
+        Outcome::DefaultCleared(r) => format!(
+            "no fleet default policy was set: nothing cleared (revision {})\n",
+            r.revision
+        ),
     }
 }
 

@@ -33,6 +33,17 @@ pub(super) fn render(outcome: &Outcome) -> Value {
         Outcome::Agents(r) => value(r),
         Outcome::Rollout(r) => value(r),
         Outcome::History(r) => value(r),
+        Outcome::Default(r) => value(r),
+        Outcome::DefaultSet(r) => json!({
+            "revision": r.revision,
+            "effective": value(&r.effective),
+            "downgrade": r.downgrade,
+        }),
+        Outcome::DefaultCleared(r) => json!({
+            "revision": r.revision,
+            "existed": r.existed,
+            "downgrade": r.downgrade,
+        }),
     }
 }
 

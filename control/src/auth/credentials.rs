@@ -69,8 +69,8 @@ pub struct Credentials {
 pub struct AccessKey {
     pub id: String,
     secret: String,
-    /// Bit `1 << action as u8` set when granted.
-    actions: u8,
+    /// Bit `1 << action as u16` set when granted.
+    actions: u16,
     /// The patterns as written, for messages.
     patterns: Vec<String>,
     buckets: GlobSet,
@@ -194,7 +194,7 @@ impl AccessKey {
         if entry.secret.is_empty() {
             return Err(CredentialsError::EmptySecret(id));
         }
-        let mut actions = 0u8;
+        let mut actions = 0u16;
         let mut unknown = Vec::new();
         for name in &entry.allow {
             match Action::grant_mask(name) {

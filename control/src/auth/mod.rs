@@ -47,11 +47,15 @@ pub enum Action {
     GetRolloutStatus,
     /// `tlsfleet:ListHistory`: the audit trail (only buckets the key's patterns cover).
     ListHistory,
+    /// `tlsfleet:PutDefaultPolicy`: set or clear the fleet default policy.
+    PutDefaultPolicy,
+    /// `tlsfleet:GetDefaultPolicy`: read it.
+    GetDefaultPolicy,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 8] = [
+    pub const ALL: [Action; 10] = [
         Action::PutBucketHttpsConfig,
         Action::GetBucketHttpsConfig,
         Action::ListBucketHttpsConfigs,
@@ -60,6 +64,8 @@ impl Action {
         Action::ListAgents,
         Action::GetRolloutStatus,
         Action::ListHistory,
+        Action::PutDefaultPolicy,
+        Action::GetDefaultPolicy,
     ];
 
     /// The grant name, e.g. `oss:PutBucketHttpsConfig`.
@@ -73,22 +79,24 @@ impl Action {
             Action::ListAgents => "tlsfleet:ListAgents",
             Action::GetRolloutStatus => "tlsfleet:GetRolloutStatus",
             Action::ListHistory => "tlsfleet:ListHistory",
+            Action::PutDefaultPolicy => "tlsfleet:PutDefaultPolicy",
+            Action::GetDefaultPolicy => "tlsfleet:GetDefaultPolicy",
         }
     }
 
-    fn bit(self) -> u8 {
-        1 << (self as u8)
+    fn bit(self) -> u16 {
+        1 << (self as u16)
     }
 
     /// The actions a grant string names (case-insensitive, as RAM action names are), or
     /// None when it names none.
-    fn grant_mask(grant: &str) -> Option<u8> {
+    fn grant_mask(grant: &str) -> Option<u16> {
         let g = grant.trim().to_ascii_lowercase();
         let mask = |pred: &dyn Fn(&Action) -> bool| {
             Action::ALL
                 .iter()
                 .filter(|a| pred(a))
-                .fold(0u8, |m, a| m | a.bit())
+                .fold(0u16, |m, a| m | a.bit())
         };
         match g.as_str() {
             "*" => Some(mask(&|_| true)),
@@ -405,8 +413,8 @@ mod tests {
         for a in Action::ALL {
             assert_eq!(Action::grant_mask(a.name()), Some(a.bit()), "{a:?}");
         }
-        // Eight actions since tlsfleet:ListHistory.
-        assert_eq!(Action::grant_mask("*"), Some(0xff));
+        // Ten actions since the default policy's.
+        assert_eq!(Action::grant_mask("*"), Some(0x3ff));
         assert_eq!(Action::grant_mask("oss:Put*"), None);
         assert_eq!(Action::grant_mask("tlsfleet:PutBucketHttpsConfig"), None);
     }

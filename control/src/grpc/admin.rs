@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use tlsfleet_policy::{BucketName, HttpsConfig};
 use tlsfleet_proto::v1::{
-    self, https_config_service_server::HttpsConfigService, DeleteRequest, DeleteResponse,
-    GetRequest, GetResponse, ListHistoryRequest, ListHistoryResponse, ListRequest, ListResponse,
-    PutRequest, PutResponse,
+    self, https_config_service_server::HttpsConfigService, DeleteDefaultRequest, DeleteRequest,
+    DeleteResponse, GetDefaultRequest, GetRequest, GetResponse, ListHistoryRequest,
+    ListHistoryResponse, ListRequest, ListResponse, PutDefaultRequest, PutRequest, PutResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -17,7 +17,7 @@ use super::{
 use crate::{
     audit::{request_id, AuditRecord, Change, Via},
     auth::Authenticator,
-    index::PolicyEntry,
+    index::{DefaultEntry, PolicyEntry},
     service::Policies,
 };
 
@@ -93,6 +93,30 @@ pub(crate) fn bucket_policy(e: &PolicyEntry) -> v1::BucketPolicy {
         effective: Some((&e.effective).into()),
         mod_revision: e.mod_revision,
         create_revision: e.create_revision,
+    }
+}
+
+/// The wire form of the fleet default policy (bucket "").
+pub(crate) fn default_wire(d: &DefaultEntry) -> v1::BucketPolicy {
+    v1::BucketPolicy {
+        bucket: String::new(),
+        config: Some((&d.stored.config).into()),
+        effective: Some((&d.effective).into()),
+        mod_revision: d.mod_revision,
+        create_revision: d.create_revision,
+    }
+}
+
+/// The built-in default: TLS management disabled, every version and suite rustls serves.
+fn default_policy_wire() -> v1::BucketPolicy {
+    let config = HttpsConfig::disabled();
+    let effective = tlsfleet_policy::EffectivePolicy::all();
+    v1::BucketPolicy {
+        bucket: String::new(),
+        config: Some((&config).into()),
+        effective: Some((&effective).into()),
+        mod_revision: 0,
+        create_revision: 0,
     }
 }
 
@@ -208,6 +232,77 @@ impl HttpsConfigService for AdminService {
         let out = self
             .policies
             .delete(&bucket, &change)
+            .await
+            .map_err(status)?;
+        Ok(with_request_id(
+            DeleteResponse {
+                revision: out.revision,
+                existed: out.existed,
+                downgrade: out.downgrade,
+            },
+            &change,
+        ))
+    }
+
+    async fn put_default(
+        &self,
+        req: Request<PutDefaultRequest>,
+    ) -> Result<Response<PutResponse>, Status> {
+        let who = self.authenticate(&req)?;
+        who.authorize(None)?;
+        let change = change(&req, &who, req.get_ref().allow_downgrade);
+        let config = req
+            .into_inner()
+            .config
+            .ok_or_else(|| Status::invalid_argument("config is required"))?
+            .try_into()
+            .map_err(|e: tlsfleet_proto::convert::ConvertError| {
+                Status::invalid_argument(e.to_string())
+            })?;
+        let out = self
+            .policies
+            .put_default(config, &change)
+            .await
+            .map_err(status)?;
+        Ok(with_request_id(
+            PutResponse {
+                revision: out.revision,
+                effective: Some((&out.effective).into()),
+                downgrade: out.downgrade,
+            },
+            &change,
+        ))
+    }
+
+    async fn get_default(
+        &self,
+        req: Request<GetDefaultRequest>,
+    ) -> Result<Response<GetResponse>, Status> {
+        self.authenticate(&req)?.authorize(None)?;
+        let (entry, revision) = self.policies.get_default().await.map_err(status)?;
+        let policy = match entry {
+            Some(d) => default_wire(&d),
+            None => v1::BucketPolicy {
+                bucket: String::new(),
+                ..default_policy_wire()
+            },
+        };
+        Ok(Response::new(GetResponse {
+            policy: Some(policy),
+            revision,
+        }))
+    }
+
+    async fn delete_default(
+        &self,
+        req: Request<DeleteDefaultRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let who = self.authenticate(&req)?;
+        who.authorize(None)?;
+        let change = change(&req, &who, req.get_ref().allow_downgrade);
+        let out = self
+            .policies
+            .delete_default(&change)
             .await
             .map_err(status)?;
         Ok(with_request_id(

@@ -24,7 +24,7 @@ pub mod state;
 mod subscription;
 mod writer;
 
-pub use state::{PolicyEntry, Start, Update, View};
+pub use state::{DefaultChange, DefaultEntry, PolicyEntry, Start, Update, View};
 pub use subscription::{Resync, Subscription};
 
 /// Updates buffered per subscriber before it is considered lagging (it then resyncs).

@@ -11,7 +11,7 @@ use imbl::OrdMap;
 use tlsfleet_policy::{BucketName, EffectivePolicy};
 use tracing::{info, warn};
 
-use crate::store::{Event, KeyValue, Revision, StoredPolicy};
+use crate::store::{Event, KeyValue, Revision, StoredPolicy, DEFAULT_POLICY_KEY};
 
 /// One bucket's policy as the index holds it.
 #[derive(Clone, Debug)]
@@ -58,14 +58,62 @@ impl PolicyEntry {
     }
 }
 
+/// The fleet default policy as the index holds it.
+#[derive(Clone, Debug)]
+pub struct DefaultEntry {
+    pub stored: StoredPolicy,
+    pub effective: EffectivePolicy,
+    pub create_revision: Revision,
+    pub mod_revision: Revision,
+}
+
+impl DefaultEntry {
+    fn decode(kv: &KeyValue) -> Option<Arc<Self>> {
+        let stored = match StoredPolicy::decode(&kv.value) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "ignoring an undecodable stored default policy");
+                return None;
+            }
+        };
+        let effective = match stored.config.effective() {
+            Ok(e) => e,
+            Err(e) => {
+                warn!(error = %e, "ignoring a stored default policy that no longer validates");
+                return None;
+            }
+        };
+        Some(Arc::new(Self {
+            stored,
+            effective,
+            create_revision: kv.create_revision,
+            mod_revision: kv.mod_revision,
+        }))
+    }
+}
+
+/// How an update changes the fleet default policy.
+#[derive(Clone, Debug)]
+pub enum DefaultChange {
+    Set(Arc<DefaultEntry>),
+    /// Back to the built-in default.
+    Cleared,
+}
+
 /// An immutable view of every policy at one revision.
 #[derive(Clone, Debug, Default)]
 pub struct View {
     revision: Revision,
     entries: OrdMap<String, Arc<PolicyEntry>>,
+    default: Option<Arc<DefaultEntry>>,
 }
 
 impl View {
+    /// The fleet default policy, if one is set.
+    pub fn default_policy(&self) -> Option<&Arc<DefaultEntry>> {
+        self.default.as_ref()
+    }
+
     pub fn revision(&self) -> Revision {
         self.revision
     }
@@ -118,6 +166,8 @@ pub struct Update {
     pub revision: Revision,
     pub upserts: Vec<Arc<PolicyEntry>>,
     pub deletes: Vec<String>,
+    /// The fleet default policy, when it changed.
+    pub default: Option<DefaultChange>,
 }
 
 impl Update {
@@ -132,12 +182,13 @@ impl Update {
             revision,
             upserts: vec![],
             deletes: vec![],
+            default: None,
         }
     }
 
     /// Whether it changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.upserts.is_empty() && self.deletes.is_empty()
+        self.upserts.is_empty() && self.deletes.is_empty() && self.default.is_none()
     }
 }
 
@@ -237,12 +288,19 @@ impl State {
     /// difference as one update.
     pub fn replace_all(&mut self, revision: Revision, items: &[KeyValue]) -> Option<Update> {
         let mut entries = OrdMap::new();
+        let mut default = None;
         for kv in items {
-            if let Some(e) = PolicyEntry::decode(kv) {
+            if kv.key == DEFAULT_POLICY_KEY {
+                default = DefaultEntry::decode(kv);
+            } else if let Some(e) = PolicyEntry::decode(kv) {
                 entries.insert(kv.key.clone(), e);
             }
         }
-        let new_view = View { revision, entries };
+        let new_view = View {
+            revision,
+            entries,
+            default,
+        };
         let old = std::mem::replace(&mut self.view, new_view);
         if !self.loaded {
             self.loaded = true;
@@ -266,6 +324,16 @@ impl State {
                 self.tombstones.insert(k.clone(), revision);
             }
         }
+        update.default = match (&old.default, &self.view.default) {
+            (Some(o), Some(n)) if o.mod_revision == n.mod_revision => None,
+            (_, Some(n)) => Some(DefaultChange::Set(n.clone())),
+            (Some(_), None) => {
+                self.tombstones
+                    .insert(DEFAULT_POLICY_KEY.to_owned(), revision);
+                Some(DefaultChange::Cleared)
+            }
+            (None, None) => None,
+        };
         Some(update)
     }
 
@@ -283,6 +351,19 @@ impl State {
                 continue; // already applied
             }
             match event {
+                Event::Put(kv) if kv.key == DEFAULT_POLICY_KEY => {
+                    if let Some(d) = DefaultEntry::decode(&kv) {
+                        self.tombstones.remove(DEFAULT_POLICY_KEY);
+                        view.default = Some(d.clone());
+                        update.default = Some(DefaultChange::Set(d));
+                    }
+                }
+                Event::Delete { key, mod_revision } if key == DEFAULT_POLICY_KEY => {
+                    if view.default.take().is_some() {
+                        self.tombstones.insert(key, mod_revision);
+                        update.default = Some(DefaultChange::Cleared);
+                    }
+                }
                 Event::Put(kv) => {
                     if let Some(e) = PolicyEntry::decode(&kv) {
                         self.tombstones.remove(&kv.key);
@@ -339,6 +420,13 @@ impl State {
             keys.insert(bucket.clone());
         }
         let mut update = Update::between(after, view.revision);
+        let default_deleted = keys.remove(DEFAULT_POLICY_KEY);
+        update.default = match &view.default {
+            Some(d) if d.mod_revision > after => Some(DefaultChange::Set(d.clone())),
+            Some(_) => None,
+            None if default_deleted => Some(DefaultChange::Cleared),
+            None => None,
+        };
         for key in keys {
             match view.entries.get(&key) {
                 Some(e) => update.upserts.push(e.clone()),
@@ -458,6 +546,36 @@ mod tests {
             panic!("snapshot")
         };
         assert_eq!(names(&d), (vec![], vec!["bbb", "ccc"]));
+    }
+
+    #[test]
+    fn the_default_policy_is_set_cleared_and_told_to_late_subscribers() {
+        let mut s = State::default();
+        s.replace_all(1, &[kv("aaa", 1)]);
+        let u = s.apply(2, vec![put(DEFAULT_POLICY_KEY, 2)]).unwrap();
+        assert!(matches!(u.default, Some(DefaultChange::Set(_))));
+        assert!(u.upserts.is_empty(), "the default is no bucket");
+        assert_eq!(s.view().default_policy().map(|d| d.mod_revision), Some(2));
+        let Start::Delta(d) = s.start(1, Some(vec![])) else {
+            panic!("snapshot")
+        };
+        assert!(matches!(d.default, Some(DefaultChange::Set(_))));
+        let u = s.apply(3, vec![del(DEFAULT_POLICY_KEY, 3)]).unwrap();
+        assert!(matches!(u.default, Some(DefaultChange::Cleared)));
+        assert!(u.deletes.is_empty(), "the default is no bucket");
+        // A subscriber from before the clear learns of it; one from after hears nothing.
+        let Start::Delta(d) = s.start(2, Some(vec![])) else {
+            panic!("snapshot")
+        };
+        assert!(matches!(d.default, Some(DefaultChange::Cleared)));
+        let Start::Delta(d) = s.start(3, Some(vec![])) else {
+            panic!("snapshot")
+        };
+        assert!(d.default.is_none() && d.is_empty());
+        // A relist that finds one sets it.
+        let u = s.replace_all(5, &[kv(DEFAULT_POLICY_KEY, 4)]).unwrap();
+        assert!(matches!(u.default, Some(DefaultChange::Set(_))));
+        assert_eq!(names(&u), (vec![], vec!["aaa"]));
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub mod embedded;
 pub mod etcd;
 mod record;
 
-pub use record::StoredPolicy;
+pub use record::{StoredPolicy, DEFAULT_POLICY_KEY};
 
 /// A store revision (etcd's revision for etcd; a counter for the embedded store). 0 = none.
 pub type Revision = i64;

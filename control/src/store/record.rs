@@ -3,7 +3,10 @@
 
 use tlsfleet_policy::HttpsConfig;
 
-/// The value stored per bucket.
+/// The key of the fleet default policy, beside the buckets' (no bucket name starts with `_`).
+pub const DEFAULT_POLICY_KEY: &str = "_default";
+
+/// The value stored per bucket (and for the fleet default policy).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoredPolicy {
     pub config: HttpsConfig,

@@ -15,8 +15,8 @@ use tracing::{debug, info, warn};
 
 use super::{admit::Slot, chunks::Chunks, hello::bounded_nack, SyncLimits};
 use crate::{
-    grpc::admin::bucket_policy,
-    index::{PolicyEntry, Start, Subscription, Update, View},
+    grpc::admin::{bucket_policy, default_wire},
+    index::{DefaultChange, PolicyEntry, Start, Subscription, Update, View},
     registry::Session,
 };
 
@@ -163,11 +163,18 @@ impl SyncSession {
         let mut chunks = Chunks::new(self.limits.chunk_bytes, view.entries().map(wire));
         loop {
             let (policies, more) = chunks.next_chunk();
+            // The default policy travels in the last chunk, with the revision it is part of.
+            let default_policy = if more {
+                None
+            } else {
+                view.default_policy().map(|d| default_wire(d))
+            };
             self.send(control_message::Kind::Snapshot(Snapshot {
                 revision,
                 policies,
                 more,
                 store_id: self.store_id.clone(),
+                default_policy,
             }))
             .await?;
             if !more {
@@ -198,12 +205,19 @@ impl SyncSession {
                 }
                 more = deletes.len() > 0;
             }
+            let (default_policy, default_cleared) = match (&u.default, more) {
+                (Some(DefaultChange::Set(d)), false) => (Some(default_wire(d)), false),
+                (Some(DefaultChange::Cleared), false) => (None, true),
+                _ => (None, false),
+            };
             self.send(control_message::Kind::Delta(Delta {
                 from_revision: from,
                 revision: u.revision,
                 upserts,
                 deletes: batch,
                 more,
+                default_policy,
+                default_cleared,
             }))
             .await?;
             if !more {
