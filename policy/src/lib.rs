@@ -10,6 +10,7 @@
 //! * [`suites`]: every TLS 1.2/1.3 cipher-suite name OpenSSL knows (OpenSSL and IANA spellings)
 //!   and which of them rustls serves.
 //! * [`tls`]: the mapping of an effective policy to rustls protocol versions and suites.
+//! * [`usage`]: a bucket's TLS usage in a window, and what a policy would refuse of it.
 
 pub mod bucket;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod effective;
 pub mod names;
 pub mod suites;
 pub mod tls;
+pub mod usage;
 pub mod xml;
 
 pub use bucket::{BucketName, InvalidBucketName};
