@@ -20,7 +20,10 @@ use tokio_rustls::{server::TlsStream, LazyConfigAcceptor};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
+use tlsfleet_policy::usage::Offered;
+
 use crate::{
+    usage,
     http::{self, ConnInfo, Context, Domains, HostKind},
     metrics::{HandshakeFailure, Refusal},
     table::{Lookup, TableSnapshot},
@@ -116,6 +119,17 @@ pub async fn accept_loop(
 enum Handshake {
     Done(Box<TlsStream<TcpStream>>, Option<String>),
     Refused(Refusal, Option<String>),
+    /// The TLS handshake itself failed (no common version or suite, or a broken client): the
+    /// bucket its SNI named, and the highest version it offered.
+    Failed(std::io::Error, Option<String>, Offered),
+}
+
+/// The bucket a (normalised) SNI names, if any.
+fn bucket_of<'a>(ctx: &Context, sni: Option<&'a str>) -> Option<&'a str> {
+    match ctx.domains.classify(sni?) {
+        HostKind::Bucket(label) => Some(label),
+        _ => None,
+    }
 }
 
 async fn connection(
@@ -135,7 +149,20 @@ async fn connection(
         Ok(Ok(Handshake::Done(stream, sni))) => (stream, sni),
         Ok(Ok(Handshake::Refused(reason, sni))) => {
             ctx.metrics.refused(reason);
+            if reason == Refusal::BucketRefused {
+                if let Some(bucket) = bucket_of(&ctx, sni.as_deref()) {
+                    ctx.usage.refusal(bucket, Offered::Older);
+                }
+            }
             tracing::debug!(sni, reason = reason.as_str(), "handshake refused");
+            return;
+        }
+        Ok(Ok(Handshake::Failed(e, sni, offered))) => {
+            ctx.metrics.handshake_failed(HandshakeFailure::Error);
+            if let Some(bucket) = bucket_of(&ctx, sni.as_deref()) {
+                ctx.usage.refusal(bucket, offered);
+            }
+            tracing::debug!(error = %e, sni, "handshake failed");
             return;
         }
         Ok(Err(e)) => {
@@ -167,6 +194,9 @@ async fn connection(
         return;
     };
     ctx.metrics.handshake_ok(version, suite);
+    if let Some(bucket) = bucket_of(&ctx, sni.as_deref()) {
+        ctx.usage.handshake(bucket, suite);
+    }
     let info = Arc::new(ConnInfo {
         peer,
         sni,
@@ -180,14 +210,16 @@ async fn connection(
 /// ClientHello, config choice, handshake: the caller bounds all of it with one timeout.
 async fn handshake(tcp: TcpStream, ctx: &Context) -> std::io::Result<Handshake> {
     let start = LazyConfigAcceptor::new(Acceptor::default(), tcp).await?;
-    let sni = start.client_hello().server_name().map(normalize_name);
+    let hello = start.client_hello();
+    let sni = hello.server_name().map(normalize_name);
+    let offered = usage::offered(hello.cipher_suites());
     let config = select_config(&ctx.table.snapshot(), &ctx.domains, sni.as_deref());
     match config {
         // Dropping `start` closes the TCP connection without a TLS alert.
         Err(reason) => Ok(Handshake::Refused(reason, sni)),
-        Ok(config) => {
-            let stream = start.into_stream(config).await?;
-            Ok(Handshake::Done(Box::new(stream), sni))
-        }
+        Ok(config) => match start.into_stream(config).await {
+            Ok(stream) => Ok(Handshake::Done(Box::new(stream), sni)),
+            Err(e) => Ok(Handshake::Failed(e, sni, offered)),
+        },
     }
 }

@@ -14,7 +14,8 @@
 //! Beside it: [`tls`] (a leaf: the config factory and the certificate with its reload),
 //! [`readiness`] (the sync state and `/readyz`), [`metrics`] and [`admin`] (`/healthz`,
 //! `/readyz`, Prometheus `/metrics`), [`server`] ([`server::DataPlane`], which wires it all to
-//! sockets) and [`config`] (the binary's flags).
+//! sockets), [`config`] (the binary's flags) and [`usage`] (per-bucket TLS usage, reported
+//! to the control plane).
 
 pub mod admin;
 pub mod cache;
@@ -27,3 +28,4 @@ pub mod server;
 pub mod sync;
 pub mod table;
 pub mod tls;
+pub mod usage;

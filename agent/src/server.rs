@@ -192,6 +192,7 @@ impl DataPlane {
                 metrics,
                 upstream,
                 api,
+                usage: Arc::new(crate::usage::UsageRecorder::default()),
                 idle_timeout: cfg.connections.idle_timeout,
                 send_timeout: cfg.connections.send_timeout,
             }),
@@ -216,6 +217,11 @@ impl DataPlane {
     /// The metrics given to [`DataPlane::bind`].
     pub fn metrics(&self) -> Arc<Metrics> {
         self.ctx.metrics.clone()
+    }
+
+    /// The per-bucket usage counters (reported by the sync client).
+    pub fn usage(&self) -> Arc<crate::usage::UsageRecorder> {
+        self.ctx.usage.clone()
     }
 
     /// The sync state and `/readyz` reason (set by the sync client).

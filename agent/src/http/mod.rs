@@ -61,6 +61,8 @@ pub struct Context {
     pub upstream: Option<proxy::Upstream>,
     /// The control plane's REST API, for `?httpsConfig` requests (`--control-rest`).
     pub api: Option<proxy::Upstream>,
+    /// Per-bucket TLS usage.
+    pub usage: Arc<crate::usage::UsageRecorder>,
     /// A connection with no request in flight for this long is closed (HTTP/1.1: also the
     /// bound on receiving a request's headers).
     pub idle_timeout: Duration,
@@ -225,6 +227,14 @@ async fn respond(ctx: &Context, conn: &ConnInfo, req: Request<Incoming>) -> Resp
         }
     };
     ctx.metrics.request_served();
+    if let Some(bucket) = allowed.bucket() {
+        let ua = req
+            .headers()
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok());
+        ctx.usage
+            .request(bucket.as_str(), conn.suite, conn.peer.ip(), ua);
+    }
     // The bucket API (`?httpsConfig`) goes to the control plane, once the bucket's own TLS
     // policy allowed the connection, exactly as decided (canonical host and path).
     let api = ctx
