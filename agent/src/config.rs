@@ -166,6 +166,11 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub reconnect_max: Duration,
 
+    /// How often the per-bucket TLS usage counted here is reported to the control plane (one
+    /// window each time).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub usage_interval: Duration,
+
     /// Bound on connecting to a control server and on it accepting the Sync call.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub control_connect_timeout: Duration,
@@ -239,6 +244,7 @@ impl Args {
         };
         cfg.backoff_min = self.reconnect_min;
         cfg.backoff_max = self.reconnect_max;
+        cfg.usage_every = self.usage_interval;
         cfg.connect_timeout = self.control_connect_timeout;
         Ok(cfg)
     }

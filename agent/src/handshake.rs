@@ -23,14 +23,16 @@ use tracing::Instrument;
 use tlsfleet_policy::usage::Offered;
 
 use crate::{
-    usage,
     http::{self, ConnInfo, Context, Domains, HostKind},
     metrics::{HandshakeFailure, Refusal},
     table::{Lookup, TableSnapshot},
+    usage,
 };
 
 /// Backoff after a failed `accept` (e.g. out of file descriptors), so the loop does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+/// ClientHello bytes looked at for the offered version (a hello is usually well under this).
+const PEEK_BYTES: usize = 2048;
 
 /// The config a ClientHello's SNI selects, or why the connection is refused.
 pub fn select_config(
@@ -209,10 +211,15 @@ async fn connection(
 
 /// ClientHello, config choice, handshake: the caller bounds all of it with one timeout.
 async fn handshake(tcp: TcpStream, ctx: &Context) -> std::io::Result<Handshake> {
+    // A copy of the hello's first bytes, for the highest version it offers (rustls does not
+    // say); the suites it lists are the fallback when they are not all there yet.
+    let mut first = [0u8; PEEK_BYTES];
+    let peeked = tcp.peek(&mut first).await?;
+    let from_record = tlsfleet_policy::hello::offered_version(&first[..peeked]);
     let start = LazyConfigAcceptor::new(Acceptor::default(), tcp).await?;
     let hello = start.client_hello();
     let sni = hello.server_name().map(normalize_name);
-    let offered = usage::offered(hello.cipher_suites());
+    let offered = from_record.unwrap_or_else(|| usage::offered(hello.cipher_suites()));
     let config = select_config(&ctx.table.snapshot(), &ctx.domains, sni.as_deref());
     match config {
         // Dropping `start` closes the TCP connection without a TLS alert.

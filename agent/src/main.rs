@@ -57,7 +57,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         table.clone(),
         metrics.clone(),
         readiness.clone(),
-    )?;
+    )?
+    .with_usage(plane.usage());
     let cache = args.cache_dir.map(Cache::new);
     if let Some(cache) = &cache {
         // Before the listener runs, so no handshake is refused for want of a table we have.

@@ -135,8 +135,9 @@ impl UsageRecorder {
     }
 }
 
-/// The highest version a ClientHello offers, from its cipher suites: TLS 1.3 suites are only
-/// offered by TLS 1.3 clients; the TLS 1.2 AEAD suites by TLS 1.2 clients.
+/// The highest version a ClientHello offers, guessed from its cipher suites when its
+/// `supported_versions` could not be read (`tlsfleet_policy::hello`): TLS 1.3 suites mean a
+/// TLS 1.3 client (some TLS 1.2-only clients list them too), TLS 1.2 AEAD suites TLS 1.2.
 pub fn offered(cipher_suites: &[rustls::CipherSuite]) -> Offered {
     let ids = cipher_suites.iter().map(|s| u16::from(*s));
     let mut best = Offered::Older;

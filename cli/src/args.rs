@@ -133,6 +133,9 @@ pub enum Command {
     Delete(ChangeArgs),
     /// The audit trail: every change and refused change, oldest first (ListHistory).
     History(HistoryArgs),
+    /// A bucket's TLS usage as the agents report it (GetUsage): handshakes and requests by
+    /// version and suite, refusals, the top client networks and User-Agents.
+    Usage(UsageArgs),
     /// The fleet default policy: get, set, clear.
     #[command(subcommand)]
     Default(DefaultCommand),
@@ -163,6 +166,17 @@ pub struct ChangeArgs {
     pub allow_downgrade: bool,
 }
 
+/// `usage`.
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    #[arg(long, value_name = "BUCKET")]
+    pub bucket: String,
+
+    /// The last DURATION (e.g. 10m, 1h). Default: everything kept (one hour).
+    #[arg(long, value_name = "DURATION", value_parser = tlsfleet_net::parse_duration)]
+    pub since: Option<std::time::Duration>,
+}
+
 /// `history`.
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
@@ -188,6 +202,16 @@ pub struct PutArgs {
 
     #[command(flatten)]
     pub policy: PolicyArgs,
+
+    /// Store nothing: show the effective policy, whether it is a downgrade, and what share of
+    /// the bucket's recent handshakes and requests it would refuse, by version, suite and
+    /// client (from the agents' usage reports).
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// With --dry-run: the traffic of the last DURATION (default: all kept, one hour).
+    #[arg(long, value_name = "DURATION", requires = "dry_run", value_parser = tlsfleet_net::parse_duration)]
+    pub since: Option<std::time::Duration>,
 }
 
 /// `default`.

@@ -187,6 +187,16 @@ impl Client {
         .await
     }
 
+    /// `FleetService.GetUsage`.
+    pub async fn get_usage(
+        &self,
+        msg: tlsfleet_proto::v1::GetUsageRequest,
+    ) -> Result<tlsfleet_proto::v1::GetUsageResponse, CliError> {
+        let mut c = self.fleet.clone();
+        self.call("GetUsage", msg, |r| async move { c.get_usage(r).await })
+            .await
+    }
+
     /// `FleetService.ListAgents`.
     pub async fn list_agents(&self) -> Result<ListAgentsResponse, CliError> {
         let mut c = self.fleet.clone();

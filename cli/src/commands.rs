@@ -32,6 +32,12 @@ pub enum Outcome {
     Agents(ListAgentsResponse),
     Rollout(GetRolloutStatusResponse),
     History(v1::ListHistoryResponse),
+    Usage(v1::GetUsageResponse),
+    /// `put --dry-run`: nothing stored.
+    DryRun {
+        bucket: String,
+        response: PutResponse,
+    },
     /// The fleet default policy (bucket "").
     Default(GetResponse),
     DefaultSet(PutResponse),
@@ -52,6 +58,10 @@ pub struct Listing {
 /// Runs one command against the control plane.
 pub async fn execute(client: &Client, command: &Command) -> Result<Outcome, CliError> {
     Ok(match command {
+        Command::Put(args) if args.dry_run => Outcome::DryRun {
+            bucket: args.bucket.clone(),
+            response: client.put(put_request(args)).await?,
+        },
         Command::Put(args) => Outcome::Put {
             bucket: args.bucket.clone(),
             response: client.put(put_request(args)).await?,
@@ -103,6 +113,16 @@ pub async fn execute(client: &Client, command: &Command) -> Result<Outcome, CliE
                 })
                 .await?,
         ),
+        Command::Usage(args) => Outcome::Usage(
+            client
+                .get_usage(v1::GetUsageRequest {
+                    bucket: args.bucket.clone(),
+                    since_seconds: args
+                        .since
+                        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
+                })
+                .await?,
+        ),
         Command::History(args) => {
             let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
             Outcome::History(client.list_history(history_request(args, now)).await?)
@@ -117,6 +137,10 @@ pub fn put_request(args: &PutArgs) -> PutRequest {
         bucket: args.bucket.clone(),
         config: Some((&policy_config(&args.policy)).into()),
         allow_downgrade: args.policy.allow_downgrade,
+        dry_run: args.dry_run,
+        impact_seconds: args
+            .since
+            .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
     }
 }
 
@@ -144,6 +168,7 @@ pub fn disable_request(bucket: &str, allow_downgrade: bool) -> PutRequest {
         bucket: bucket.to_owned(),
         config: Some((&HttpsConfig::disabled()).into()),
         allow_downgrade,
+        ..Default::default()
     }
 }
 

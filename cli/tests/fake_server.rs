@@ -170,6 +170,7 @@ impl HttpsConfigService for Fake {
             revision: 44,
             effective: Some(effective()),
             downgrade: req.get_ref().allow_downgrade,
+            ..Default::default()
         }))
     }
 
@@ -288,6 +289,15 @@ impl FleetService for Fake {
             pending: vec![],
             failed: vec![],
         }))
+    }
+
+    async fn get_usage(
+        &self,
+        _req: Request<tlsfleet_proto::v1::GetUsageRequest>,
+    ) -> Result<Response<tlsfleet_proto::v1::GetUsageResponse>, Status> {
+        Err(Status::unimplemented(
+            "covered against the real control plane (tests/)",
+        ))
     }
 }
 

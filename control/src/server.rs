@@ -147,12 +147,14 @@ impl ControlServer {
             .unwrap_or_else(|| grpc_addr.to_string());
 
         let (index, index_task) = Index::spawn(store.clone(), shutdown.child_token());
-        let registry = Registry::new(store.clone(), control_id);
+        let registry = Registry::new(store.clone(), control_id.clone());
+        let usage = crate::usage::FleetUsage::default();
         let (audit, audit_task) =
             Audit::spawn(store.clone(), args.audit_retention, shutdown.child_token());
         let policies = Policies::new(store.clone(), index.clone())
             .with_fleet(registry.clone())
-            .with_audit(audit);
+            .with_audit(audit)
+            .with_usage(usage.clone());
         let flusher = registry.spawn_flusher(shutdown.child_token());
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -214,8 +216,12 @@ impl ControlServer {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(
-                HttpsConfigServiceServer::new(AdminService::new(policies.clone(), auth.clone()))
-                    .max_decoding_message_size(MAX_ADMIN_MESSAGE),
+                HttpsConfigServiceServer::new(AdminService::new(
+                    policies.clone(),
+                    auth.clone(),
+                    control_id.clone(),
+                ))
+                .max_decoding_message_size(MAX_ADMIN_MESSAGE),
             )
             .add_service(
                 FleetServiceServer::new(FleetServer::new(
@@ -226,10 +232,13 @@ impl ControlServer {
                         sync_limits,
                         sync_tasks.clone(),
                         shutdown.child_token(),
-                    ),
+                    )
+                    .with_usage(usage.clone()),
                     index.clone(),
                     auth.clone(),
                     registry,
+                    usage.clone(),
+                    control_id.clone(),
                 ))
                 .max_decoding_message_size(MAX_AGENT_MESSAGE),
             )

@@ -94,6 +94,17 @@ pub struct PutOutcome {
     pub downgrade: bool,
 }
 
+/// What a put would do (nothing stored).
+#[derive(Clone, Debug)]
+pub struct DryRun {
+    pub effective: EffectivePolicy,
+    pub downgrade: Option<tlsfleet_policy::Downgrade>,
+    pub impact: tlsfleet_policy::usage::Impact,
+    pub merged: crate::usage::Merged,
+    /// What the preview could not know.
+    pub unknowns: Vec<String>,
+}
+
 /// The result of a successful delete.
 #[derive(Clone, Debug)]
 pub struct DeleteOutcome {
@@ -121,6 +132,8 @@ pub struct Policies {
     fleet: Option<Registry>,
     /// Where changes are recorded (none: not recorded, as in unit tests of the index).
     audit: Option<Audit>,
+    /// The agents' usage reports, for dry runs.
+    usage: crate::usage::FleetUsage,
     /// How long a write waits for this server's index to catch up before answering anyway.
     read_your_writes: Duration,
 }
@@ -132,6 +145,7 @@ impl Policies {
             index,
             fleet: None,
             audit: None,
+            usage: crate::usage::FleetUsage::default(),
             read_your_writes: Duration::from_secs(5),
         }
     }
@@ -146,6 +160,60 @@ impl Policies {
     pub fn with_audit(mut self, audit: Audit) -> Self {
         self.audit = Some(audit);
         self
+    }
+
+    /// Dry runs compute their impact from `usage`.
+    pub fn with_usage(mut self, usage: crate::usage::FleetUsage) -> Self {
+        self.usage = usage;
+        self
+    }
+
+    /// What putting `config` on `bucket` would do, storing nothing: the effective policy,
+    /// whether it is a downgrade (and what it would let in), and what it would have refused of
+    /// the bucket's traffic in the last `since` (all kept when `None`).
+    pub async fn dry_run(
+        &self,
+        bucket: &BucketName,
+        mut config: HttpsConfig,
+        since: Option<Duration>,
+    ) -> Result<DryRun, PolicyError> {
+        config.check_bounds()?;
+        config.normalize();
+        let effective = config.effective()?;
+        self.check_fleet_can_serve(&effective).await?;
+        let (_, _, baseline) = self.current(Target::Bucket(bucket)).await?;
+        let downgrade = downgrade(&baseline, &config)?;
+        let now = now_ms() / 1000;
+        let merged = self.usage.query(bucket.as_str(), since, now);
+        let impact = merged.usage.impact(effective.key);
+        let mut unknowns = Vec::new();
+        if merged.windows == 0 {
+            unknowns.push("no traffic of this bucket was reported: nothing to preview".to_owned());
+        } else if let Some(since) = since {
+            let covered = merged.newest_unix - merged.oldest_unix;
+            let asked = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
+            if covered < asked {
+                unknowns.push(format!(
+                    "reports cover {covered} s of the {asked} s asked for (they are kept for {} s)",
+                    crate::usage::RETENTION.as_secs()
+                ));
+            }
+        }
+        if impact.clients.iter().any(|c| !c.whole) {
+            unknowns.push(
+                "clients are counted per version: of a version refused only in some suites, \
+                 which clients used those suites is not known"
+                    .to_owned(),
+            );
+        }
+        unknowns.push("only this control server's agents' reports are in the preview".to_owned());
+        Ok(DryRun {
+            effective,
+            downgrade,
+            impact,
+            merged,
+            unknowns,
+        })
     }
 
     pub fn audit(&self) -> Option<&Audit> {

@@ -7,6 +7,7 @@
 //! * [`xml`]: the OSS XML codec.
 //! * [`names`]: endpoint domains, request hosts and paths, parsed strictly (the edge decides on
 //!   and forwards only the canonical form).
+//! * [`hello`]: the highest TLS version a ClientHello offers (for usage counters).
 //! * [`suites`]: every TLS 1.2/1.3 cipher-suite name OpenSSL knows (OpenSSL and IANA spellings)
 //!   and which of them rustls serves.
 //! * [`tls`]: the mapping of an effective policy to rustls protocol versions and suites.
@@ -16,6 +17,7 @@ pub mod bucket;
 pub mod config;
 pub mod downgrade;
 pub mod effective;
+pub mod hello;
 pub mod names;
 pub mod suites;
 pub mod tls;

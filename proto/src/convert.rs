@@ -133,3 +133,87 @@ pub fn bucket_policy(
         .try_into()?;
     Ok((bucket, config))
 }
+
+/// Usage on the wire (`BucketUsage`), without the bucket name.
+pub fn usage_to_wire(bucket: &str, u: &policy::usage::Usage) -> v1::BucketUsage {
+    use policy::{usage::Offered, ServedSuite, ServedVersion};
+    let by_suite = |counts: &[u64; 9]| {
+        ServedSuite::ALL
+            .into_iter()
+            .filter(|s| counts[*s as usize] > 0)
+            .map(|s| (s.iana_name().to_owned(), counts[s as usize]))
+            .collect()
+    };
+    let offered = |o: Offered| match o {
+        Offered::Tls13 => "TLSv1.3",
+        Offered::Tls12 => "TLSv1.2",
+        Offered::Older => "older",
+    };
+    v1::BucketUsage {
+        bucket: bucket.to_owned(),
+        handshakes: by_suite(&u.handshakes),
+        requests: by_suite(&u.requests),
+        refused: u
+            .refused
+            .iter()
+            .map(|(o, n)| (offered(*o).to_owned(), *n))
+            .collect(),
+        clients: ServedVersion::ALL
+            .into_iter()
+            .map(|v| (v, &u.clients[v as usize]))
+            .filter(|(_, c)| !c.networks.counts.is_empty() || c.networks.other > 0)
+            .map(|(v, c)| v1::VersionClients {
+                version: v.as_str().to_owned(),
+                networks: c.networks.counts.clone().into_iter().collect(),
+                networks_other: c.networks.other,
+                user_agents: c.user_agents.counts.clone().into_iter().collect(),
+                user_agents_other: c.user_agents.other,
+            })
+            .collect(),
+    }
+}
+
+/// Usage from the wire; unknown suites, versions and offers are skipped, every top list is
+/// bounded again (a peer cannot grow the receiver's memory).
+pub fn usage_from_wire(w: &v1::BucketUsage) -> policy::usage::Usage {
+    use policy::{usage::Offered, ServedSuite, ServedVersion};
+    let mut u = policy::usage::Usage::default();
+    let suite = |name: &str| ServedSuite::ALL.into_iter().find(|s| s.iana_name() == name);
+    for (name, n) in &w.handshakes {
+        if let Some(s) = suite(name) {
+            u.handshakes[s as usize] = u.handshakes[s as usize].saturating_add(*n);
+        }
+    }
+    for (name, n) in &w.requests {
+        if let Some(s) = suite(name) {
+            u.requests[s as usize] = u.requests[s as usize].saturating_add(*n);
+        }
+    }
+    for (name, n) in &w.refused {
+        let o = match name.as_str() {
+            "TLSv1.3" => Offered::Tls13,
+            "TLSv1.2" => Offered::Tls12,
+            _ => Offered::Older,
+        };
+        *u.refused.entry(o).or_insert(0) += *n;
+    }
+    for c in &w.clients {
+        let Some(v) = ServedVersion::ALL
+            .into_iter()
+            .find(|v| v.as_str() == c.version)
+        else {
+            continue;
+        };
+        let to = &mut u.clients[v as usize];
+        for (k, n) in &c.networks {
+            to.networks.add(k, *n);
+        }
+        to.networks.other = to.networks.other.saturating_add(c.networks_other);
+        for (k, n) in &c.user_agents {
+            let k: String = k.chars().take(policy::usage::MAX_USER_AGENT).collect();
+            to.user_agents.add(&k, *n);
+        }
+        to.user_agents.other = to.user_agents.other.saturating_add(c.user_agents_other);
+    }
+    u
+}

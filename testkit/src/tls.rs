@@ -225,15 +225,44 @@ pub async fn handshake(
     connector(ca, offer).connect(name, tcp).await
 }
 
+/// [`handshake`] from the local address `from` (e.g. 127.0.0.2: a client of another network
+/// as the agent counts them is 127.0.x.0/24 with another x).
+pub async fn handshake_from(
+    from: std::net::IpAddr,
+    addr: std::net::SocketAddr,
+    sni: &str,
+    ca: &CertificateDer<'static>,
+    offer: &ClientOffer,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let socket = match from {
+        std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.bind(std::net::SocketAddr::new(from, 0))?;
+    let tcp = socket.connect(addr).await?;
+    let name = ServerName::try_from(sni.to_owned()).map_err(std::io::Error::other)?;
+    connector(ca, offer).connect(name, tcp).await
+}
+
 /// One HTTP/1.1 request on an open (keep-alive) TLS stream: (status, body).
 pub async fn http1(
     stream: &mut TlsStream<TcpStream>,
     host: &str,
     path: &str,
 ) -> std::io::Result<(u16, String)> {
+    http1_with(stream, host, path, "").await
+}
+
+/// [`http1`] with extra header lines (`"User-Agent: x\r\n"`).
+pub async fn http1_with(
+    stream: &mut TlsStream<TcpStream>,
+    host: &str,
+    path: &str,
+    headers: &str,
+) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}\r\n").as_bytes())
         .await?;
     let mut reader = BufReader::new(stream);
     let mut status_line = String::new();

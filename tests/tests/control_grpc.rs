@@ -26,6 +26,7 @@ fn put(bucket: &str, c: HttpsConfig) -> PutRequest {
         bucket: bucket.into(),
         config: Some(c),
         allow_downgrade: true,
+        ..Default::default()
     }
 }
 

@@ -35,6 +35,7 @@ async fn grpc_put(control: &Control, bucket: &str, cfg: HttpsConfig) -> i64 {
         bucket: bucket.into(),
         config: Some(cfg),
         allow_downgrade: true,
+        ..Default::default()
     };
     c.put(signed_request(req))
         .await

@@ -22,6 +22,7 @@ fn put(bucket: &str, versions: &[&str], allow_downgrade: bool) -> PutRequest {
         bucket: bucket.into(),
         config: Some(policy(versions)),
         allow_downgrade,
+        ..Default::default()
     }
 }
 

@@ -66,6 +66,8 @@ pub struct SyncConfig {
     pub keepalive_interval: Duration,
     /// How long a PING may go unanswered before the connection is considered dead.
     pub keepalive_timeout: Duration,
+    /// How often usage windows are reported (with [`SyncClient::with_usage`]).
+    pub usage_every: Duration,
 }
 
 impl SyncConfig {
@@ -83,6 +85,7 @@ impl SyncConfig {
             connect_timeout: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(10),
+            usage_every: crate::usage::WINDOW,
         }
     }
 }
@@ -114,6 +117,9 @@ struct Shared {
     labels: BTreeMap<String, String>,
     /// None: the calls are unsigned.
     signer: Option<Signer>,
+    /// Where usage is counted, to report it (None: not reported).
+    usage: Option<Arc<crate::usage::UsageRecorder>>,
+    usage_every: Duration,
     timeouts: Timeouts,
 }
 
@@ -154,11 +160,19 @@ impl SyncClient {
                 node_id: cfg.node_id,
                 labels: cfg.labels,
                 signer,
+                usage: None,
+                usage_every: cfg.usage_every,
                 timeouts,
             },
             endpoints,
             backoff: Backoff::new(cfg.backoff_min, cfg.backoff_max),
         })
+    }
+
+    /// Reports the usage `recorder` counts, every [`SyncConfig::usage_every`].
+    pub fn with_usage(mut self, recorder: Arc<crate::usage::UsageRecorder>) -> Self {
+        self.shared.usage = Some(recorder);
+        self
     }
 
     /// Follows the control plane until `shutdown`, then returns once the latest applied

@@ -19,6 +19,44 @@ use tracing::{debug, info, warn};
 use super::{chunks::Assembler, connect::ControlEndpoint, Progress, Shared};
 use crate::table::{ApplyOutcome, BucketError, DefaultChange, DEFAULT_BUCKET};
 
+/// Buckets per usage message (each well under the control plane's message cap).
+const USAGE_BUCKETS_PER_MESSAGE: usize = 500;
+
+/// Sends every window not reported yet; what the stream does not take is kept for the next
+/// report.
+async fn report_usage(
+    usage: &crate::usage::UsageRecorder,
+    tx: &mpsc::Sender<AgentMessage>,
+    every: std::time::Duration,
+) {
+    let windows = usage.take();
+    let seconds = u32::try_from(every.as_secs()).unwrap_or(u32::MAX);
+    let mut pending = windows.into_iter();
+    while let Some(window) = pending.next() {
+        for part in window.buckets.chunks(USAGE_BUCKETS_PER_MESSAGE) {
+            let message = AgentMessage {
+                kind: Some(agent_message::Kind::Usage(pb::UsageReport {
+                    windows: vec![pb::UsageWindow {
+                        start_unix: window.start_unix,
+                        seconds,
+                        buckets: part
+                            .iter()
+                            .map(|(b, u)| convert::usage_to_wire(b, u))
+                            .collect(),
+                    }],
+                })),
+            };
+            if tx.send(message).await.is_err() {
+                // The stream is gone: keep this window (whole) and the rest for the next one.
+                let mut left = vec![window.clone()];
+                left.extend(pending);
+                usage.unsent(left);
+                return;
+            }
+        }
+    }
+}
+
 /// The default policy a control message sets; one that does not convert keeps the previous
 /// one and is reported (as bucket `(default)`).
 fn default_change(p: BucketPolicy, bad: &mut Vec<BucketError>) -> DefaultChange {
@@ -143,8 +181,19 @@ impl Session<'_> {
         };
         self.opened = true;
         self.progress.opened(&ep.url);
+        let every = shared.usage_every;
+        let mut report = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
-            let message = match inbound.message().await {
+            let next = tokio::select! {
+                m = inbound.message() => m,
+                _ = report.tick() => {
+                    if let Some(usage) = &shared.usage {
+                        report_usage(usage, &tx, every).await;
+                    }
+                    continue;
+                }
+            };
+            let message = match next {
                 Ok(Some(message)) => message,
                 Ok(None) => return End::Closed,
                 Err(status) => return End::Failed(status),

@@ -130,6 +130,13 @@ impl FleetService for ScriptedFleet {
     ) -> Result<Response<pb::GetRolloutStatusResponse>, Status> {
         Err(Status::unimplemented("not in this test"))
     }
+
+    async fn get_usage(
+        &self,
+        _: Request<pb::GetUsageRequest>,
+    ) -> Result<Response<pb::GetUsageResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
 }
 
 /// A running scripted control server.

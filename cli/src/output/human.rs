@@ -35,6 +35,8 @@ pub(super) fn render(outcome: &Outcome, now_unix_ms: i64) -> String {
         Outcome::Agents(r) => agents(r, now_unix_ms),
         Outcome::Rollout(r) => rollout(r),
         Outcome::History(r) => history(r),
+        Outcome::Usage(r) => usage(r),
+        Outcome::DryRun { bucket, response } => dry_run(bucket, response),
         Outcome::Default(r) => {
             let mut out = String::from("fleet default policy (buckets without one, no SNI, the bare domain):\n");
             out.push_str(&get(r));
@@ -50,6 +52,135 @@ pub(super) fn render(outcome: &Outcome, now_unix_ms: i64) -> String {
             r.revision
         ),
     }
+}
+
+/// A dry run: what the policy would be, whether it is a downgrade, what it would refuse.
+fn dry_run(bucket: &str, r: &PutResponse) -> String {
+    let mut f = Fields::default();
+    effective(&mut f, r.effective.as_ref());
+    let mut out = format!(
+        "dry run for bucket {bucket}: nothing stored\n{}",
+        f.render()
+    );
+    if r.downgrade {
+        out.push_str(&format!(
+            "downgrade: {} (needs --allow-downgrade)\n",
+            r.downgrade_reason
+        ));
+    }
+    let Some(i) = &r.impact else {
+        return out;
+    };
+    let pct = |n: u64, of: u64| {
+        if of == 0 {
+            0.0
+        } else {
+            100.0 * n as f64 / of as f64
+        }
+    };
+    out.push_str(&format!(
+        "would refuse {:.1}% of handshakes ({} of {}) and {:.1}% of requests ({} of {}) \
+         seen in {} one-minute windows\n",
+        pct(i.refused_handshakes, i.handshakes),
+        i.refused_handshakes,
+        i.handshakes,
+        pct(i.refused_requests, i.requests),
+        i.refused_requests,
+        i.requests,
+        i.windows
+    ));
+    for (suite, n) in &i.refused_requests_by_suite {
+        out.push_str(&format!("  refused {suite:<48} {n:>8} requests\n"));
+    }
+    for c in &i.clients {
+        let how = if c.whole { "all" } else { "some" };
+        out.push_str(&format!(
+            "  {how} {} clients would be refused:\n",
+            c.version
+        ));
+        if let Some(v) = &c.clients {
+            let mut nets: Vec<_> = v.networks.iter().collect();
+            nets.sort_by(|a, b| b.1.cmp(a.1));
+            for (net, n) in nets {
+                out.push_str(&format!("    network    {net:<40} {n:>8}\n"));
+            }
+            let mut uas: Vec<_> = v.user_agents.iter().collect();
+            uas.sort_by(|a, b| b.1.cmp(a.1));
+            for (ua, n) in uas {
+                out.push_str(&format!("    user-agent {ua:<40} {n:>8}\n"));
+            }
+        }
+    }
+    for u in &i.unknowns {
+        out.push_str(&format!("  note: {u}\n"));
+    }
+    out
+}
+
+/// A bucket's usage: totals, by suite, refusals, and the clients of each version.
+fn usage(r: &tlsfleet_proto::v1::GetUsageResponse) -> String {
+    let Some(u) = &r.usage else {
+        return "no usage\n".to_owned();
+    };
+    if r.windows == 0 {
+        return format!(
+            "bucket {}: no traffic reported (servers: {})\n",
+            u.bucket,
+            r.servers.join(", ")
+        );
+    }
+    let total = |m: &std::collections::BTreeMap<String, u64>| m.values().sum::<u64>();
+    let (h, q) = (total(&u.handshakes), total(&u.requests));
+    let mut out = format!(
+        "bucket {}: {h} handshakes, {q} requests in {} one-minute windows ({}s span; servers: {})\n",
+        u.bucket,
+        r.windows,
+        r.newest_unix - r.oldest_unix,
+        r.servers.join(", ")
+    );
+    let pct = |n: u64, of: u64| {
+        if of == 0 {
+            0.0
+        } else {
+            100.0 * n as f64 / of as f64
+        }
+    };
+    for (suite, n) in &u.requests {
+        out.push_str(&format!(
+            "  {suite:<48} {n:>8} requests ({:.1}%)  {:>8} handshakes\n",
+            pct(*n, q),
+            u.handshakes.get(suite).copied().unwrap_or(0)
+        ));
+    }
+    for (offered, n) in &u.refused {
+        out.push_str(&format!("  refused handshakes offering {offered}: {n}\n"));
+    }
+    for c in &u.clients {
+        out.push_str(&format!("  {} clients:\n", c.version));
+        let mut nets: Vec<_> = c.networks.iter().collect();
+        nets.sort_by(|a, b| b.1.cmp(a.1));
+        for (net, n) in nets {
+            out.push_str(&format!("    network    {net:<40} {n:>8}\n"));
+        }
+        if c.networks_other > 0 {
+            out.push_str(&format!(
+                "    network    {:<40} {:>8}\n",
+                "(other)", c.networks_other
+            ));
+        }
+        let mut uas: Vec<_> = c.user_agents.iter().collect();
+        uas.sort_by(|a, b| b.1.cmp(a.1));
+        for (ua, n) in uas {
+            out.push_str(&format!("    user-agent {ua:<40} {n:>8}\n"));
+        }
+        if c.user_agents_other > 0 {
+            out.push_str(&format!(
+                "    user-agent {:<40} {:>8}\n",
+                "(other)", c.user_agents_other
+            ));
+        }
+    }
+    out
 }
 
 /// One line per record, oldest first: when, outcome, operation, bucket, who, from where,

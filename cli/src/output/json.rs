@@ -33,6 +33,15 @@ pub(super) fn render(outcome: &Outcome) -> Value {
         Outcome::Agents(r) => value(r),
         Outcome::Rollout(r) => value(r),
         Outcome::History(r) => value(r),
+        Outcome::Usage(r) => value(r),
+        Outcome::DryRun { bucket, response } => json!({
+            "bucket": bucket,
+            "dry_run": true,
+            "effective": value(&response.effective),
+            "downgrade": response.downgrade,
+            "downgrade_reason": response.downgrade_reason,
+            "impact": value(&response.impact),
+        }),
         Outcome::Default(r) => value(r),
         Outcome::DefaultSet(r) => json!({
             "revision": r.revision,

@@ -51,11 +51,13 @@ pub enum Action {
     PutDefaultPolicy,
     /// `tlsfleet:GetDefaultPolicy`: read it.
     GetDefaultPolicy,
+    /// `tlsfleet:GetUsage`: a bucket's TLS usage (and dry-run impact previews).
+    GetUsage,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 11] = [
         Action::PutBucketHttpsConfig,
         Action::GetBucketHttpsConfig,
         Action::ListBucketHttpsConfigs,
@@ -66,6 +68,7 @@ impl Action {
         Action::ListHistory,
         Action::PutDefaultPolicy,
         Action::GetDefaultPolicy,
+        Action::GetUsage,
     ];
 
     /// The grant name, e.g. `oss:PutBucketHttpsConfig`.
@@ -81,6 +84,7 @@ impl Action {
             Action::ListHistory => "tlsfleet:ListHistory",
             Action::PutDefaultPolicy => "tlsfleet:PutDefaultPolicy",
             Action::GetDefaultPolicy => "tlsfleet:GetDefaultPolicy",
+            Action::GetUsage => "tlsfleet:GetUsage",
         }
     }
 
@@ -413,8 +417,8 @@ mod tests {
         for a in Action::ALL {
             assert_eq!(Action::grant_mask(a.name()), Some(a.bit()), "{a:?}");
         }
-        // Ten actions since the default policy's.
-        assert_eq!(Action::grant_mask("*"), Some(0x3ff));
+        // Eleven actions since usage.
+        assert_eq!(Action::grant_mask("*"), Some(0x7ff));
         assert_eq!(Action::grant_mask("oss:Put*"), None);
         assert_eq!(Action::grant_mask("tlsfleet:PutBucketHttpsConfig"), None);
     }

@@ -28,11 +28,17 @@ const MAX_PAGE_SIZE: usize = 1000;
 pub struct AdminService {
     policies: Policies,
     auth: Arc<Authenticator>,
+    /// This server's name, in dry-run answers.
+    control_id: String,
 }
 
 impl AdminService {
-    pub fn new(policies: Policies, auth: Arc<Authenticator>) -> Self {
-        Self { policies, auth }
+    pub fn new(policies: Policies, auth: Arc<Authenticator>, control_id: String) -> Self {
+        Self {
+            policies,
+            auth,
+            control_id,
+        }
     }
 
     /// The caller, from the signature over the call's method and request message.
@@ -59,6 +65,47 @@ fn with_request_id<T>(message: T, change: &Change) -> Response<T> {
         r.metadata_mut().insert("x-tlsfleet-request-id", v);
     }
     r
+}
+
+/// A dry run's impact on the wire.
+fn impact_wire(d: &crate::service::DryRun, control_id: &str) -> v1::Impact {
+    let i = &d.impact;
+    v1::Impact {
+        handshakes: i.handshakes,
+        requests: i.requests,
+        refused_handshakes: i.refused_handshakes,
+        refused_requests: i.refused_requests,
+        refused_handshakes_by_suite: i
+            .by_suite
+            .iter()
+            .map(|(s, h, _)| (s.iana_name().to_owned(), *h))
+            .collect(),
+        refused_requests_by_suite: i
+            .by_suite
+            .iter()
+            .map(|(s, _, r)| (s.iana_name().to_owned(), *r))
+            .collect(),
+        clients: i
+            .clients
+            .iter()
+            .map(|c| {
+                let mut u = tlsfleet_policy::usage::Usage::default();
+                u.clients[c.version as usize] = c.clients.clone();
+                // One version's clients, in the wire's shape.
+                let wire = tlsfleet_proto::convert::usage_to_wire("", &u);
+                v1::RefusedClients {
+                    version: c.version.as_str().to_owned(),
+                    whole: c.whole,
+                    clients: wire.clients.into_iter().next(),
+                }
+            })
+            .collect(),
+        windows: d.merged.windows,
+        oldest_unix: d.merged.oldest_unix,
+        newest_unix: d.merged.newest_unix,
+        servers: vec![control_id.to_owned()],
+        unknowns: d.unknowns.clone(),
+    }
 }
 
 fn history_record(r: AuditRecord) -> v1::AuditRecord {
@@ -140,6 +187,8 @@ impl HttpsConfigService for AdminService {
         let req = req.into_inner();
         let bucket = bucket(&req.bucket)?;
         who.authorize(Some(bucket.as_str()))?;
+        let dry_run = req.dry_run;
+        let impact_seconds = req.impact_seconds;
         let config = req
             .config
             .ok_or_else(|| Status::invalid_argument("config is required"))?
@@ -147,6 +196,26 @@ impl HttpsConfigService for AdminService {
             .map_err(|e: tlsfleet_proto::convert::ConvertError| {
                 Status::invalid_argument(e.to_string())
             })?;
+        if dry_run {
+            let since = (impact_seconds > 0)
+                .then(|| std::time::Duration::from_secs(u64::from(impact_seconds)));
+            let d = self
+                .policies
+                .dry_run(&bucket, config, since)
+                .await
+                .map_err(status)?;
+            return Ok(Response::new(PutResponse {
+                revision: 0,
+                effective: Some((&d.effective).into()),
+                downgrade: d.downgrade.is_some(),
+                downgrade_reason: d
+                    .downgrade
+                    .as_ref()
+                    .map(|d| d.to_string())
+                    .unwrap_or_default(),
+                impact: Some(impact_wire(&d, &self.control_id)),
+            }));
+        }
         let out = self
             .policies
             .put(&bucket, config, &change)
@@ -157,6 +226,7 @@ impl HttpsConfigService for AdminService {
                 revision: out.revision,
                 effective: Some((&out.effective).into()),
                 downgrade: out.downgrade,
+                ..Default::default()
             },
             &change,
         ))
@@ -269,6 +339,7 @@ impl HttpsConfigService for AdminService {
                 revision: out.revision,
                 effective: Some((&out.effective).into()),
                 downgrade: out.downgrade,
+                ..Default::default()
             },
             &change,
         ))

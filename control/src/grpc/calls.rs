@@ -46,6 +46,7 @@ pub const CALLS: &[(&str, Action)] = &[
         Action::PutDefaultPolicy,
     ),
     (methods::FLEET_SERVICE_SYNC, Action::Sync),
+    (methods::FLEET_SERVICE_GET_USAGE, Action::GetUsage),
     (methods::FLEET_SERVICE_LIST_AGENTS, Action::ListAgents),
     (
         methods::FLEET_SERVICE_GET_ROLLOUT_STATUS,

@@ -3,7 +3,8 @@
 
 use tlsfleet_proto::v1::{
     fleet_service_server::FleetService, AgentMessage, AgentState, AgentStatus, BucketError,
-    GetRolloutStatusRequest, GetRolloutStatusResponse, ListAgentsRequest, ListAgentsResponse,
+    GetRolloutStatusRequest, GetRolloutStatusResponse, GetUsageRequest, GetUsageResponse,
+    ListAgentsRequest, ListAgentsResponse,
 };
 use tonic::{Request, Response, Status, Streaming};
 
@@ -15,6 +16,7 @@ use crate::{
     auth::Authenticator,
     index::Index,
     registry::{AgentRecord, Phase, Registry, Rollout},
+    usage::FleetUsage,
 };
 
 pub struct FleetServer {
@@ -22,6 +24,8 @@ pub struct FleetServer {
     index: Index,
     auth: std::sync::Arc<Authenticator>,
     registry: Registry,
+    usage: FleetUsage,
+    control_id: String,
 }
 
 impl FleetServer {
@@ -30,12 +34,16 @@ impl FleetServer {
         index: Index,
         auth: std::sync::Arc<Authenticator>,
         registry: Registry,
+        usage: FleetUsage,
+        control_id: String,
     ) -> Self {
         Self {
             sync,
             index,
             auth,
             registry,
+            usage,
+            control_id,
         }
     }
 }
@@ -114,6 +122,35 @@ impl FleetService for FleetServer {
             enforcing,
             pending,
             failed,
+        }))
+    }
+
+    async fn get_usage(
+        &self,
+        req: Request<GetUsageRequest>,
+    ) -> Result<Response<GetUsageResponse>, Status> {
+        let who = authenticate_request(&self.auth, &req)?;
+        let req = req.into_inner();
+        let bucket: tlsfleet_policy::BucketName =
+            req.bucket
+                .parse()
+                .map_err(|e: tlsfleet_policy::InvalidBucketName| {
+                    Status::invalid_argument(e.to_string())
+                })?;
+        who.authorize(Some(bucket.as_str()))?;
+        let since = (req.since_seconds > 0)
+            .then(|| std::time::Duration::from_secs(u64::from(req.since_seconds)));
+        let now = crate::clock::now_ms() / 1000;
+        let merged = self.usage.query(bucket.as_str(), since, now);
+        Ok(Response::new(GetUsageResponse {
+            usage: Some(tlsfleet_proto::convert::usage_to_wire(
+                bucket.as_str(),
+                &merged.usage,
+            )),
+            windows: merged.windows,
+            oldest_unix: merged.oldest_unix,
+            newest_unix: merged.newest_unix,
+            servers: vec![self.control_id.clone()],
         }))
     }
 }

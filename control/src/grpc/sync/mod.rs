@@ -31,6 +31,7 @@ use crate::{
     auth::Authenticator,
     index::Index,
     registry::{Hello, Registry},
+    usage::FleetUsage,
 };
 
 mod admit;
@@ -83,6 +84,7 @@ pub struct SyncServer {
     limits: SyncLimits,
     streams: Arc<Streams>,
     tasks: TaskTracker,
+    usage: FleetUsage,
 }
 
 impl SyncServer {
@@ -103,7 +105,14 @@ impl SyncServer {
             limits,
             streams: Arc::new(Streams::default()),
             tasks,
+            usage: FleetUsage::default(),
         }
+    }
+
+    /// Where the agents' usage reports go.
+    pub fn with_usage(mut self, usage: FleetUsage) -> Self {
+        self.usage = usage;
+        self
     }
 
     /// Accepts (or refuses) one stream and starts its task.
@@ -172,6 +181,7 @@ impl SyncServer {
             replaced: slot.replaced.clone(),
             shutdown: self.shutdown.clone(),
             slot,
+            usage: self.usage.clone(),
         };
         self.tasks.spawn(stream.run(start, after).instrument(span));
         Ok(ReceiverStream::new(rx))

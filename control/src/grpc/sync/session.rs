@@ -18,6 +18,7 @@ use crate::{
     grpc::admin::{bucket_policy, default_wire},
     index::{DefaultChange, PolicyEntry, Start, Subscription, Update, View},
     registry::Session,
+    usage::FleetUsage,
 };
 
 /// Why a stream ended early.
@@ -40,6 +41,7 @@ pub(super) struct SyncSession {
     pub(super) replaced: CancellationToken,
     pub(super) shutdown: CancellationToken,
     pub(super) slot: Slot,
+    pub(super) usage: FleetUsage,
 }
 
 impl SyncSession {
@@ -72,6 +74,9 @@ impl SyncSession {
                     Some(Ok(AgentMessage { kind: Some(agent_message::Kind::Nack(n)) })) => {
                         let (revision, errors) = bounded_nack(n, sent);
                         self.session.nack(revision, errors);
+                    }
+                    Some(Ok(AgentMessage { kind: Some(agent_message::Kind::Usage(report)) })) => {
+                        record_usage(&self.usage, &report);
                     }
                     Some(Ok(_)) => {
                         let _ = self.tx.try_send(Err(Status::invalid_argument(
@@ -231,4 +236,25 @@ impl SyncSession {
 /// iterators must be `Send` for every lifetime).
 fn wire(e: &Arc<PolicyEntry>) -> BucketPolicy {
     bucket_policy(e)
+}
+
+/// Windows per usage report, and buckets per window, taken from an agent.
+const MAX_REPORT_WINDOWS: usize = 100;
+const MAX_REPORT_BUCKETS: usize = 1000;
+
+/// Records an agent's usage report: bounded, and only for real bucket names (or the agent's
+/// overflow row).
+fn record_usage(usage: &FleetUsage, report: &tlsfleet_proto::v1::UsageReport) {
+    let now = crate::clock::now_ms() / 1000;
+    for window in report.windows.iter().take(MAX_REPORT_WINDOWS) {
+        for b in window.buckets.iter().take(MAX_REPORT_BUCKETS) {
+            let named =
+                b.bucket == "(other)" || b.bucket.parse::<tlsfleet_policy::BucketName>().is_ok();
+            if !named {
+                continue;
+            }
+            let u = tlsfleet_proto::convert::usage_from_wire(b);
+            usage.record(&b.bucket, window.start_unix, &u, now);
+        }
+    }
 }

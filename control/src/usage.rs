@@ -1,0 +1,185 @@
+//! The TLS usage this server's agents report, per bucket, in one-minute windows kept for
+//! [`RETENTION`]: what `GetUsage` answers and what a dry-run's impact is computed from.
+//!
+//! Windows past the retention are dropped as reports come in (idle buckets' too, once a
+//! minute). Bounded: at most [`MAX_BUCKETS`] buckets (the busiest are not told apart from the others:
+//! a report for a new bucket beyond the cap is dropped and counted in the log) and
+//! `RETENTION / 60 s` windows each; every window's lists are bounded by
+//! `tlsfleet_policy::usage`.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use tlsfleet_policy::usage::Usage;
+use tracing::warn;
+
+/// How long windows are kept.
+pub const RETENTION: Duration = Duration::from_secs(3600);
+/// Window length.
+pub const WINDOW_SECS: i64 = 60;
+/// Buckets tracked.
+pub const MAX_BUCKETS: usize = 1_000_000;
+
+/// A bucket's usage merged over some windows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Merged {
+    pub usage: Usage,
+    pub windows: u32,
+    pub oldest_unix: i64,
+    pub newest_unix: i64,
+}
+
+/// Each bucket's windows, oldest first: (minute start, usage).
+type Windows = HashMap<String, VecDeque<(i64, Usage)>>;
+
+/// Handle to the usage store; cheap to clone.
+#[derive(Clone, Default)]
+pub struct FleetUsage {
+    inner: Arc<Mutex<Windows>>,
+    /// When idle buckets' old windows were last dropped (Unix seconds).
+    pruned: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl FleetUsage {
+    fn lock(&self) -> MutexGuard<'_, Windows> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds one agent's usage of `bucket` in the window starting at `start_unix`.
+    pub fn record(&self, bucket: &str, start_unix: i64, usage: &Usage, now_unix: i64) {
+        use std::sync::atomic::Ordering;
+        let last = self.pruned.load(Ordering::Relaxed);
+        if now_unix >= last + WINDOW_SECS
+            && self
+                .pruned
+                .compare_exchange(last, now_unix, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.prune(now_unix);
+        }
+        let minute = start_unix.div_euclid(WINDOW_SECS) * WINDOW_SECS;
+        let keep = i64::try_from(RETENTION.as_secs()).unwrap_or(i64::MAX);
+        if minute < now_unix.saturating_sub(keep) {
+            return;
+        }
+        let mut all = self.lock();
+        if !all.contains_key(bucket) && all.len() >= MAX_BUCKETS {
+            warn!(bucket, "usage: too many buckets tracked; report dropped");
+            return;
+        }
+        let windows = all.entry(bucket.to_owned()).or_default();
+        match windows.iter_mut().find(|(m, _)| *m == minute) {
+            Some((_, u)) => u.merge(usage),
+            None => {
+                let at = windows.partition_point(|(m, _)| *m < minute);
+                windows.insert(at, (minute, usage.clone()));
+            }
+        }
+        while windows
+            .front()
+            .is_some_and(|(m, _)| *m < now_unix.saturating_sub(keep))
+        {
+            windows.pop_front();
+        }
+    }
+
+    /// `bucket`'s windows of the last `since` (all kept when `None`), merged.
+    pub fn query(&self, bucket: &str, since: Option<Duration>, now_unix: i64) -> Merged {
+        let from = since.map_or(i64::MIN, |s| {
+            now_unix.saturating_sub(i64::try_from(s.as_secs()).unwrap_or(i64::MAX))
+        });
+        let all = self.lock();
+        let mut out = Merged::default();
+        for (minute, u) in all.get(bucket).into_iter().flatten() {
+            if *minute + WINDOW_SECS <= from {
+                continue;
+            }
+            out.usage.merge(u);
+            out.windows += 1;
+            if out.oldest_unix == 0 {
+                out.oldest_unix = *minute;
+            }
+            out.newest_unix = *minute + WINDOW_SECS;
+        }
+        out
+    }
+
+    /// Drops windows past the retention (called now and then; `record` prunes its bucket).
+    pub fn prune(&self, now_unix: i64) {
+        let keep = i64::try_from(RETENTION.as_secs()).unwrap_or(i64::MAX);
+        let mut all = self.lock();
+        all.retain(|_, w| {
+            while w
+                .front()
+                .is_some_and(|(m, _)| *m < now_unix.saturating_sub(keep))
+            {
+                w.pop_front();
+            }
+            !w.is_empty()
+        });
+    }
+
+    /// Buckets tracked.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tlsfleet_policy::ServedSuite;
+
+    use super::*;
+
+    fn one(suite: ServedSuite) -> Usage {
+        let mut u = Usage::default();
+        u.handshake(suite);
+        u
+    }
+
+    #[test]
+    fn reports_merge_per_minute_and_age_out() {
+        let f = FleetUsage::default();
+        let now = 10_000 * 60;
+        f.record(
+            "aaa",
+            now - 120,
+            &one(ServedSuite::Tls13Aes128GcmSha256),
+            now,
+        );
+        f.record(
+            "aaa",
+            now - 100,
+            &one(ServedSuite::Tls13Aes128GcmSha256),
+            now,
+        );
+        f.record(
+            "aaa",
+            now - 30,
+            &one(ServedSuite::EcdheEcdsaAes128GcmSha256),
+            now,
+        );
+        let all = f.query("aaa", None, now);
+        assert_eq!((all.windows, all.usage.total_handshakes()), (2, 3));
+        let recent = f.query("aaa", Some(Duration::from_secs(60)), now);
+        assert_eq!((recent.windows, recent.usage.total_handshakes()), (1, 1));
+        assert_eq!(f.query("bbb", None, now), Merged::default());
+        // Too old to keep.
+        f.record(
+            "old",
+            now - 7200,
+            &one(ServedSuite::Tls13Aes128GcmSha256),
+            now,
+        );
+        assert_eq!(f.query("old", None, now).windows, 0);
+        f.prune(now + 3 * 3600);
+        assert!(f.is_empty());
+    }
+}
