@@ -100,6 +100,36 @@ pub struct ControlArgs {
     #[arg(long, value_name = "NAME")]
     pub control_id: Option<String>,
 
+    /// The gRPC URL other control servers reach this one at, for fleet-wide usage answers
+    /// [default: http(s)://<the gRPC listen address>].
+    #[arg(long, value_name = "URL")]
+    pub advertise_url: Option<String>,
+
+    /// Access key this server signs its questions to the other control servers with (fleet-wide
+    /// usage and dry runs); it needs `tlsfleet:GetUsage`. Without it, answers cover this
+    /// server's agents only, and say so.
+    #[arg(
+        long,
+        env = "TLSFLEET_PEER_ACCESS_KEY_ID",
+        value_name = "ID",
+        requires = "peer_access_key_secret"
+    )]
+    pub peer_access_key_id: Option<String>,
+
+    /// Secret of --peer-access-key-id (prefer the environment variable).
+    #[arg(
+        long,
+        env = "TLSFLEET_PEER_ACCESS_KEY_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true,
+        requires = "peer_access_key_id"
+    )]
+    pub peer_access_key_secret: Option<String>,
+
+    /// PEM CA the other control servers' gRPC certificates chain to (https:// peers).
+    #[arg(long, value_name = "FILE")]
+    pub peer_ca: Option<PathBuf>,
+
     /// Allow plaintext gRPC on a non-loopback --grpc-listen address. Without TLS anyone on
     /// the path can read and change the agents' policy stream: use only on a network that is
     /// otherwise protected.

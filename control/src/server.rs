@@ -147,7 +147,17 @@ impl ControlServer {
             .unwrap_or_else(|| grpc_addr.to_string());
 
         let (index, index_task) = Index::spawn(store.clone(), shutdown.child_token());
-        let registry = Registry::new(store.clone(), control_id.clone());
+        let scheme = if args.grpc_tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let control_url = args
+            .advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("{scheme}://{grpc_addr}"));
+        let registry = Registry::with_url(store.clone(), control_id.clone(), control_url);
+        let peers = peers(&args)?;
         let usage = crate::usage::FleetUsage::default();
         let (audit, audit_task) =
             Audit::spawn(store.clone(), args.audit_retention, shutdown.child_token());
@@ -216,30 +226,32 @@ impl ControlServer {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(
-                HttpsConfigServiceServer::new(AdminService::new(
-                    policies.clone(),
-                    auth.clone(),
-                    control_id.clone(),
-                ))
+                HttpsConfigServiceServer::new(
+                    AdminService::new(policies.clone(), auth.clone(), control_id.clone())
+                        .with_peers(registry.clone(), peers.clone()),
+                )
                 .max_decoding_message_size(MAX_ADMIN_MESSAGE),
             )
             .add_service(
-                FleetServiceServer::new(FleetServer::new(
-                    SyncServer::new(
+                FleetServiceServer::new(
+                    FleetServer::new(
+                        SyncServer::new(
+                            index.clone(),
+                            auth.clone(),
+                            registry.clone(),
+                            sync_limits,
+                            sync_tasks.clone(),
+                            shutdown.child_token(),
+                        )
+                        .with_usage(usage.clone()),
                         index.clone(),
                         auth.clone(),
-                        registry.clone(),
-                        sync_limits,
-                        sync_tasks.clone(),
-                        shutdown.child_token(),
+                        registry,
+                        usage.clone(),
+                        control_id.clone(),
                     )
-                    .with_usage(usage.clone()),
-                    index.clone(),
-                    auth.clone(),
-                    registry,
-                    usage.clone(),
-                    control_id.clone(),
-                ))
+                    .with_peers(peers),
+                )
                 .max_decoding_message_size(MAX_AGENT_MESSAGE),
             )
             .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
@@ -303,6 +315,23 @@ impl ControlServer {
         rest_result.map_err(ServerError::Rest)?;
         Ok(())
     }
+}
+
+/// How this server asks the other control servers (fleet-wide usage).
+fn peers(args: &ControlArgs) -> Result<crate::grpc::peers::Peers, ServerError> {
+    let signer = match (&args.peer_access_key_id, &args.peer_access_key_secret) {
+        (Some(id), Some(secret)) => Some(tlsfleet_proto::signer::Signer::new(
+            tlsfleet_proto::signer::AccessKey::new(id, secret)
+                .map_err(|e| ServerError::Credentials(format!("--peer-access-key-id: {e}")))?,
+        )),
+        _ => None,
+    };
+    let ca = args
+        .peer_ca
+        .as_ref()
+        .map(|p| std::fs::read(p).map_err(|e| ServerError::Tls(format!("{}: {e}", p.display()))))
+        .transpose()?;
+    Ok(crate::grpc::peers::Peers::new(signer, ca))
 }
 
 fn tls_config(

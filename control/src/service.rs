@@ -176,6 +176,8 @@ impl Policies {
         bucket: &BucketName,
         mut config: HttpsConfig,
         since: Option<Duration>,
+        peers: &[tlsfleet_policy::usage::Usage],
+        unreachable: &[String],
     ) -> Result<DryRun, PolicyError> {
         config.check_bounds()?;
         config.normalize();
@@ -184,10 +186,13 @@ impl Policies {
         let (_, _, baseline) = self.current(Target::Bucket(bucket)).await?;
         let downgrade = downgrade(&baseline, &config)?;
         let now = now_ms() / 1000;
-        let merged = self.usage.query(bucket.as_str(), since, now);
+        let mut merged = self.usage.query(bucket.as_str(), since, now);
+        for u in peers {
+            merged.usage.merge(u);
+        }
         let impact = merged.usage.impact(effective.key);
         let mut unknowns = Vec::new();
-        if merged.windows == 0 {
+        if merged.usage.total_handshakes() == 0 && merged.usage.total_requests() == 0 {
             unknowns.push("no traffic of this bucket was reported: nothing to preview".to_owned());
         } else if let Some(since) = since {
             let covered = merged.newest_unix - merged.oldest_unix;
@@ -206,7 +211,9 @@ impl Policies {
                     .to_owned(),
             );
         }
-        unknowns.push("only this control server's agents' reports are in the preview".to_owned());
+        for u in unreachable {
+            unknowns.push(format!("a control server with agents did not answer: {u}"));
+        }
         Ok(DryRun {
             effective,
             downgrade,

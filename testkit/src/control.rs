@@ -108,6 +108,19 @@ impl Control {
         Self::start(format!("etcd://{endpoint}"), creds, Some(dir))
     }
 
+    /// On etcd at `endpoint`, with extra flags.
+    pub fn on_etcd_with(endpoint: &str, extra: &[String]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let creds = write_credentials(dir.path());
+        Self::start_with(
+            format!("etcd://{endpoint}"),
+            creds,
+            Some(dir),
+            extra.to_vec(),
+            "http",
+        )
+    }
+
     /// On the embedded store with extra flags; `https` when they turn on gRPC TLS.
     pub fn embedded_with(extra: &[String], https: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -9,6 +9,7 @@ use serde_json::Value;
 use tlsfleet_testkit::{
     agent::Agent,
     control::{keys, tlsfleetctl, Control, DOMAIN},
+    etcd::Etcd,
     eventually::until,
     tls::{handshake_from, http1_with, ClientOffer, KeyKind, TestCert},
 };
@@ -163,7 +164,8 @@ async fn usage_shows_the_split_and_a_dry_run_names_who_a_change_would_refuse() {
         refused["clients"]["networks"]["127.0.2.0/24"].as_u64(),
         Some(LEGACY.2 as u64)
     );
-    assert!(impact["unknowns"].as_array().is_some_and(|u| !u.is_empty()));
+    // Every server with agents answered, and the window held the traffic: nothing unknown.
+    assert_eq!(impact["unknowns"], serde_json::json!([]), "{dry}");
     // Nothing was stored.
     let get = ctl(&control, &["get", "--bucket", "mixed"]);
     assert_eq!(get["policy"]["mod_revision"].as_i64(), Some(rev));
@@ -215,5 +217,111 @@ async fn usage_shows_the_split_and_a_dry_run_names_who_a_change_would_refuse() {
     assert!(
         refusals.abs_diff(predicted) * 100 <= predicted * 5,
         "refused {refusals}, previewed {predicted}"
+    );
+}
+
+/// Two control servers on one etcd, an agent on each: either server answers `usage` and a dry
+/// run for the whole fleet (it asks the other, signed with its peer key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn either_control_server_answers_for_the_whole_fleet() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = TestCert::generate(dir.path(), DOMAIN, KeyKind::EcdsaP256);
+    let etcd = Etcd::start();
+    let peer_key = [
+        "--peer-access-key-id".to_owned(),
+        keys::ADMIN.0.to_owned(),
+        "--peer-access-key-secret".to_owned(),
+        keys::ADMIN.1.to_owned(),
+    ];
+    let a = Control::on_etcd_with(&etcd.endpoint(), &peer_key);
+    let b = Control::on_etcd_with(&etcd.endpoint(), &peer_key);
+    let agent = |name: &str, control: &Control| {
+        let mut agent = Agent::spawn_with(
+            name,
+            &[control.grpc_url()],
+            &cert.cert,
+            &cert.key,
+            None,
+            &["--usage-interval".into(), "1s".into()],
+        );
+        agent.wait_ready();
+        agent
+    };
+    let (edge_a, edge_b) = (agent("edge-a", &a), agent("edge-b", &b));
+    let put = ctl(
+        &a,
+        &[
+            "put",
+            "--bucket",
+            "mixed",
+            "--tls-versions",
+            "TLSv1.2,TLSv1.3",
+        ],
+    );
+    let rev = put["revision"].as_i64().expect("revision");
+    assert!(edge_a.wait_revision(rev, WAIT) && edge_b.wait_revision(rev, WAIT));
+    // TLS 1.2 clients at agent A (server A's), TLS 1.3 clients at agent B (server B's).
+    assert_eq!(
+        traffic(
+            &edge_a,
+            &cert,
+            LEGACY.0,
+            LEGACY.1,
+            LEGACY.2,
+            &ClientOffer::tls12()
+        )
+        .await,
+        LEGACY.2
+    );
+    assert_eq!(
+        traffic(
+            &edge_b,
+            &cert,
+            MODERN.0,
+            MODERN.1,
+            MODERN.2,
+            &ClientOffer::tls13()
+        )
+        .await,
+        MODERN.2
+    );
+    let total = (LEGACY.2 + MODERN.2) as u64;
+    for server in [&a, &b] {
+        let whole = until(WAIT, || async {
+            let u = ctl(server, &["usage", "--bucket", "mixed"]);
+            sum(&u["usage"]["requests"]) == total
+        })
+        .await;
+        let u = ctl(server, &["usage", "--bucket", "mixed"]);
+        assert!(whole, "one server's answer is not the fleet's: {u}");
+        assert_eq!(u["servers"].as_array().map(Vec::len), Some(2), "{u}");
+        assert!(
+            u["unreachable"].as_array().is_some_and(Vec::is_empty),
+            "{u}"
+        );
+    }
+    // B previews a TLS 1.3-only policy with A's TLS 1.2 clients in it.
+    let dry = ctl(
+        &b,
+        &[
+            "put",
+            "--bucket",
+            "mixed",
+            "--tls-versions",
+            "TLSv1.3",
+            "--dry-run",
+        ],
+    );
+    let impact = &dry["impact"];
+    assert_eq!(impact["requests"].as_u64(), Some(total), "{dry}");
+    assert_eq!(
+        impact["refused_requests"].as_u64(),
+        Some(LEGACY.2 as u64),
+        "{dry}"
+    );
+    assert_eq!(
+        impact["clients"][0]["clients"]["user_agents"][LEGACY.1].as_u64(),
+        Some(LEGACY.2 as u64),
+        "{dry}"
     );
 }

@@ -30,6 +30,8 @@ pub struct AdminService {
     auth: Arc<Authenticator>,
     /// This server's name, in dry-run answers.
     control_id: String,
+    /// For fleet-wide dry runs: where the other control servers are, and how to ask them.
+    fleet: Option<(crate::registry::Registry, super::peers::Peers)>,
 }
 
 impl AdminService {
@@ -38,7 +40,18 @@ impl AdminService {
             policies,
             auth,
             control_id,
+            fleet: None,
         }
+    }
+
+    /// Dry runs cover the whole fleet: the registry names the peers, `peers` asks them.
+    pub fn with_peers(
+        mut self,
+        registry: crate::registry::Registry,
+        peers: super::peers::Peers,
+    ) -> Self {
+        self.fleet = Some((registry, peers));
+        self
     }
 
     /// The caller, from the signature over the call's method and request message.
@@ -199,11 +212,23 @@ impl HttpsConfigService for AdminService {
         if dry_run {
             let since = (impact_seconds > 0)
                 .then(|| std::time::Duration::from_secs(u64::from(impact_seconds)));
+            let (mut from_peers, mut unreachable, mut servers) = (vec![], vec![], vec![]);
+            if let Some((registry, peers)) = &self.fleet {
+                let urls = registry.peer_urls().await;
+                let answered = peers.usage(&urls, bucket.as_str(), impact_seconds).await;
+                for (url, u) in answered.answers {
+                    from_peers.push(tlsfleet_proto::convert::usage_from_wire(&u));
+                    servers.push(url);
+                }
+                unreachable = answered.unreachable;
+            }
             let d = self
                 .policies
-                .dry_run(&bucket, config, since)
+                .dry_run(&bucket, config, since, &from_peers, &unreachable)
                 .await
                 .map_err(status)?;
+            let mut impact = impact_wire(&d, &self.control_id);
+            impact.servers.append(&mut servers);
             return Ok(Response::new(PutResponse {
                 revision: 0,
                 effective: Some((&d.effective).into()),
@@ -213,7 +238,7 @@ impl HttpsConfigService for AdminService {
                     .as_ref()
                     .map(|d| d.to_string())
                     .unwrap_or_default(),
-                impact: Some(impact_wire(&d, &self.control_id)),
+                impact: Some(impact),
             }));
         }
         let out = self

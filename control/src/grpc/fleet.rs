@@ -26,6 +26,7 @@ pub struct FleetServer {
     registry: Registry,
     usage: FleetUsage,
     control_id: String,
+    peers: super::peers::Peers,
 }
 
 impl FleetServer {
@@ -44,7 +45,14 @@ impl FleetServer {
             registry,
             usage,
             control_id,
+            peers: super::peers::Peers::default(),
         }
+    }
+
+    /// Answers usage for the whole fleet, asking `peers`.
+    pub fn with_peers(mut self, peers: super::peers::Peers) -> Self {
+        self.peers = peers;
+        self
     }
 }
 
@@ -130,6 +138,7 @@ impl FleetService for FleetServer {
         req: Request<GetUsageRequest>,
     ) -> Result<Response<GetUsageResponse>, Status> {
         let who = authenticate_request(&self.auth, &req)?;
+        let local_only = req.metadata().contains_key(super::peers::LOCAL);
         let req = req.into_inner();
         let bucket: tlsfleet_policy::BucketName =
             req.bucket
@@ -141,7 +150,23 @@ impl FleetService for FleetServer {
         let since = (req.since_seconds > 0)
             .then(|| std::time::Duration::from_secs(u64::from(req.since_seconds)));
         let now = crate::clock::now_ms() / 1000;
-        let merged = self.usage.query(bucket.as_str(), since, now);
+        let mut merged = self.usage.query(bucket.as_str(), since, now);
+        let mut servers = vec![self.control_id.clone()];
+        let mut unreachable = vec![];
+        if !local_only {
+            let urls = self.registry.peer_urls().await;
+            let peers = self
+                .peers
+                .usage(&urls, bucket.as_str(), req.since_seconds)
+                .await;
+            for (url, u) in peers.answers {
+                merged
+                    .usage
+                    .merge(&tlsfleet_proto::convert::usage_from_wire(&u));
+                servers.push(url);
+            }
+            unreachable = peers.unreachable;
+        }
         Ok(Response::new(GetUsageResponse {
             usage: Some(tlsfleet_proto::convert::usage_to_wire(
                 bucket.as_str(),
@@ -150,7 +175,8 @@ impl FleetService for FleetServer {
             windows: merged.windows,
             oldest_unix: merged.oldest_unix,
             newest_unix: merged.newest_unix,
-            servers: vec![self.control_id.clone()],
+            servers,
+            unreachable,
         }))
     }
 }

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod calls;
 pub mod fleet;
 mod listener;
+pub mod peers;
 pub mod sync;
 
 pub use admin::AdminService;

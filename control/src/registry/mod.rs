@@ -52,6 +52,7 @@ struct Entry {
 
 struct Inner {
     control_id: String,
+    control_url: String,
     store: Arc<dyn AgentLeases>,
     local: Mutex<HashMap<String, Entry>>,
     changed: Notify,
@@ -73,9 +74,15 @@ pub struct Session {
 
 impl Registry {
     pub fn new(store: Arc<dyn AgentLeases>, control_id: String) -> Self {
+        Self::with_url(store, control_id, String::new())
+    }
+
+    /// A registry whose records say other servers reach this one at `control_url`.
+    pub fn with_url(store: Arc<dyn AgentLeases>, control_id: String, control_url: String) -> Self {
         Self {
             inner: Arc::new(Inner {
                 control_id,
+                control_url,
                 store,
                 local: Mutex::new(HashMap::new()),
                 changed: Notify::new(),
@@ -101,6 +108,7 @@ impl Registry {
             errors: vec![],
             nack_revision: 0,
             control_id: self.inner.control_id.clone(),
+            control_url: self.inner.control_url.clone(),
             connected_at_unix_ms: now,
             last_seen_unix_ms: now,
             key_types: hello
@@ -161,6 +169,21 @@ impl Registry {
             }
         }
         out
+    }
+
+    /// The gRPC URLs of the other control servers that have agents (from the registry).
+    pub async fn peer_urls(&self) -> Vec<String> {
+        let mut urls: Vec<String> = self
+            .list()
+            .await
+            .into_iter()
+            .filter(|a| a.is_connected() && !a.control_url.is_empty())
+            .map(|a| a.control_url)
+            .filter(|u| *u != self.inner.control_url)
+            .collect();
+        urls.sort();
+        urls.dedup();
+        urls
     }
 
     /// The agents, classified for `revision`.

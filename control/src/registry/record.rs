@@ -46,6 +46,9 @@ pub struct AgentRecord {
     pub nack_revision: i64,
     /// The control server its stream is on.
     pub control_id: String,
+    /// That server's gRPC URL, where other servers ask it about its agents (empty: unknown).
+    #[serde(default)]
+    pub control_url: String,
     pub connected_at_unix_ms: i64,
     pub last_seen_unix_ms: i64,
     /// Its certificate's key types (`ECDSA`, `RSA`).
@@ -106,6 +109,7 @@ fn legacy(bytes: &[u8]) -> Option<AgentRecord> {
             .collect(),
         nack_revision: s.nack_revision,
         control_id: s.control_id,
+        control_url: String::new(),
         connected_at_unix_ms: s.connected_at_unix_ms,
         last_seen_unix_ms: s.last_seen_unix_ms,
         key_types: s.key_types,

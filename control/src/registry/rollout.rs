@@ -50,6 +50,7 @@ mod tests {
             errors: vec![],
             nack_revision: nack,
             control_id: "c".into(),
+            control_url: String::new(),
             connected_at_unix_ms: 0,
             last_seen_unix_ms: 0,
             key_types: vec![],

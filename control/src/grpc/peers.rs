@@ -1,0 +1,113 @@
+//! Fleet-wide usage: a control server answers for the whole fleet by asking the other control
+//! servers that have agents (their URLs are in the agent registry, `--advertise-url`) for
+//! their agents' reports, signed with this server's own key (`--peer-access-key-*`), and
+//! merging them with its own. A question from a peer is marked `x-tlsfleet-local` and answered
+//! from local reports only, so servers never ask each other in a loop.
+//!
+//! Bounded: at most [`MAX_PEERS`] peers, asked at once, each within [`PEER_TIMEOUT`]; a peer
+//! that does not answer is named in the answer's `unreachable`.
+
+use std::time::Duration;
+
+use tlsfleet_proto::{
+    signer::{signed_request, Signer},
+    v1::{fleet_service_client::FleetServiceClient, BucketUsage, GetUsageRequest},
+};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+/// Marks a GetUsage from a peer: answer from this server's agents only.
+pub const LOCAL: &str = "x-tlsfleet-local";
+/// Peers asked per question.
+pub const MAX_PEERS: usize = 64;
+/// How long a peer has to answer.
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How to reach the other control servers.
+#[derive(Clone, Default)]
+pub struct Peers {
+    signer: Option<Signer>,
+    ca: Option<Vec<u8>>,
+}
+
+/// What the peers answered.
+#[derive(Debug, Default)]
+pub struct PeerUsage {
+    /// (peer URL, its agents' usage).
+    pub answers: Vec<(String, BucketUsage)>,
+    /// Peers that did not answer, with why.
+    pub unreachable: Vec<String>,
+}
+
+impl Peers {
+    pub fn new(signer: Option<Signer>, ca: Option<Vec<u8>>) -> Self {
+        Self { signer, ca }
+    }
+
+    /// Whether this server can ask its peers at all.
+    pub fn enabled(&self) -> bool {
+        self.signer.is_some()
+    }
+
+    /// Asks every peer in `urls` (at most [`MAX_PEERS`]) for `bucket`'s usage.
+    pub async fn usage(&self, urls: &[String], bucket: &str, since_seconds: u32) -> PeerUsage {
+        let Some(signer) = &self.signer else {
+            return PeerUsage {
+                answers: vec![],
+                unreachable: urls
+                    .iter()
+                    .map(|u| format!("{u}: this server has no --peer-access-key to ask it"))
+                    .collect(),
+            };
+        };
+        let asks = urls.iter().take(MAX_PEERS).map(|url| async move {
+            let answer =
+                tokio::time::timeout(PEER_TIMEOUT, self.ask(signer, url, bucket, since_seconds))
+                    .await
+                    .unwrap_or_else(|_| Err(format!("no answer within {PEER_TIMEOUT:?}")));
+            (url.clone(), answer)
+        });
+        let mut out = PeerUsage::default();
+        for (url, answer) in futures::future::join_all(asks).await {
+            match answer {
+                Ok(u) => out.answers.push((url, u)),
+                Err(why) => out.unreachable.push(format!("{url}: {why}")),
+            }
+        }
+        out
+    }
+
+    async fn ask(
+        &self,
+        signer: &Signer,
+        url: &str,
+        bucket: &str,
+        since_seconds: u32,
+    ) -> Result<BucketUsage, String> {
+        let mut endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|e| e.to_string())?
+            .connect_timeout(PEER_TIMEOUT);
+        if url.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new();
+            if let Some(ca) = &self.ca {
+                tls = tls.ca_certificate(Certificate::from_pem(ca));
+            }
+            endpoint = endpoint.tls_config(tls).map_err(|e| e.to_string())?;
+        }
+        let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+        let mut client = FleetServiceClient::with_interceptor(channel, signer.clone());
+        let mut req = signed_request(GetUsageRequest {
+            bucket: bucket.to_owned(),
+            since_seconds,
+        });
+        req.metadata_mut()
+            .insert(LOCAL, tonic::metadata::MetadataValue::from_static("1"));
+        let answer = client
+            .get_usage(req)
+            .await
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
+        answer
+            .into_inner()
+            .usage
+            .ok_or_else(|| "an answer without usage".to_owned())
+    }
+}
