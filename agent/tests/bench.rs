@@ -83,3 +83,53 @@ fn one_change_at_a_million_policies() {
     );
     assert!(per_policy < 256, "{per_policy} bytes a policy");
 }
+
+/// Usage counters at the agent, for 1,000,000 buckets with a policy of which 10,000 see
+/// traffic (every one with full top lists of networks and User-Agents for both versions):
+/// only those 10,000 hold counters. One window, before it is taken for reporting.
+#[test]
+#[ignore = "benchmark: run with --release -- --ignored --nocapture"]
+fn usage_counters_for_ten_thousand_active_buckets_of_a_million() {
+    use tlsfleet_agent::usage::UsageRecorder;
+    use tlsfleet_policy::ServedSuite;
+    const ACTIVE: usize = 10_000;
+    let pki = Pki::new();
+    let table = table_for(&pki.leaf(KeyType::Ecdsa));
+    table.apply_snapshot(0, vec![]);
+    let mut revision = 0;
+    for start in (0..POLICIES).step_by(CHUNK) {
+        let chunk = (start..start + CHUNK)
+            .map(|i| (bucket(&format!("bucket-{i:08}")), policy(i)))
+            .collect();
+        revision += 1;
+        assert!(table.apply_delta(revision, chunk, vec![]).is_ack());
+    }
+    let recorder = UsageRecorder::default();
+    let before = resident_bytes();
+    for i in 0..ACTIVE {
+        let name = format!("bucket-{:08}", i * (POLICIES / ACTIVE));
+        for c in 0..20u8 {
+            let ip = std::net::IpAddr::from([10, c, (i % 250) as u8, 1]);
+            let ua = format!("client-{c}/1.{i}");
+            for suite in [
+                ServedSuite::Tls13Aes256GcmSha384,
+                ServedSuite::EcdheEcdsaAes128GcmSha256,
+            ] {
+                recorder.handshake(&name, suite);
+                recorder.request(&name, suite, ip, Some(&ua));
+            }
+        }
+        recorder.refusal(&name, tlsfleet_policy::usage::Offered::Tls12);
+    }
+    let grown = resident_bytes().saturating_sub(before);
+    let windows = recorder.take();
+    let counted: usize = windows.iter().map(|w| w.buckets.len()).sum();
+    assert_eq!(counted, ACTIVE);
+    let per_bucket = grown / ACTIVE;
+    println!(
+        "usage counters: {ACTIVE} active buckets of {POLICIES}: {} MiB resident ({per_bucket} bytes per active bucket)",
+        grown >> 20
+    );
+    // The bound BENCHMARKS.md states: 4 KiB per active bucket and window (40 MiB here).
+    assert!(per_bucket < 4096, "{per_bucket} bytes per active bucket");
+}

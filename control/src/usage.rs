@@ -1,5 +1,8 @@
 //! The TLS usage this server's agents report, per bucket, in one-minute windows kept for
-//! [`RETENTION`]: what `GetUsage` answers and what a dry-run's impact is computed from.
+//! [`RETENTION`]: what `GetUsage` answers and what a dry-run's impact is computed from. The
+//! counters are per window (`--since` narrows them); the client lists (top networks and
+//! User-Agents) are kept once per bucket over the windows kept, which is most of the saving
+//! (BENCHMARKS.md).
 //!
 //! Windows past the retention are dropped as reports come in (idle buckets' too, once a
 //! minute). Bounded: at most [`MAX_BUCKETS`] buckets (the busiest are not told apart from the others:
@@ -32,8 +35,15 @@ pub struct Merged {
     pub newest_unix: i64,
 }
 
-/// Each bucket's windows, oldest first: (minute start, usage).
-type Windows = HashMap<String, VecDeque<(i64, Usage)>>;
+/// A bucket's counters per window, oldest first, and its clients over all of them (client
+/// lists are kept once per bucket, not per window: they are most of a window's size).
+#[derive(Default)]
+struct Bucket {
+    windows: VecDeque<(i64, Usage)>,
+    clients: [tlsfleet_policy::usage::Clients; 2],
+}
+
+type Windows = HashMap<String, Bucket>;
 
 /// Handle to the usage store; cheap to clone.
 #[derive(Clone, Default)]
@@ -70,12 +80,21 @@ impl FleetUsage {
             warn!(bucket, "usage: too many buckets tracked; report dropped");
             return;
         }
-        let windows = all.entry(bucket.to_owned()).or_default();
+        let entry = all.entry(bucket.to_owned()).or_default();
+        for v in 0..2 {
+            entry.clients[v].networks.merge(&usage.clients[v].networks);
+            entry.clients[v]
+                .user_agents
+                .merge(&usage.clients[v].user_agents);
+        }
+        let mut counters = usage.clone();
+        counters.clients = Default::default();
+        let windows = &mut entry.windows;
         match windows.iter_mut().find(|(m, _)| *m == minute) {
-            Some((_, u)) => u.merge(usage),
+            Some((_, u)) => u.merge(&counters),
             None => {
                 let at = windows.partition_point(|(m, _)| *m < minute);
-                windows.insert(at, (minute, usage.clone()));
+                windows.insert(at, (minute, counters));
             }
         }
         while windows
@@ -93,7 +112,10 @@ impl FleetUsage {
         });
         let all = self.lock();
         let mut out = Merged::default();
-        for (minute, u) in all.get(bucket).into_iter().flatten() {
+        let Some(entry) = all.get(bucket) else {
+            return out;
+        };
+        for (minute, u) in &entry.windows {
             if *minute + WINDOW_SECS <= from {
                 continue;
             }
@@ -104,6 +126,9 @@ impl FleetUsage {
             }
             out.newest_unix = *minute + WINDOW_SECS;
         }
+        if out.windows > 0 {
+            out.usage.clients = entry.clients.clone();
+        }
         out
     }
 
@@ -111,14 +136,15 @@ impl FleetUsage {
     pub fn prune(&self, now_unix: i64) {
         let keep = i64::try_from(RETENTION.as_secs()).unwrap_or(i64::MAX);
         let mut all = self.lock();
-        all.retain(|_, w| {
-            while w
+        all.retain(|_, b| {
+            while b
+                .windows
                 .front()
                 .is_some_and(|(m, _)| *m < now_unix.saturating_sub(keep))
             {
-                w.pop_front();
+                b.windows.pop_front();
             }
-            !w.is_empty()
+            !b.windows.is_empty()
         });
     }
 
