@@ -324,4 +324,49 @@ async fn either_control_server_answers_for_the_whole_fleet() {
         Some(LEGACY.2 as u64),
         "{dry}"
     );
+
+    // The change, through A; the same clients again at both agents: the refusals counted
+    // fleet-wide (asked at B, counted at A's agent) match B's preview.
+    let put = ctl(
+        &a,
+        &["put", "--bucket", "mixed", "--tls-versions", "TLSv1.3"],
+    );
+    let rev = put["revision"].as_i64().expect("revision");
+    assert!(edge_a.wait_revision(rev, WAIT) && edge_b.wait_revision(rev, WAIT));
+    assert_eq!(
+        traffic(
+            &edge_a,
+            &cert,
+            LEGACY.0,
+            LEGACY.1,
+            LEGACY.2,
+            &ClientOffer::tls12()
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        traffic(
+            &edge_b,
+            &cert,
+            MODERN.0,
+            MODERN.1,
+            MODERN.2,
+            &ClientOffer::tls13()
+        )
+        .await,
+        MODERN.2
+    );
+    let predicted = impact["refused_handshakes"].as_u64().unwrap_or(0);
+    let matched = until(WAIT, || async {
+        let u = ctl(&b, &["usage", "--bucket", "mixed"]);
+        let refusals = u["usage"]["refused"]["TLSv1.2"].as_u64().unwrap_or(0);
+        refusals.abs_diff(predicted) * 100 <= predicted * 5
+    })
+    .await;
+    assert!(
+        matched,
+        "refusals counted {} vs previewed {predicted}",
+        ctl(&b, &["usage", "--bucket", "mixed"])
+    );
 }
