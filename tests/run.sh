@@ -7,7 +7,7 @@
 # real etcd and real processes), the official-SDK suite, and a short run of every fuzz target
 # over its corpus. CI runs exactly this (.ci/run).
 #
-#   FUZZ_SECONDS=N    seconds per fuzz target (default 20; 0 skips fuzzing)
+#   FUZZ_SECONDS=N    seconds per fuzz target (default 10; 0 skips fuzzing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,7 +37,7 @@ for tool in cargo-machete cargo-deny; do
     cargo install --locked -q "$tool"
   fi
 done
-FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+FUZZ_SECONDS=${FUZZ_SECONDS:-10}
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
   if ! rustup run nightly rustc --version >/dev/null 2>&1; then
     echo "cargo fuzz needs a nightly toolchain: rustup toolchain install nightly" >&2
