@@ -176,20 +176,15 @@ impl Policies {
         bucket: &BucketName,
         mut config: HttpsConfig,
         since: Option<Duration>,
-        peers: &[tlsfleet_policy::usage::Usage],
+        peers: &tlsfleet_policy::usage::Usage,
         unreachable: &[String],
     ) -> Result<DryRun, PolicyError> {
-        config.check_bounds()?;
-        config.normalize();
-        let effective = config.effective()?;
-        self.check_fleet_can_serve(&effective).await?;
+        let effective = self.prepare(&mut config).await?;
         let (_, _, baseline) = self.current(Target::Bucket(bucket)).await?;
         let downgrade = downgrade(&baseline, &config)?;
         let now = now_ms() / 1000;
         let mut merged = self.usage.query(bucket.as_str(), since, now);
-        for u in peers {
-            merged.usage.merge(u);
-        }
+        merged.usage.merge(peers);
         let impact = merged.usage.impact(effective.key);
         let mut unknowns = Vec::new();
         if merged.usage.total_handshakes() == 0 && merged.usage.total_requests() == 0 {
@@ -263,7 +258,6 @@ impl Policies {
         change: &Change,
     ) -> Result<PutOutcome, PolicyError> {
         let mut record = AuditRecord::new(change, operation, target.label());
-        record.after = Some(config.clone());
         let result = self.put_inner(target, config, change, &mut record).await;
         self.finish(record, &result.as_ref().map(|o| (o.revision, o.downgrade)))
             .await;
@@ -277,13 +271,10 @@ impl Policies {
         change: &Change,
         record: &mut AuditRecord,
     ) -> Result<PutOutcome, PolicyError> {
-        // Bounded lists first: nothing below may grow with a hostile list.
-        config.check_bounds()?;
-        config.normalize();
+        let effective = self.prepare(&mut config).await;
+        // As asked (normalised once it passed the bounds), refused or not.
         record.after = Some(config.clone());
-        let effective = config.effective()?;
-        // What the fleet cannot serve is refused whatever the caller allows.
-        self.check_fleet_can_serve(&effective).await?;
+        let effective = effective?;
         let value = StoredPolicy {
             config: config.clone(),
             updated_by: change.actor.clone(),
@@ -355,6 +346,17 @@ impl Policies {
             self.store.revision().await.unwrap_or(0)
         };
         self.index.wait_for(target, self.read_your_writes).await;
+    }
+
+    /// Bounds, normalises and validates `config`; its effective policy, if the fleet can
+    /// serve it (what it cannot is refused whatever the caller allows).
+    async fn prepare(&self, config: &mut HttpsConfig) -> Result<EffectivePolicy, PolicyError> {
+        // Bounded lists first: nothing below may grow with a hostile list.
+        config.check_bounds()?;
+        config.normalize();
+        let effective = config.effective()?;
+        self.check_fleet_can_serve(&effective).await?;
+        Ok(effective)
     }
 
     /// `Err(Downgrade)` for a downgrade the caller did not allow; else whether it is one.

@@ -162,14 +162,22 @@ pub fn usage_to_wire(bucket: &str, u: &policy::usage::Usage) -> v1::BucketUsage 
             .into_iter()
             .map(|v| (v, &u.clients[v as usize]))
             .filter(|(_, c)| !c.networks.counts.is_empty() || c.networks.other > 0)
-            .map(|(v, c)| v1::VersionClients {
-                version: v.as_str().to_owned(),
-                networks: c.networks.counts.clone().into_iter().collect(),
-                networks_other: c.networks.other,
-                user_agents: c.user_agents.counts.clone().into_iter().collect(),
-                user_agents_other: c.user_agents.other,
-            })
+            .map(|(v, c)| clients_to_wire(v, c))
             .collect(),
+    }
+}
+
+/// One version's clients on the wire.
+pub fn clients_to_wire(
+    version: policy::ServedVersion,
+    c: &policy::usage::Clients,
+) -> v1::VersionClients {
+    v1::VersionClients {
+        version: version.as_str().to_owned(),
+        networks: c.networks.counts.clone().into_iter().collect(),
+        networks_other: c.networks.other,
+        user_agents: c.user_agents.counts.clone().into_iter().collect(),
+        user_agents_other: c.user_agents.other,
     }
 }
 

@@ -101,16 +101,12 @@ fn impact_wire(d: &crate::service::DryRun, control_id: &str) -> v1::Impact {
         clients: i
             .clients
             .iter()
-            .map(|c| {
-                let mut u = tlsfleet_policy::usage::Usage::default();
-                u.clients[c.version as usize] = c.clients.clone();
-                // One version's clients, in the wire's shape.
-                let wire = tlsfleet_proto::convert::usage_to_wire("", &u);
-                v1::RefusedClients {
-                    version: c.version.as_str().to_owned(),
-                    whole: c.whole,
-                    clients: wire.clients.into_iter().next(),
-                }
+            .map(|c| v1::RefusedClients {
+                version: c.version.as_str().to_owned(),
+                whole: c.whole,
+                clients: Some(tlsfleet_proto::convert::clients_to_wire(
+                    c.version, &c.clients,
+                )),
             })
             .collect(),
         windows: d.merged.windows,
@@ -167,12 +163,14 @@ pub(crate) fn default_wire(d: &DefaultEntry) -> v1::BucketPolicy {
     }
 }
 
-/// The built-in default: TLS management disabled, every version and suite rustls serves.
-fn default_policy_wire() -> v1::BucketPolicy {
+/// The built-in default, as `bucket` reads without a policy of its own (and the fleet
+/// default, bucket "", before one is set): TLS management disabled, every version and suite
+/// rustls serves.
+fn builtin_policy(bucket: &str) -> v1::BucketPolicy {
     let config = HttpsConfig::disabled();
     let effective = tlsfleet_policy::EffectivePolicy::all();
     v1::BucketPolicy {
-        bucket: String::new(),
+        bucket: bucket.to_owned(),
         config: Some((&config).into()),
         effective: Some((&effective).into()),
         mod_revision: 0,
@@ -180,16 +178,40 @@ fn default_policy_wire() -> v1::BucketPolicy {
     }
 }
 
-fn default_policy(bucket: &BucketName) -> v1::BucketPolicy {
-    let config = HttpsConfig::disabled();
-    let effective = tlsfleet_policy::EffectivePolicy::all();
-    v1::BucketPolicy {
-        bucket: bucket.to_string(),
-        config: Some((&config).into()),
-        effective: Some((&effective).into()),
-        mod_revision: 0,
-        create_revision: 0,
-    }
+/// The policy of a Put: required, and converted to the domain type.
+fn config_of(config: Option<v1::HttpsConfig>) -> Result<HttpsConfig, Status> {
+    config
+        .ok_or_else(|| Status::invalid_argument("config is required"))?
+        .try_into()
+        .map_err(|e: tlsfleet_proto::convert::ConvertError| Status::invalid_argument(e.to_string()))
+}
+
+/// The answer to an applied put (of a bucket or the default).
+fn put_response(out: &crate::service::PutOutcome, change: &Change) -> Response<PutResponse> {
+    with_request_id(
+        PutResponse {
+            revision: out.revision,
+            effective: Some((&out.effective).into()),
+            downgrade: out.downgrade,
+            ..Default::default()
+        },
+        change,
+    )
+}
+
+/// The answer to a delete (of a bucket or the default).
+fn delete_response(
+    out: &crate::service::DeleteOutcome,
+    change: &Change,
+) -> Response<DeleteResponse> {
+    with_request_id(
+        DeleteResponse {
+            revision: out.revision,
+            existed: out.existed,
+            downgrade: out.downgrade,
+        },
+        change,
+    )
 }
 
 #[tonic::async_trait]
@@ -202,33 +224,23 @@ impl HttpsConfigService for AdminService {
         who.authorize(Some(bucket.as_str()))?;
         let dry_run = req.dry_run;
         let impact_seconds = req.impact_seconds;
-        let config = req
-            .config
-            .ok_or_else(|| Status::invalid_argument("config is required"))?
-            .try_into()
-            .map_err(|e: tlsfleet_proto::convert::ConvertError| {
-                Status::invalid_argument(e.to_string())
-            })?;
+        let config = config_of(req.config)?;
         if dry_run {
             let since = (impact_seconds > 0)
                 .then(|| std::time::Duration::from_secs(u64::from(impact_seconds)));
-            let (mut from_peers, mut unreachable, mut servers) = (vec![], vec![], vec![]);
-            if let Some((registry, peers)) = &self.fleet {
-                let urls = registry.peer_urls().await;
-                let answered = peers.usage(&urls, bucket.as_str(), impact_seconds).await;
-                for (url, u) in answered.answers {
-                    from_peers.push(tlsfleet_proto::convert::usage_from_wire(&u));
-                    servers.push(url);
+            let peers = match &self.fleet {
+                Some((registry, peers)) => {
+                    peers.fleet(registry, bucket.as_str(), impact_seconds).await
                 }
-                unreachable = answered.unreachable;
-            }
+                None => super::peers::FleetAnswer::default(),
+            };
             let d = self
                 .policies
-                .dry_run(&bucket, config, since, &from_peers, &unreachable)
+                .dry_run(&bucket, config, since, &peers.usage, &peers.unreachable)
                 .await
                 .map_err(status)?;
             let mut impact = impact_wire(&d, &self.control_id);
-            impact.servers.append(&mut servers);
+            impact.servers.extend(peers.servers);
             return Ok(Response::new(PutResponse {
                 revision: 0,
                 effective: Some((&d.effective).into()),
@@ -246,15 +258,7 @@ impl HttpsConfigService for AdminService {
             .put(&bucket, config, &change)
             .await
             .map_err(status)?;
-        Ok(with_request_id(
-            PutResponse {
-                revision: out.revision,
-                effective: Some((&out.effective).into()),
-                downgrade: out.downgrade,
-                ..Default::default()
-            },
-            &change,
-        ))
+        Ok(put_response(&out, &change))
     }
 
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
@@ -264,7 +268,7 @@ impl HttpsConfigService for AdminService {
         let (entry, revision) = self.policies.get(&bucket).await.map_err(status)?;
         let policy = match entry {
             Some(e) => bucket_policy(&e),
-            None => default_policy(&bucket),
+            None => builtin_policy(bucket.as_str()),
         };
         Ok(Response::new(GetResponse {
             policy: Some(policy),
@@ -329,14 +333,7 @@ impl HttpsConfigService for AdminService {
             .delete(&bucket, &change)
             .await
             .map_err(status)?;
-        Ok(with_request_id(
-            DeleteResponse {
-                revision: out.revision,
-                existed: out.existed,
-                downgrade: out.downgrade,
-            },
-            &change,
-        ))
+        Ok(delete_response(&out, &change))
     }
 
     async fn put_default(
@@ -346,28 +343,13 @@ impl HttpsConfigService for AdminService {
         let who = self.authenticate(&req)?;
         who.authorize(None)?;
         let change = change(&req, &who, req.get_ref().allow_downgrade);
-        let config = req
-            .into_inner()
-            .config
-            .ok_or_else(|| Status::invalid_argument("config is required"))?
-            .try_into()
-            .map_err(|e: tlsfleet_proto::convert::ConvertError| {
-                Status::invalid_argument(e.to_string())
-            })?;
+        let config = config_of(req.into_inner().config)?;
         let out = self
             .policies
             .put_default(config, &change)
             .await
             .map_err(status)?;
-        Ok(with_request_id(
-            PutResponse {
-                revision: out.revision,
-                effective: Some((&out.effective).into()),
-                downgrade: out.downgrade,
-                ..Default::default()
-            },
-            &change,
-        ))
+        Ok(put_response(&out, &change))
     }
 
     async fn get_default(
@@ -378,10 +360,7 @@ impl HttpsConfigService for AdminService {
         let (entry, revision) = self.policies.get_default().await.map_err(status)?;
         let policy = match entry {
             Some(d) => default_wire(&d),
-            None => v1::BucketPolicy {
-                bucket: String::new(),
-                ..default_policy_wire()
-            },
+            None => builtin_policy(""),
         };
         Ok(Response::new(GetResponse {
             policy: Some(policy),
@@ -401,14 +380,7 @@ impl HttpsConfigService for AdminService {
             .delete_default(&change)
             .await
             .map_err(status)?;
-        Ok(with_request_id(
-            DeleteResponse {
-                revision: out.revision,
-                existed: out.existed,
-                downgrade: out.downgrade,
-            },
-            &change,
-        ))
+        Ok(delete_response(&out, &change))
     }
 
     async fn list_history(

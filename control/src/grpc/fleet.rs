@@ -154,17 +154,12 @@ impl FleetService for FleetServer {
         let mut servers = vec![self.control_id.clone()];
         let mut unreachable = vec![];
         if !local_only {
-            let urls = self.registry.peer_urls().await;
             let peers = self
                 .peers
-                .usage(&urls, bucket.as_str(), req.since_seconds)
+                .fleet(&self.registry, bucket.as_str(), req.since_seconds)
                 .await;
-            for (url, u) in peers.answers {
-                merged
-                    .usage
-                    .merge(&tlsfleet_proto::convert::usage_from_wire(&u));
-                servers.push(url);
-            }
+            merged.usage.merge(&peers.usage);
+            servers.extend(peers.servers);
             unreachable = peers.unreachable;
         }
         Ok(Response::new(GetUsageResponse {

@@ -29,6 +29,16 @@ pub struct Peers {
     ca: Option<Vec<u8>>,
 }
 
+/// The other servers' agents' usage, merged.
+#[derive(Debug, Default)]
+pub struct FleetAnswer {
+    pub usage: tlsfleet_policy::usage::Usage,
+    /// The peers that answered.
+    pub servers: Vec<String>,
+    /// Peers that did not answer, with why.
+    pub unreachable: Vec<String>,
+}
+
 /// What the peers answered.
 #[derive(Debug, Default)]
 pub struct PeerUsage {
@@ -46,6 +56,28 @@ impl Peers {
     /// Whether this server can ask its peers at all.
     pub fn enabled(&self) -> bool {
         self.signer.is_some()
+    }
+
+    /// Asks every other control server with agents (from `registry`) for `bucket`'s usage,
+    /// merged.
+    pub async fn fleet(
+        &self,
+        registry: &crate::registry::Registry,
+        bucket: &str,
+        since_seconds: u32,
+    ) -> FleetAnswer {
+        let urls = registry.peer_urls().await;
+        let answered = self.usage(&urls, bucket, since_seconds).await;
+        let mut out = FleetAnswer {
+            unreachable: answered.unreachable,
+            ..FleetAnswer::default()
+        };
+        for (url, u) in answered.answers {
+            out.usage
+                .merge(&tlsfleet_proto::convert::usage_from_wire(&u));
+            out.servers.push(url);
+        }
+        out
     }
 
     /// Asks every peer in `urls` (at most [`MAX_PEERS`]) for `bucket`'s usage.
