@@ -35,14 +35,8 @@ fn policy(i: usize) -> HttpsConfig {
     }
 }
 
-#[test]
-#[ignore = "benchmark: run with --release -- --ignored --nocapture"]
-fn one_change_at_a_million_policies() {
-    let pki = Pki::new();
-    let table = table_for(&pki.leaf(KeyType::Ecdsa));
-    table.apply_snapshot(0, vec![]);
-    let before = resident_bytes();
-    let load = Instant::now();
+/// Loads [`POLICIES`] policies in deltas of [`CHUNK`]; returns the last revision.
+fn load_million(table: &tlsfleet_agent::table::PolicyTable) -> i64 {
     let mut revision = 0;
     for start in (0..POLICIES).step_by(CHUNK) {
         let chunk = (start..start + CHUNK)
@@ -51,6 +45,18 @@ fn one_change_at_a_million_policies() {
         revision += 1;
         assert!(table.apply_delta(revision, chunk, vec![]).is_ack());
     }
+    revision
+}
+
+#[test]
+#[ignore = "benchmark: run with --release -- --ignored --nocapture"]
+fn one_change_at_a_million_policies() {
+    let pki = Pki::new();
+    let table = table_for(&pki.leaf(KeyType::Ecdsa));
+    table.apply_snapshot(0, vec![]);
+    let before = resident_bytes();
+    let load = Instant::now();
+    let mut revision = load_million(&table);
     let load = load.elapsed();
     let per_policy = (resident_bytes() - before) / POLICIES;
     assert_eq!(table.snapshot().len(), POLICIES);
@@ -96,14 +102,7 @@ fn usage_counters_for_ten_thousand_active_buckets_of_a_million() {
     let pki = Pki::new();
     let table = table_for(&pki.leaf(KeyType::Ecdsa));
     table.apply_snapshot(0, vec![]);
-    let mut revision = 0;
-    for start in (0..POLICIES).step_by(CHUNK) {
-        let chunk = (start..start + CHUNK)
-            .map(|i| (bucket(&format!("bucket-{i:08}")), policy(i)))
-            .collect();
-        revision += 1;
-        assert!(table.apply_delta(revision, chunk, vec![]).is_ack());
-    }
+    load_million(&table);
     let recorder = UsageRecorder::default();
     let before = resident_bytes();
     for i in 0..ACTIVE {

@@ -103,9 +103,7 @@ impl Control {
 
     /// On etcd at `endpoint` (HOST:PORT).
     pub fn on_etcd(endpoint: &str) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let creds = write_credentials(dir.path());
-        Self::start(format!("etcd://{endpoint}"), creds, Some(dir))
+        Self::on_etcd_with(endpoint, &[])
     }
 
     /// On etcd at `endpoint`, with extra flags.

@@ -9,7 +9,6 @@ usage:
 
 Prints the bucket's TLS versions (comma-separated) or the request id; exit 1 with the error.
 """
-import socket
 import ssl
 import sys
 
@@ -20,19 +19,9 @@ try:
 except ImportError as e:
     sys.exit(f"{e}: python3 -m pip install -r tests/sdk/requirements.txt (tests/run.sh does this)")
 
-DOMAIN = "oss.test"
-REGION = "cn-hangzhou"
+from sdkscript import REGION, resolve_test_names_to_loopback
 
-_real = socket.getaddrinfo
-
-
-def _resolve(host, *args, **kwargs):
-    if isinstance(host, str) and (host == DOMAIN or host.endswith("." + DOMAIN)):
-        host = "127.0.0.1"
-    return _real(host, *args, **kwargs)
-
-
-socket.getaddrinfo = _resolve
+resolve_test_names_to_loopback()
 
 
 class TlsAdapter(requests.adapters.HTTPAdapter):

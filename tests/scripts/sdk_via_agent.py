@@ -7,9 +7,7 @@ usage: sdk_via_agent.py ENDPOINT AK SK BUCKET CA_FILE
 Prints one line per step, `<sdk> <op>: <versions>`; exit 1 with the error.
 """
 import os
-import socket
 import sys
-import time
 
 CA = sys.argv[5] if len(sys.argv) > 5 else None
 if CA:
@@ -22,25 +20,9 @@ try:
 except ImportError as e:
     sys.exit(f"{e}: python3 -m pip install -r tests/sdk/requirements.txt (tests/run.sh does this)")
 
-DOMAIN = "oss.test"
-REGION = "cn-hangzhou"
-_real = socket.getaddrinfo
+from sdkscript import REGION, next_second, resolve_test_names_to_loopback
 
-
-def _resolve(host, *args, **kwargs):
-    if isinstance(host, str) and (host == DOMAIN or host.endswith("." + DOMAIN)):
-        host = "127.0.0.1"
-    return _real(host, *args, **kwargs)
-
-
-socket.getaddrinfo = _resolve
-
-
-def next_second():
-    """oss2 signs no body: two PUTs in one second would carry one signature (a replay)."""
-    now = int(time.time())
-    while int(time.time()) == now:
-        time.sleep(0.02)
+resolve_test_names_to_loopback()
 
 
 def main():
