@@ -10,7 +10,7 @@ use std::{
 use crate::{
     control::{keys, DOMAIN},
     ports::free_port,
-    procs::{bin, eventually, http_get, Proc},
+    procs::{bin, eventually, http_get, Proc, START_ATTEMPTS},
 };
 
 pub struct Agent {
@@ -68,8 +68,8 @@ impl Agent {
         access_key: (&str, &str),
         extra: &[String],
     ) -> Self {
-        let tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let tls = loopback(free_port());
+        let admin = loopback(free_port());
         let mut args = vec![
             "--listen".to_owned(),
             tls.to_string(),
@@ -105,17 +105,48 @@ impl Agent {
         }
     }
 
-    /// Waits until `/readyz` says 200.
+    /// Waits until `/readyz` says 200. An agent that exits because another process took one
+    /// of its ports meanwhile is started again on fresh ones; any other exit, or 30 s without
+    /// readiness, fails with what the agent printed.
     pub fn wait_ready(&mut self) {
-        let admin = self.admin;
-        let ok = eventually(Duration::from_secs(30), || {
-            matches!(http_get(admin, "/readyz"), Ok((200, _)))
-        });
-        assert!(
-            ok && self.proc.is_running(),
-            "agent {} did not become ready",
-            self.node_id
+        for _ in 0..START_ATTEMPTS {
+            let admin = self.admin;
+            let proc = &mut self.proc;
+            eventually(Duration::from_secs(30), || {
+                !proc.is_running() || matches!(http_get(admin, "/readyz"), Ok((200, _)))
+            });
+            if self.proc.exited_on_a_taken_port() {
+                self.move_to_fresh_ports();
+                continue;
+            }
+            assert!(
+                self.proc.is_running() && matches!(http_get(admin, "/readyz"), Ok((200, _))),
+                "agent {} did not become ready within 30 s (running: {}); it printed:\n{}",
+                self.node_id,
+                self.proc.is_running(),
+                self.proc.log_tail()
+            );
+            return;
+        }
+        panic!(
+            "agent {} found its ports taken {START_ATTEMPTS} times; last log:\n{}",
+            self.node_id,
+            self.proc.log_tail()
         );
+    }
+
+    /// Starts the agent again with new listen and admin ports.
+    fn move_to_fresh_ports(&mut self) {
+        self.tls = loopback(free_port());
+        self.admin = loopback(free_port());
+        set_flag(&mut self.args, "--listen", &self.tls.to_string());
+        set_flag(&mut self.args, "--admin-listen", &self.admin.to_string());
+        self.restart();
+    }
+
+    /// What the agent has printed so far (the tail of its log).
+    pub fn log_tail(&self) -> String {
+        self.proc.log_tail()
     }
 
     /// Waits until the agent reports `revision` applied (from /metrics).
@@ -167,4 +198,17 @@ fn spawn(args: &[String], key: &(String, String)) -> Proc {
             .env("TLSFLEET_ACCESS_KEY_ID", &key.0)
             .env("TLSFLEET_ACCESS_KEY_SECRET", &key.1),
     )
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Replaces the value after `flag` in `args`.
+fn set_flag(args: &mut [String], flag: &str, value: &str) {
+    if let Some(i) = args.iter().position(|a| a == flag) {
+        if let Some(v) = args.get_mut(i + 1) {
+            *v = value.to_owned();
+        }
+    }
 }

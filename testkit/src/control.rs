@@ -9,7 +9,7 @@ use std::{
 
 use crate::{
     ports::free_port,
-    procs::{bin, eventually, http_get, Proc},
+    procs::{bin, eventually, http_get, Proc, START_ATTEMPTS},
 };
 
 /// Access keys every test credentials file holds.
@@ -152,7 +152,7 @@ impl Control {
             grpc,
             _dir: dir,
         };
-        c.wait_ready();
+        c.wait_first_ready();
         c
     }
 
@@ -164,15 +164,50 @@ impl Control {
         format!("http://{}", self.http)
     }
 
+    /// Waits for `/-/readyz`; fails with what the server printed.
     fn wait_ready(&mut self) {
-        let http = self.http;
-        let ok = eventually(Duration::from_secs(30), || {
-            matches!(http_get(http, "/-/readyz"), Ok((200, _)))
-        });
         assert!(
-            ok && self.proc.is_running(),
-            "tlsfleet-control did not become ready on {http}"
+            self.become_ready(),
+            "tlsfleet-control did not become ready on {} (running: {}); it printed:\n{}",
+            self.http,
+            self.proc.is_running(),
+            self.proc.log_tail()
         );
+    }
+
+    /// A first start: a server that exits because another process took one of its ports
+    /// meanwhile is started again on fresh ones (restarts keep their ports: agents follow
+    /// them).
+    fn wait_first_ready(&mut self) {
+        for _ in 1..START_ATTEMPTS {
+            if self.become_ready() || !self.proc.exited_on_a_taken_port() {
+                break;
+            }
+            self.http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            self.grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            self.proc = spawn(
+                &self.store,
+                &self.credentials,
+                self.http,
+                self.grpc,
+                &self.extra,
+            );
+        }
+        self.wait_ready();
+    }
+
+    fn become_ready(&mut self) -> bool {
+        let http = self.http;
+        let proc = &mut self.proc;
+        eventually(Duration::from_secs(30), || {
+            !proc.is_running() || matches!(http_get(http, "/-/readyz"), Ok((200, _)))
+        });
+        self.proc.is_running() && matches!(http_get(http, "/-/readyz"), Ok((200, _)))
+    }
+
+    /// What the server has printed so far (the tail of its log).
+    pub fn log_tail(&self) -> String {
+        self.proc.log_tail()
     }
 
     /// SIGKILL.

@@ -3,7 +3,7 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::{Duration, Instant},
 };
 
@@ -44,24 +44,70 @@ pub fn eventually(timeout: Duration, probe: impl FnMut() -> bool) -> bool {
     crate::eventually::until_blocking(timeout, probe)
 }
 
-/// A child process killed (SIGKILL) and reaped on drop.
+/// How much of a process's output a failure message quotes.
+const LOG_TAIL: u64 = 6_000;
+
+/// Starts tried when a server exits because a port it was given was taken meanwhile.
+pub const START_ATTEMPTS: usize = 3;
+
+/// A child process killed (SIGKILL) and reaped on drop. What it prints goes to a temporary
+/// log file (quoted by [`Proc::log_tail`] when a test fails), or to the test's own output
+/// when `TLSFLEET_TEST_LOGS` is set.
 pub struct Proc {
     child: Option<Child>,
     name: String,
+    log: Option<tempfile::NamedTempFile>,
 }
 
 impl Proc {
     pub fn spawn(name: &str, cmd: &mut Command) -> Self {
         let quiet = std::env::var_os("TLSFLEET_TEST_LOGS").is_none();
-        if quiet {
-            cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        }
+        let log = if quiet {
+            let log = tempfile::Builder::new()
+                .prefix(&format!("tlsfleet-{name}-"))
+                .suffix(".log")
+                .tempfile()
+                .expect("create a log file");
+            let out = log.as_file().try_clone().expect("log file handle");
+            let err = log.as_file().try_clone().expect("log file handle");
+            cmd.stdout(out).stderr(err);
+            Some(log)
+        } else {
+            None
+        };
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         Self {
             child: Some(child),
             name: name.to_owned(),
+            log,
+        }
+    }
+
+    /// The last few kilobytes the process printed (empty when `TLSFLEET_TEST_LOGS` sends
+    /// them to the test's output instead), for failure messages.
+    pub fn log_tail(&self) -> String {
+        use std::io::{Read, Seek, SeekFrom};
+        let Some(log) = &self.log else {
+            return "(printed above: TLSFLEET_TEST_LOGS is set)".to_owned();
+        };
+        let Ok(mut f) = std::fs::File::open(log.path()) else {
+            return String::new();
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL)));
+        let mut buf = Vec::new();
+        let _ = f.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// Whether the process has exited because a port it was given was taken meanwhile
+    /// (another test bound it between [`crate::ports::free_port`] and the process's bind).
+    pub fn exited_on_a_taken_port(&mut self) -> bool {
+        !self.is_running() && {
+            let tail = self.log_tail();
+            tail.contains("os error 98") || tail.contains("Address already in use")
         }
     }
 
@@ -114,8 +160,7 @@ impl Proc {
         Some(kib * 1024)
     }
 
-    /// Waits (up to `timeout`) for the process to exit; its status and what it printed on
-    /// stderr are not captured here (see [`Proc::spawn`]).
+    /// Waits (up to `timeout`) for the process to exit (what it printed: [`Proc::log_tail`]).
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
