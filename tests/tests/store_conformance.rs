@@ -75,6 +75,7 @@ conformance!(
     get_reflects_puts_and_deletes,
     delete_of_a_missing_key_keeps_the_revision,
     list_is_sorted_and_at_one_revision,
+    a_list_of_many_pages_is_at_one_revision_under_writes,
     watch_from_zero_replays_everything_then_follows,
     watch_from_a_middle_revision_replays_only_the_missed_events,
     watch_sees_a_put_made_after_it_started,
@@ -154,6 +155,67 @@ mod suite {
                 Some(item)
             );
             assert!(item.mod_revision <= snapshot.revision);
+        }
+    }
+
+    /// More policies than two etcd pages (`PAGE_KEYS`), listed while a writer adds and
+    /// overwrites: each list holds exactly what stood at its revision.
+    pub async fn a_list_of_many_pages_is_at_one_revision_under_writes(store: Arc<dyn Store>) {
+        let n = 2 * usize::try_from(tlsfleet_control::store::etcd::PAGE_KEYS).unwrap_or(2_000) + 7;
+        let tasks: Vec<_> = (0..8)
+            .map(|w| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for i in (w..n).step_by(8) {
+                        put(&store, &format!("k{i:05}"), "0").await;
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("writer task");
+        }
+        // The writer overwrites early keys and adds late ones while lists run.
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut written = Vec::new();
+                for i in 0..60 {
+                    let key = if i % 2 == 0 {
+                        format!("k{i:05}")
+                    } else {
+                        format!("z{i:05}")
+                    };
+                    written.push((key.clone(), put(&store, &key, &i.to_string()).await));
+                }
+                written
+            })
+        };
+        let mut lists = Vec::new();
+        while !writer.is_finished() {
+            lists.push(store.list().await.expect("list"));
+        }
+        let written = writer.await.expect("writer task");
+        assert!(!lists.is_empty());
+        for snapshot in lists {
+            let keys: Vec<&str> = snapshot.items.iter().map(|kv| kv.key.as_str()).collect();
+            assert!(keys.windows(2).all(|w| w[0] < w[1]), "sorted, no duplicates");
+            let late = written
+                .iter()
+                .filter(|(k, r)| k.starts_with('z') && *r <= snapshot.revision)
+                .count();
+            assert_eq!(snapshot.items.len(), n + late, "at {}", snapshot.revision);
+            for item in &snapshot.items {
+                assert!(item.mod_revision <= snapshot.revision);
+                // The newest write at or below the snapshot's revision, if the writer made one.
+                let expected = written
+                    .iter()
+                    .rev()
+                    .find(|(k, r)| *k == item.key && *r <= snapshot.revision);
+                if let Some((_, r)) = expected {
+                    assert_eq!(item.mod_revision, *r, "{} at {}", item.key, snapshot.revision);
+                }
+            }
         }
     }
 

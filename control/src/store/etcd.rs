@@ -2,8 +2,8 @@
 //!
 //! Layout: policies under `{prefix}policies/{bucket}`, registry entries under
 //! `{prefix}agents/{node_id}` attached to a lease. Revisions are etcd's: the header revision
-//! of a put or delete is the revision it committed at, and `list` is one range read whose
-//! header revision is the revision of the whole snapshot. etcd's revision is cluster-wide, so
+//! of a put or delete is the revision it committed at, and `list` reads pages of
+//! [`PAGE_KEYS`] at the header revision of its first page, the revision of the whole snapshot. etcd's revision is cluster-wide, so
 //! registry writes advance it too: policy revisions are increasing but not dense.
 //!
 //! Deadlines: every call tries for at most [`CALL_DEADLINE`], each attempt for at most
@@ -54,8 +54,25 @@ pub const CALL_DEADLINE: Duration = Duration::from_secs(5);
 fn retry_backoff() -> tlsfleet_net::Backoff {
     tlsfleet_net::Backoff::new(Duration::from_millis(50), Duration::from_millis(800))
 }
-/// A full list of policies comes back in one message; tonic's default cap is 4 MiB.
+/// Largest etcd answer decoded. Reads come in pages of [`PAGE_KEYS`], so this bounds one
+/// page (and one watch response), not the whole store.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Keys per page of a list. A stored policy is at most a few KiB, so a page stays far below
+/// [`MAX_MESSAGE_BYTES`].
+pub const PAGE_KEYS: i64 = 2_000;
+
+/// The first key after every key that starts with `prefix` (etcd's range end for a prefix).
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Every byte 0xff: to the end of the keyspace.
+    vec![0]
+}
 
 /// The store in an etcd cluster. Cheap to clone.
 #[derive(Clone)]
@@ -180,17 +197,24 @@ impl EtcdStore {
         format!("{}{bucket}", self.policies)
     }
 
-    /// The range read behind `list`, `revision` and `changes_since`, at `revision` (0 = now).
+    /// One range read of policies at `revision` (0 = now), from `from` (a full key; `None`:
+    /// the first policy) to the end of the policies.
     async fn range(
         &self,
+        from: Option<Vec<u8>>,
         revision: Revision,
         options: GetOptions,
     ) -> Result<etcd_client::GetResponse, StoreError> {
+        let end = prefix_end(&self.policies);
+        let from = from.unwrap_or_else(|| self.policies.clone().into_bytes());
         self.call("range", || {
-            let (mut kv, prefix) = (self.kv.clone(), self.policies.clone());
-            let options = options.clone().with_prefix().with_revision(revision);
+            let (mut kv, from) = (self.kv.clone(), from.clone());
+            let options = options
+                .clone()
+                .with_range(end.clone())
+                .with_revision(revision);
             async move {
-                match kv.get(prefix, Some(options)).await {
+                match kv.get(from, Some(options)).await {
                     Ok(resp) => Ok(resp),
                     // The exact compact revision is not in etcd's answer; see changes_since.
                     Err(e) if is_compacted(&e) => Err(Attempt::Fail(StoreError::Compacted {
@@ -204,20 +228,56 @@ impl EtcdStore {
         .await
     }
 
+    /// Every policy at `revision` (0 = now), in key order, read in pages of [`PAGE_KEYS`] at
+    /// that one revision (so no answer has to fit in one message, and a million policies
+    /// never make etcd build one huge response); `each` sees every key-value. Returns the
+    /// header revision of the first page (with `revision` 0: the revision read at). A
+    /// compaction past that revision between two pages fails the read with `Compacted`.
+    async fn scan(
+        &self,
+        revision: Revision,
+        keys_only: bool,
+        mut each: impl FnMut(&etcd_client::KeyValue),
+    ) -> Result<Revision, StoreError> {
+        let mut from = None;
+        let mut at = revision;
+        let mut first_header = None;
+        loop {
+            let mut options = GetOptions::new().with_limit(PAGE_KEYS);
+            if keys_only {
+                options = options.with_keys_only();
+            }
+            let resp = self.range(from.take(), at, options).await?;
+            let header = header_revision(resp.header()).map_err(attempt_error)?;
+            let first = *first_header.get_or_insert(header);
+            if at == 0 {
+                at = first;
+            }
+            resp.kvs().iter().for_each(&mut each);
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    let mut next = last.key().to_vec();
+                    next.push(0);
+                    from = Some(next);
+                }
+                _ => return Ok(first),
+            }
+        }
+    }
+
     /// Policies as (bucket, mod_revision), keys only, at `revision` (0 = now).
     async fn keys_at(
         &self,
         revision: Revision,
     ) -> Result<(Revision, Vec<(String, Revision)>), StoreError> {
-        let resp = self
-            .range(revision, GetOptions::new().with_keys_only())
+        let mut keys = Vec::new();
+        let now = self
+            .scan(revision, true, |kv| {
+                if let Some(key) = watch::strip(&self.policies, kv.key()) {
+                    keys.push((key, kv.mod_revision()));
+                }
+            })
             .await?;
-        let now = header_revision(resp.header()).map_err(attempt_error)?;
-        let keys = resp
-            .kvs()
-            .iter()
-            .filter_map(|kv| Some((watch::strip(&self.policies, kv.key())?, kv.mod_revision())))
-            .collect();
         Ok((now, keys))
     }
 
@@ -295,21 +355,20 @@ impl PolicyStore for EtcdStore {
     }
 
     async fn list(&self) -> Result<Snapshot, StoreError> {
-        let resp = self.range(0, GetOptions::new()).await?;
-        let revision = header_revision(resp.header()).map_err(attempt_error)?;
+        let mut items = Vec::new();
         // etcd returns a range in key order, and every key shares the prefix.
-        let items = resp
-            .kvs()
-            .iter()
-            .filter_map(|kv| {
-                Some(KeyValue {
-                    key: watch::strip(&self.policies, kv.key())?,
-                    value: kv.value().to_vec(),
-                    create_revision: kv.create_revision(),
-                    mod_revision: kv.mod_revision(),
-                })
+        let revision = self
+            .scan(0, false, |kv| {
+                if let Some(key) = watch::strip(&self.policies, kv.key()) {
+                    items.push(KeyValue {
+                        key,
+                        value: kv.value().to_vec(),
+                        create_revision: kv.create_revision(),
+                        mod_revision: kv.mod_revision(),
+                    });
+                }
             })
-            .collect();
+            .await?;
         Ok(Snapshot { revision, items })
     }
 
@@ -348,7 +407,9 @@ impl PolicyStore for EtcdStore {
     }
 
     async fn revision(&self) -> Result<Revision, StoreError> {
-        let resp = self.range(0, GetOptions::new().with_count_only()).await?;
+        let resp = self
+            .range(None, 0, GetOptions::new().with_count_only())
+            .await?;
         header_revision(resp.header()).map_err(attempt_error)
     }
 
