@@ -86,7 +86,8 @@ conformance!(
     changes_since_reports_net_changes,
     agents_register_list_and_remove,
     agents_expire_after_their_ttl,
-    agent_put_refreshes_the_ttl,
+    agents_live_while_kept_alive_then_expire,
+    conditional_agent_writes_need_a_live_entry,
     concurrent_puts_get_distinct_revisions,
     conditional_writes_happen_only_on_the_revision_expected,
     audit_records_list_in_key_order_page_and_trim,
@@ -199,7 +200,10 @@ mod suite {
         assert!(!lists.is_empty());
         for snapshot in lists {
             let keys: Vec<&str> = snapshot.items.iter().map(|kv| kv.key.as_str()).collect();
-            assert!(keys.windows(2).all(|w| w[0] < w[1]), "sorted, no duplicates");
+            assert!(
+                keys.windows(2).all(|w| w[0] < w[1]),
+                "sorted, no duplicates"
+            );
             let late = written
                 .iter()
                 .filter(|(k, r)| k.starts_with('z') && *r <= snapshot.revision)
@@ -213,7 +217,11 @@ mod suite {
                     .rev()
                     .find(|(k, r)| *k == item.key && *r <= snapshot.revision);
                 if let Some((_, r)) = expected {
-                    assert_eq!(item.mod_revision, *r, "{} at {}", item.key, snapshot.revision);
+                    assert_eq!(
+                        item.mod_revision, *r,
+                        "{} at {}",
+                        item.key, snapshot.revision
+                    );
                 }
             }
         }
@@ -433,33 +441,57 @@ mod suite {
         .await;
     }
 
-    pub async fn agent_put_refreshes_the_ttl(store: Arc<dyn Store>) {
-        let ttl = Duration::from_secs(3);
-        let first = Instant::now();
+    pub async fn agents_live_while_kept_alive_then_expire(store: Arc<dyn Store>) {
+        let ttl = Duration::from_secs(2);
         store
             .put_agent("n", b"1".to_vec(), ttl)
             .await
             .expect("put_agent");
-        tokio::time::sleep_until(first + ttl / 2).await;
-        let second = Instant::now();
+        let start = Instant::now();
+        // Kept alive for twice the TTL: still there.
+        while start.elapsed() < ttl * 2 {
+            assert!(store.keep_agents_alive().await.expect("keep alive"));
+            assert_eq!(
+                store.list_agents().await.expect("list_agents"),
+                [agent("n", "1")]
+            );
+            tokio::time::sleep(ttl / 4).await;
+        }
+        eventually("the agent expires once no longer kept alive", || async {
+            store.list_agents().await.expect("list_agents").is_empty()
+        })
+        .await;
+        // The loss is reported, and a new put makes a live entry again.
+        assert!(!store.keep_agents_alive().await.expect("keep alive"));
         store
             .put_agent("n", b"2".to_vec(), ttl)
             .await
-            .expect("put_agent");
-        // Past the first put's expiry, well before the second's.
-        tokio::time::sleep_until(first + ttl + Duration::from_millis(500)).await;
-        assert!(
-            Instant::now() < second + ttl,
-            "the test itself ran too late to judge"
-        );
+            .expect("put_agent after the lease expired");
         assert_eq!(
             store.list_agents().await.expect("list_agents"),
             [agent("n", "2")]
         );
-        eventually("the refreshed agent expires", || async {
-            store.list_agents().await.expect("list_agents").is_empty()
-        })
-        .await;
+    }
+
+    pub async fn conditional_agent_writes_need_a_live_entry(store: Arc<dyn Store>) {
+        let ttl = Duration::from_secs(60);
+        assert!(!store
+            .put_agent_if_held("absent", b"x".to_vec())
+            .await
+            .expect("put_agent_if_held"));
+        assert!(store.list_agents().await.expect("list_agents").is_empty());
+        store
+            .put_agent("n", b"1".to_vec(), ttl)
+            .await
+            .expect("put_agent");
+        assert!(store
+            .put_agent_if_held("n", b"2".to_vec())
+            .await
+            .expect("put_agent_if_held"));
+        assert_eq!(
+            store.list_agents().await.expect("list_agents"),
+            [agent("n", "2")]
+        );
     }
 
     pub async fn conditional_writes_happen_only_on_the_revision_expected(store: Arc<dyn Store>) {
@@ -850,6 +882,41 @@ mod etcd_only {
             .await
             .expect("connect");
         assert_ne!(other.identity().await.expect("identity"), id);
+    }
+
+    /// Two control servers: an agent taken over by the second is neither overwritten nor
+    /// removed by the first, and the second's entries outlive the first's lease.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_agent_taken_over_by_another_server_stays_with_it() {
+        let etcd = Etcd::start();
+        let (a, b) = (connect(&etcd).await, connect(&etcd).await);
+        let ttl = Duration::from_secs(2);
+        a.put_agent("moved", b"on a".to_vec(), ttl)
+            .await
+            .expect("put");
+        a.put_agent("stays", b"on a".to_vec(), ttl)
+            .await
+            .expect("put");
+        b.put_agent("moved", b"on b".to_vec(), ttl)
+            .await
+            .expect("put");
+        assert!(!a
+            .put_agent_if_held("moved", b"disconnected from a".to_vec())
+            .await
+            .expect("conditional put"));
+        a.remove_agent("moved").await.expect("remove");
+        assert_eq!(
+            a.list_agents().await.expect("list"),
+            [agent("moved", "on b"), agent("stays", "on a")]
+        );
+        // a dies (stops keeping its lease alive); b lives on.
+        let start = Instant::now();
+        eventually("a's agents end with its lease", || async {
+            assert!(b.keep_agents_alive().await.expect("keep alive"));
+            b.list_agents().await.expect("list") == [agent("moved", "on b")]
+        })
+        .await;
+        assert!(start.elapsed() < ttl * 3, "took {:?}", start.elapsed());
     }
 
     async fn connect(etcd: &Etcd) -> Arc<dyn Store> {

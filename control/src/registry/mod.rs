@@ -46,8 +46,9 @@ struct Entry {
     status: AgentRecord,
     session: u64,
     dirty: bool,
-    /// Written once more as disconnected, then forgotten locally (the store's TTL ends it).
-    gone: bool,
+    /// When the agent disconnected: the entry is written once more as disconnected (if this
+    /// server still holds it), shown for [`ENTRY_TTL`], then removed.
+    gone: Option<tokio::time::Instant>,
 }
 
 struct Inner {
@@ -123,7 +124,7 @@ impl Registry {
                 status,
                 session: id,
                 dirty: true,
-                gone: false,
+                gone: None,
             },
         );
         self.inner.changed.notify_one();
@@ -191,24 +192,25 @@ impl Registry {
         Rollout::classify(revision, &self.list().await)
     }
 
-    /// Writes changed entries (and refreshes live ones) until `shutdown`.
+    /// Writes changed entries and keeps this server's entries alive until `shutdown`.
     pub fn spawn_flusher(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
         let inner = self.inner.clone();
         tokio::spawn(async move {
             let mut refresh = tokio::time::interval(ENTRY_TTL / 3);
             loop {
-                let all = tokio::select! {
+                tokio::select! {
                     () = shutdown.cancelled() => break,
-                    () = inner.changed.notified() => false,
-                    _ = refresh.tick() => true,
+                    () = inner.changed.notified() => {}
+                    _ = refresh.tick() => keep_alive(&inner).await,
                 };
-                flush(&inner, all).await;
+                flush(&inner).await;
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = tokio::time::sleep(FLUSH_EVERY) => {}
                 }
             }
-            // Agents of a server that stops are disconnected from it.
+            // Agents of a server that stops are disconnected from it (unless another server
+            // holds them by now).
             let nodes: Vec<String> = lock(&inner).keys().cloned().collect();
             for node in nodes {
                 let _ = inner.store.remove_agent(&node).await;
@@ -224,26 +226,67 @@ fn lock(inner: &Inner) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
     inner.local.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn flush(inner: &Inner, all: bool) {
+/// Keeps this server's lease alive; entries lost with an expired lease are written again,
+/// and disconnected agents shown for [`ENTRY_TTL`] are removed.
+async fn keep_alive(inner: &Inner) {
+    match inner.store.keep_agents_alive().await {
+        Ok(true) => {}
+        Ok(false) => {
+            warn!("the registry's lease had expired; writing this server's agents again");
+            for entry in lock(inner).values_mut() {
+                entry.dirty = true;
+            }
+        }
+        Err(e) => debug!(error = %e, "registry keep-alive failed; will retry"),
+    }
+    let now = tokio::time::Instant::now();
+    let expired: Vec<String> = lock(inner)
+        .iter()
+        .filter(|(_, e)| e.gone.is_some_and(|at| now.duration_since(at) >= ENTRY_TTL))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for node in expired {
+        if inner.store.remove_agent(&node).await.is_ok() {
+            let mut local = lock(inner);
+            if local.get(&node).is_some_and(|e| e.gone.is_some()) {
+                local.remove(&node);
+            }
+        }
+    }
+}
+
+async fn flush(inner: &Inner) {
     let batch: Vec<(String, Vec<u8>, bool)> = {
         let mut local = lock(inner);
         local
             .iter_mut()
-            .filter(|(_, e)| e.dirty || all)
+            .filter(|(_, e)| e.dirty)
             .map(|(k, e)| {
                 e.dirty = false;
-                (k.clone(), e.status.encode(), e.gone)
+                (k.clone(), e.status.encode(), e.gone.is_some())
             })
             .collect()
     };
     for (node, bytes, gone) in batch {
-        match inner.store.put_agent(&node, bytes, ENTRY_TTL).await {
-            Ok(()) => {
-                if gone {
-                    let mut local = lock(inner);
-                    if local.get(&node).is_some_and(|e| e.gone && !e.dirty) {
-                        local.remove(&node);
-                    }
+        let written = if gone {
+            inner.store.put_agent_if_held(&node, bytes).await
+        } else {
+            inner
+                .store
+                .put_agent(&node, bytes, ENTRY_TTL)
+                .await
+                .map(|()| true)
+        };
+        match written {
+            Ok(true) => {}
+            Ok(false) => {
+                // Another server holds the agent now: its entry is not ours to write.
+                let mut local = lock(inner);
+                if local
+                    .get(&node)
+                    .is_some_and(|e| e.gone.is_some() && !e.dirty)
+                {
+                    local.remove(&node);
                 }
             }
             Err(e) => {
@@ -319,7 +362,7 @@ impl Session {
             e.status.phase = Phase::Disconnected;
             e.status.last_seen_unix_ms = now_ms();
             e.dirty = true;
-            e.gone = true;
+            e.gone = Some(tokio::time::Instant::now());
         }
         drop(local);
         self.inner.changed.notify_one();

@@ -69,8 +69,15 @@ struct Inner {
 
 struct Agent {
     value: Vec<u8>,
+    ttl: Duration,
     /// `None` when the TTL is too large to represent: never expires.
     expires: Option<Instant>,
+}
+
+impl Agent {
+    fn live(&self, now: Instant) -> bool {
+        self.expires.is_none_or(|at| at > now)
+    }
 }
 
 impl EmbeddedStore {
@@ -288,9 +295,27 @@ impl AgentLeases for EmbeddedStore {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let expires = Instant::now().checked_add(ttl);
-        self.agents()
-            .insert(node_id.to_owned(), Agent { value, expires });
+        self.agents().insert(
+            node_id.to_owned(),
+            Agent {
+                value,
+                ttl,
+                expires,
+            },
+        );
         Ok(())
+    }
+
+    async fn put_agent_if_held(&self, node_id: &str, value: Vec<u8>) -> Result<bool, StoreError> {
+        // One node: every live entry is this handle's.
+        let now = Instant::now();
+        Ok(match self.agents().get_mut(node_id) {
+            Some(agent) if agent.live(now) => {
+                agent.value = value;
+                true
+            }
+            _ => false,
+        })
     }
 
     async fn remove_agent(&self, node_id: &str) -> Result<(), StoreError> {
@@ -298,12 +323,24 @@ impl AgentLeases for EmbeddedStore {
         Ok(())
     }
 
-    async fn list_agents(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    async fn keep_agents_alive(&self) -> Result<bool, StoreError> {
         let now = Instant::now();
         let mut agents = self.agents();
-        agents.retain(|_, agent| agent.expires.is_none_or(|at| at > now));
+        let before = agents.len();
+        agents.retain(|_, agent| agent.live(now));
+        for agent in agents.values_mut() {
+            agent.expires = now.checked_add(agent.ttl);
+        }
+        Ok(agents.len() == before)
+    }
+
+    async fn list_agents(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let now = Instant::now();
+        let agents = self.agents();
+        // Expired entries stay until `keep_agents_alive` (which reports them lost) or a put.
         let mut live: Vec<_> = agents
             .iter()
+            .filter(|(_, agent)| agent.live(now))
             .map(|(id, agent)| (id.clone(), agent.value.clone()))
             .collect();
         drop(agents);

@@ -16,11 +16,13 @@
 //! acknowledged meanwhile; instead the retry recognises its own write, or answers
 //! `OutcomeUnknown` ("may have been applied") rather than "nothing written".
 //!
-//! Agent registry: each `put_agent` grants a fresh lease of `ttl` (whole seconds, at least 1)
-//! and puts the entry on it; putting a key on a new lease detaches it from the old one, which
-//! then expires with nothing attached. That costs a lease grant per heartbeat (instead of
-//! keeping one lease per agent alive) but has no per-agent state to get wrong across control
-//! servers: any server can refresh any agent's entry.
+//! Agent registry: a store handle (one per control server) grants one lease per TTL (whole
+//! seconds, at least 1) on first use, puts its agents' entries on it, and keeps it alive as
+//! a whole (`keep_agents_alive`): no lease per write. An agent that moves to another server
+//! is put on that server's lease, which detaches it from the old one; the old server's
+//! "disconnected" write and removal are conditional on the entry still being on its lease, so
+//! they never undo the move. A server that dies stops keeping its lease alive, and its agents'
+//! entries end with it, within the TTL.
 
 mod audit;
 mod watch;
@@ -28,12 +30,16 @@ mod write;
 
 use write::Write;
 
-use std::{collections::BTreeSet, future::Future, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    future::Future,
+    sync::Arc,
+    time::Duration,
+};
 
 use etcd_client::{
-    Client, CompactionOptions, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions,
-    KvClient, LeaseClient, PutOptions, ResponseHeader, Txn, TxnOp, TxnOpResponse, WatchClient,
-    WatchOptions,
+    Client, CompactionOptions, Compare, CompareOp, ConnectOptions, GetOptions, KvClient,
+    LeaseClient, PutOptions, ResponseHeader, Txn, TxnOp, TxnOpResponse, WatchClient, WatchOptions,
 };
 use tokio::time::Instant;
 use tonic::Code;
@@ -84,6 +90,8 @@ pub struct EtcdStore {
     agents: String,
     audit: String,
     identity_key: String,
+    /// The registry leases this handle holds (TTL seconds -> lease id); shared by clones.
+    registry_leases: Arc<std::sync::Mutex<BTreeMap<i64, i64>>>,
 }
 
 /// How one attempt of a call ended, when it did not succeed.
@@ -163,6 +171,7 @@ impl EtcdStore {
             agents: format!("{prefix}agents/"),
             audit: format!("{prefix}audit/"),
             identity_key: format!("{prefix}meta/identity"),
+            registry_leases: Arc::default(),
         })
     }
 
@@ -475,6 +484,68 @@ impl PolicyStore for EtcdStore {
     }
 }
 
+/// etcd's answer to a write on a lease that expired or was revoked.
+fn is_lease_not_found(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s)
+        if s.code() == Code::NotFound && s.message().contains("lease not found"))
+}
+
+/// A TTL in whole seconds, at least 1 (etcd's unit).
+fn ttl_seconds(ttl: Duration) -> i64 {
+    let secs = ttl
+        .as_secs()
+        .saturating_add(u64::from(ttl.subsec_nanos() > 0))
+        .max(1);
+    i64::try_from(secs).unwrap_or(i64::MAX)
+}
+
+impl EtcdStore {
+    /// The registry leases this handle holds, by TTL in seconds.
+    fn leases(&self) -> std::sync::MutexGuard<'_, BTreeMap<i64, i64>> {
+        // A plain map of ids: nothing half-written to recover from a poisoned lock.
+        self.registry_leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// This handle's lease of `ttl_secs`, granted on first use.
+    async fn lease_for(&self, ttl_secs: i64) -> Result<i64, Attempt> {
+        if let Some(id) = self.leases().get(&ttl_secs) {
+            return Ok(*id);
+        }
+        let id = self.lease.clone().grant(ttl_secs, None).await?.id();
+        // Two first puts at once may both grant: keep one; the other expires unused.
+        Ok(*self.leases().entry(ttl_secs).or_insert(id))
+    }
+
+    fn forget_lease(&self, id: i64) {
+        self.leases().retain(|_, held| *held != id);
+    }
+
+    /// Runs `then` on `key` in a transaction that holds only if the key is on one of this
+    /// handle's leases; whether it held.
+    async fn if_held(&self, what: &str, key: &str, then: TxnOp) -> Result<bool, StoreError> {
+        let held: Vec<i64> = self.leases().values().copied().collect();
+        for id in held {
+            let done = self
+                .call(what, || {
+                    let (mut kv, key, then) = (self.kv.clone(), key.to_owned(), then.clone());
+                    async move {
+                        let txn = Txn::new()
+                            .when([Compare::lease(key, CompareOp::Equal, id)])
+                            .and_then([then]);
+                        Ok(kv.txn(txn).await?.succeeded())
+                    }
+                })
+                .await?;
+            if done {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
 #[async_trait::async_trait]
 impl AgentLeases for EtcdStore {
     async fn put_agent(
@@ -484,45 +555,76 @@ impl AgentLeases for EtcdStore {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let key = format!("{}{node_id}", self.agents);
-        let ttl_secs = ttl
-            .as_secs()
-            .saturating_add(u64::from(ttl.subsec_nanos() > 0))
-            .max(1);
-        let ttl_secs = i64::try_from(ttl_secs).unwrap_or(i64::MAX);
+        let ttl_secs = ttl_seconds(ttl);
         self.call("put_agent", || {
-            let (mut kv, mut lease) = (self.kv.clone(), self.lease.clone());
-            let (key, value) = (key.clone(), value.clone());
+            let (mut kv, key, value) = (self.kv.clone(), key.clone(), value.clone());
             async move {
-                let id = lease.grant(ttl_secs, None).await?.id();
-                kv.put(key, value, Some(PutOptions::new().with_lease(id)))
-                    .await?;
-                Ok(())
+                let id = self.lease_for(ttl_secs).await?;
+                match kv
+                    .put(key, value, Some(PutOptions::new().with_lease(id)))
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(e) if is_lease_not_found(&e) => {
+                        // Expired while etcd could not be reached: the next attempt grants
+                        // a new one.
+                        self.forget_lease(id);
+                        Err(Attempt::Retry("the registry lease expired".into()))
+                    }
+                    Err(e) => Err(e.into()),
+                }
             }
         })
         .await
     }
 
+    async fn put_agent_if_held(&self, node_id: &str, value: Vec<u8>) -> Result<bool, StoreError> {
+        let key = format!("{}{node_id}", self.agents);
+        // `ignore_lease` keeps the key on the lease it is on (the one the compare found).
+        let then = TxnOp::put(
+            key.clone(),
+            value,
+            Some(PutOptions::new().with_ignore_lease()),
+        );
+        self.if_held("put_agent_if_held", &key, then).await
+    }
+
     async fn remove_agent(&self, node_id: &str) -> Result<(), StoreError> {
         let key = format!("{}{node_id}", self.agents);
-        self.call("remove_agent", || {
-            let (mut kv, mut lease, key) = (self.kv.clone(), self.lease.clone(), key.clone());
-            async move {
-                let resp = kv
-                    .delete(key, Some(DeleteOptions::new().with_prev_key()))
-                    .await?;
-                // The entry is gone either way; revoking only spares etcd an expiry later.
-                for id in resp
-                    .prev_kvs()
-                    .iter()
-                    .map(|kv| kv.lease())
-                    .filter(|id| *id != 0)
-                {
-                    let _ = lease.revoke(id).await;
-                }
-                Ok(())
+        self.if_held("remove_agent", &key, TxnOp::delete(key.clone(), None))
+            .await
+            .map(|_| ())
+    }
+
+    async fn keep_agents_alive(&self) -> Result<bool, StoreError> {
+        let held: Vec<i64> = self.leases().values().copied().collect();
+        let mut all_kept = true;
+        for id in held {
+            let kept = self
+                .call("keep_agents_alive", || {
+                    let mut lease = self.lease.clone();
+                    async move {
+                        // `keep_alive` sends one keep-alive and reads its answer; the stream
+                        // is dropped after (one call per refresh, no stream to babysit).
+                        match lease.keep_alive(id).await {
+                            Ok(_) => Ok(true),
+                            Err(etcd_client::Error::LeaseKeepAliveError(why))
+                                if why.contains("not found") =>
+                            {
+                                Ok(false)
+                            }
+                            Err(e) => Err(e.into()),
+                        }
+                    }
+                })
+                .await?;
+            if !kept {
+                // The lease expired, and its entries with it.
+                self.forget_lease(id);
+                all_kept = false;
             }
-        })
-        .await
+        }
+        Ok(all_kept)
     }
 
     async fn list_agents(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {

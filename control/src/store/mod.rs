@@ -4,8 +4,9 @@
 //!   [`StoredPolicy`] record); keys are bucket names. Every write returns the store revision
 //!   at which it committed; revisions increase monotonically. A write is acknowledged only
 //!   once it is durable (etcd committed it; the embedded store fsynced it).
-//! * [`AgentLeases`]: the agent registry beside the policies, each entry with a time to live
-//!   (an etcd lease), so any control server can answer "which agents enforce revision R".
+//! * [`AgentLeases`]: the agent registry beside the policies, each entry held by the control
+//!   server that wrote it under a time to live (its etcd lease), so any control server can
+//!   answer "which agents enforce revision R".
 //!
 //! * [`AuditLog`]: the audit trail, records under keys that sort by time, trimmed by age.
 //!
@@ -154,10 +155,14 @@ pub trait PolicyStore: Send + Sync + 'static {
     async fn identity(&self) -> Result<String, StoreError>;
 }
 
-/// The agent registry's entries: opaque bytes per node id, each expiring unless refreshed.
+/// The agent registry's entries: opaque bytes per node id, held by the store handle (the
+/// control server) that put them, and expiring unless it keeps them alive. etcd: one lease
+/// per handle (per TTL) kept alive as a whole, not a lease per write.
 #[async_trait::async_trait]
 pub trait AgentLeases: Send + Sync + 'static {
-    /// Stores `value` for `node_id`; it expires `ttl` after the last put.
+    /// Stores `value` for `node_id`, held by this handle: it lives while
+    /// [`AgentLeases::keep_agents_alive`] is called more often than `ttl`, and ends `ttl`
+    /// after the last call. An entry another handle held moves to this one.
     async fn put_agent(
         &self,
         node_id: &str,
@@ -165,7 +170,17 @@ pub trait AgentLeases: Send + Sync + 'static {
         ttl: Duration,
     ) -> Result<(), StoreError>;
 
+    /// Writes `value` for `node_id` only if this handle still holds the entry (no other
+    /// server took the agent over since, and it did not expire); `Ok(false)` if not.
+    async fn put_agent_if_held(&self, node_id: &str, value: Vec<u8>) -> Result<bool, StoreError>;
+
+    /// Deletes `node_id`'s entry if this handle still holds it.
     async fn remove_agent(&self, node_id: &str) -> Result<(), StoreError>;
+
+    /// Keeps every entry this handle holds alive for another TTL. `Ok(false)` when some of
+    /// them were lost (they expired, e.g. while the store could not be reached): put them
+    /// again.
+    async fn keep_agents_alive(&self) -> Result<bool, StoreError>;
 
     /// Every live registry entry, sorted by node id.
     async fn list_agents(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
