@@ -1,6 +1,6 @@
 //! One invocation: credentials, connection, command, rendering.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::{
     args::Cli,
@@ -14,7 +14,10 @@ use crate::{
 /// Runs the parsed command line and returns what to print on stdout.
 pub async fn run(cli: Cli) -> Result<String, CliError> {
     let Cli { global, command } = cli;
-    let credentials = access_key(global.access_key_id, global.access_key_secret)?;
+    let credentials = access_key(
+        global.access_key_id.clone(),
+        global.access_key_secret.clone(),
+    )?;
     let opts = ConnectOptions {
         url: &global.control,
         ca: global.ca.as_deref(),
@@ -22,11 +25,11 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
             .client_cert
             .as_deref()
             .zip(global.client_key.as_deref()),
-        timeout: Duration::from_secs(global.timeout),
+        timeout: global.call_timeout(command.waits()),
         insecure: global.insecure,
     };
     let client = Client::connect(&opts, Signer::new(credentials)).await?;
-    let outcome = commands::execute(&client, &command).await?;
+    let outcome = commands::execute(&client, &command, global.wait_timeout()).await?;
     Ok(output::render(&outcome, global.output, now_unix_ms()))
 }
 

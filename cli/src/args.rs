@@ -22,6 +22,9 @@ Exit codes:
      15 minutes off, or the key lacks the grant for this call
   5  unavailable: the control plane cannot be reached, its store is down, or the call
      timed out
+  6  --wait: not every selected agent enforced the revision within --timeout (the lagging
+     agents are named)
+  7  --wait: an agent refused (NACKed) the revision (the agents and their reasons are named)
 
 Environment:
   TLSFLEET_CONTROL, TLSFLEET_ACCESS_KEY_ID, TLSFLEET_ACCESS_KEY_SECRET (see the flags).
@@ -29,6 +32,8 @@ Environment:
 Examples:
   tlsfleetctl put --bucket logs --tls-versions TLSv1.2,TLSv1.3 --strong
   tlsfleetctl get --bucket logs --output json
+  tlsfleetctl put --bucket logs --tls-versions TLSv1.3 --wait
+  tlsfleetctl rollout status --wait --timeout 2m --selector zone=eu-1
   tlsfleetctl rollout";
 
 /// Operate a tlsfleet control plane: set, read, list and delete per-bucket TLS policies,
@@ -96,15 +101,44 @@ pub struct GlobalArgs {
     #[arg(long, value_enum, default_value_t = Format::Human, global = true)]
     pub output: Format,
 
-    /// Seconds to wait for the connection and for each call.
-    #[arg(
-        long,
-        value_name = "SECS",
-        default_value_t = 10,
-        value_parser = clap::value_parser!(u64).range(1..=3600),
-        global = true
-    )]
-    pub timeout: u64,
+    /// How long to wait for the connection and each call (default 10s); with --wait, for the
+    /// whole rollout (default 5m). A number of seconds, or a number and a unit (500ms, 30s,
+    /// 5m, 1h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout, global = true)]
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// The longest `--timeout`.
+const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d = match s.parse::<u64>() {
+        Ok(0) => return Err("must be more than zero".to_owned()),
+        Ok(secs) => std::time::Duration::from_secs(secs),
+        Err(_) => tlsfleet_net::parse_duration(s)?,
+    };
+    if d > MAX_TIMEOUT {
+        return Err("at most 24h".to_owned());
+    }
+    Ok(d)
+}
+
+impl GlobalArgs {
+    /// The deadline of one call: `--timeout`, or 10 s; while waiting for a rollout, at most
+    /// 10 s (the wait as a whole has the `--timeout`).
+    pub fn call_timeout(&self, waiting: bool) -> std::time::Duration {
+        let call = std::time::Duration::from_secs(10);
+        match self.timeout {
+            Some(t) if waiting => t.min(call),
+            Some(t) => t,
+            None => call,
+        }
+    }
+
+    /// How long `--wait` waits: `--timeout`, or 5 minutes.
+    pub fn wait_timeout(&self) -> std::time::Duration {
+        self.timeout.unwrap_or(std::time::Duration::from_secs(300))
+    }
 }
 
 /// How results are printed.
@@ -141,8 +175,23 @@ pub enum Command {
     Default(DefaultCommand),
     /// List the edge agents: state, applied and sent revisions, labels, last NACK.
     Agents,
-    /// Show which agents enforce a revision, which are pending and which failed.
+    /// Show which agents enforce a revision, which are pending and which failed; `rollout
+    /// status --wait` waits until they all do.
     Rollout(RolloutArgs),
+}
+
+impl Command {
+    /// Whether it waits for a rollout (`--wait`).
+    pub fn waits(&self) -> bool {
+        match self {
+            Command::Put(p) => p.wait,
+            Command::Rollout(RolloutArgs {
+                action: Some(RolloutAction::Status(s)),
+                ..
+            }) => s.wait.wait,
+            _ => false,
+        }
+    }
 }
 
 /// The bucket a command acts on.
@@ -212,6 +261,11 @@ pub struct PutArgs {
     /// With --dry-run: the traffic of the last DURATION (default: all kept, one hour).
     #[arg(long, value_name = "DURATION", requires = "dry_run", value_parser = tlsfleet_net::parse_duration)]
     pub since: Option<std::time::Duration>,
+
+    /// After the write, wait until every agent enforces it and print how long that took from
+    /// the write to the last acknowledgement (exit codes as for `rollout status --wait`).
+    #[arg(long, conflicts_with = "dry_run")]
+    pub wait: bool,
 }
 
 /// `default`.
@@ -313,12 +367,55 @@ impl ListArgs {
     }
 }
 
-/// `rollout`.
+/// `rollout` (alone: the status of a revision, as `rollout status` without waiting).
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct RolloutArgs {
-    /// Revision to report on (0: the current store revision).
+    #[command(subcommand)]
+    pub action: Option<RolloutAction>,
+
+    /// Revision to report on (0: the newest policy change).
     #[arg(long, value_name = "R", default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
     pub revision: i64,
+}
+
+/// What `rollout` does.
+#[derive(Debug, Subcommand)]
+pub enum RolloutAction {
+    /// Which agents enforce a revision; with --wait, wait until every selected agent does.
+    Status(RolloutStatusArgs),
+}
+
+/// `rollout status`.
+#[derive(Debug, Args)]
+pub struct RolloutStatusArgs {
+    /// Revision to report on (0: the newest policy change).
+    #[arg(long, value_name = "R", default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
+    pub revision: i64,
+
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+/// Waiting for a rollout (`rollout status --wait`, `put --wait`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct WaitArgs {
+    /// Wait until every selected agent enforces the revision: a progress bar on a terminal,
+    /// a line per change otherwise. Exits 0 when they do, 6 when --timeout passes first, 7
+    /// when an agent refuses (NACKs) it, naming the agents.
+    #[arg(long)]
+    pub wait: bool,
+
+    /// Only agents with this label (KEY=VALUE; repeat for several, all must match).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub selector: Vec<(String, String)>,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?}: expected KEY=VALUE")),
+    }
 }
 
 /// The OSS spellings, listed in `--help` and in clap's error for anything else.
@@ -347,6 +444,8 @@ fn parse_control_url(s: &str) -> Result<Uri, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use clap::{error::ErrorKind, CommandFactory};
 
     use super::*;
@@ -439,14 +538,90 @@ mod tests {
     fn globals_work_after_the_command_and_default_sensibly() {
         let cli = parse(&["get", "--bucket", "b", "--output", "json", "--timeout", "3"]).unwrap();
         assert_eq!(cli.global.output, Format::Json);
-        assert_eq!(cli.global.timeout, 3);
+        assert_eq!(cli.global.call_timeout(false), Duration::from_secs(3));
         let cli = parse(&["agents"]).unwrap();
         // The test environment may set TLSFLEET_CONTROL; only check the default when it doesn't.
         if std::env::var_os("TLSFLEET_CONTROL").is_none() {
             assert_eq!(cli.global.control.to_string(), "http://127.0.0.1:7443/");
         }
         assert_eq!(cli.global.output, Format::Human);
-        assert_eq!(cli.global.timeout, 10);
+        assert_eq!(cli.global.call_timeout(false), Duration::from_secs(10));
+        assert_eq!(cli.global.wait_timeout(), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn wait_flags_and_timeouts() {
+        let cli = parse(&[
+            "rollout",
+            "status",
+            "--wait",
+            "--timeout",
+            "2m",
+            "--selector",
+            "zone=a",
+            "--selector",
+            "tier=canary",
+            "--revision",
+            "7",
+        ])
+        .unwrap();
+        assert!(cli.command.waits());
+        // The wait has the whole --timeout; each call at most 10 s of it.
+        assert_eq!(cli.global.wait_timeout(), Duration::from_secs(120));
+        assert_eq!(cli.global.call_timeout(true), Duration::from_secs(10));
+        let Command::Rollout(RolloutArgs {
+            action: Some(RolloutAction::Status(s)),
+            ..
+        }) = cli.command
+        else {
+            panic!("not rollout status");
+        };
+        assert_eq!(s.revision, 7);
+        assert_eq!(
+            s.wait.selector,
+            [
+                ("zone".into(), "a".into()),
+                ("tier".into(), "canary".into())
+            ]
+        );
+        // `rollout` alone still works, and takes --revision.
+        let cli = parse(&["rollout", "--revision", "5"]).unwrap();
+        assert!(!cli.command.waits());
+        assert!(parse(&[
+            "put",
+            "--bucket",
+            "b",
+            "--tls-versions",
+            "TLSv1.3",
+            "--wait"
+        ])
+        .unwrap()
+        .command
+        .waits());
+        for bad in [
+            &["rollout", "status", "--selector", "novalue"][..],
+            &["rollout", "status", "--selector", "=v"],
+            &[
+                "put",
+                "--bucket",
+                "b",
+                "--tls-versions",
+                "TLSv1.3",
+                "--wait",
+                "--dry-run",
+            ],
+            &["agents", "--timeout", "25h"],
+            &["agents", "--timeout", "0s"],
+        ] {
+            assert_eq!(parse(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
+        assert_eq!(
+            parse(&["agents", "--timeout", "500ms"])
+                .unwrap()
+                .global
+                .call_timeout(false),
+            Duration::from_millis(500)
+        );
     }
 
     #[test]

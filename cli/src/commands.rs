@@ -7,9 +7,10 @@ use tlsfleet_proto::v1::{
 };
 
 use crate::{
-    args::{Command, DefaultCommand, HistoryArgs, ListArgs, PolicyArgs, PutArgs},
+    args::{Command, DefaultCommand, HistoryArgs, ListArgs, PolicyArgs, PutArgs, RolloutAction},
     client::Client,
     error::CliError,
+    wait::{self, Waited},
 };
 
 /// What a command got back, ready to print.
@@ -31,6 +32,14 @@ pub enum Outcome {
     },
     Agents(ListAgentsResponse),
     Rollout(GetRolloutStatusResponse),
+    /// `rollout status --wait`: every selected agent enforces the revision.
+    RolloutDone(Waited),
+    /// `put --wait`: stored, and enforced by every agent.
+    PutEnforced {
+        bucket: String,
+        response: PutResponse,
+        waited: Waited,
+    },
     History(v1::ListHistoryResponse),
     Usage(v1::GetUsageResponse),
     /// `put --dry-run`: nothing stored.
@@ -55,13 +64,26 @@ pub struct Listing {
     pub revision: i64,
 }
 
-/// Runs one command against the control plane.
-pub async fn execute(client: &Client, command: &Command) -> Result<Outcome, CliError> {
+/// Runs one command against the control plane; `--wait` waits at most `wait_timeout`.
+pub async fn execute(
+    client: &Client,
+    command: &Command,
+    wait_timeout: std::time::Duration,
+) -> Result<Outcome, CliError> {
     Ok(match command {
         Command::Put(args) if args.dry_run => Outcome::DryRun {
             bucket: args.bucket.clone(),
             response: client.put(put_request(args)).await?,
         },
+        Command::Put(args) if args.wait => {
+            let response = client.put(put_request(args)).await?;
+            let waited = wait::until_enforced(client, response.revision, &[], wait_timeout).await?;
+            Outcome::PutEnforced {
+                bucket: args.bucket.clone(),
+                response,
+                waited,
+            }
+        }
         Command::Put(args) => Outcome::Put {
             bucket: args.bucket.clone(),
             response: client.put(put_request(args)).await?,
@@ -90,13 +112,27 @@ pub async fn execute(client: &Client, command: &Command) -> Result<Outcome, CliE
                 .await?,
         },
         Command::Agents => Outcome::Agents(client.list_agents().await?),
-        Command::Rollout(args) => Outcome::Rollout(
-            client
-                .rollout_status(GetRolloutStatusRequest {
-                    revision: args.revision,
-                })
-                .await?,
-        ),
+        Command::Rollout(args) => match &args.action {
+            None => Outcome::Rollout(
+                client
+                    .rollout_status(GetRolloutStatusRequest {
+                        revision: args.revision,
+                        ..Default::default()
+                    })
+                    .await?,
+            ),
+            Some(RolloutAction::Status(s)) if s.wait.wait => Outcome::RolloutDone(
+                wait::until_enforced(client, s.revision, &s.wait.selector, wait_timeout).await?,
+            ),
+            Some(RolloutAction::Status(s)) => Outcome::Rollout(
+                client
+                    .rollout_status(GetRolloutStatusRequest {
+                        revision: s.revision,
+                        selector: s.wait.selector.iter().cloned().collect(),
+                    })
+                    .await?,
+            ),
+        },
         Command::Default(DefaultCommand::Get) => Outcome::Default(client.get_default().await?),
         Command::Default(DefaultCommand::Set(args)) => Outcome::DefaultSet(
             client

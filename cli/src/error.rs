@@ -19,6 +19,10 @@ pub enum Exit {
     Denied = 4,
     /// No connection, the server or its store is down, or the deadline passed.
     Unavailable = 5,
+    /// `--wait`: the rollout did not complete within `--timeout`.
+    RolloutIncomplete = 6,
+    /// `--wait`: an agent NACKed the revision.
+    RolloutFailed = 7,
 }
 
 /// Why a command failed.
@@ -40,6 +44,20 @@ pub enum CliError {
     },
     /// The control plane answered something this CLI cannot use.
     BadAnswer(String),
+    /// `--wait`: not every selected agent enforced `revision` within `after`.
+    RolloutIncomplete {
+        revision: i64,
+        after: Duration,
+        enforcing: usize,
+        /// The agents still pending (empty with `total` 0: no agent was selected).
+        pending: Vec<String>,
+        total: u32,
+    },
+    /// `--wait`: agents NACKed `revision`: (node, its errors as "bucket: reason").
+    RolloutFailed {
+        revision: i64,
+        failed: Vec<(String, Vec<String>)>,
+    },
 }
 
 impl CliError {
@@ -51,8 +69,26 @@ impl CliError {
             Self::Rpc { status, .. } if is_transport_failure(status) => Exit::Unavailable,
             Self::Rpc { status, .. } => exit_for_code(status.code()),
             Self::BadAnswer(_) => Exit::Other,
+            Self::RolloutIncomplete { .. } => Exit::RolloutIncomplete,
+            Self::RolloutFailed { .. } => Exit::RolloutFailed,
         }
     }
+}
+
+/// Names listed in one error message, at most (then "and N more").
+const NAMES_SHOWN: usize = 20;
+
+fn names(all: &[String]) -> String {
+    let mut out = all
+        .iter()
+        .take(NAMES_SHOWN)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if all.len() > NAMES_SHOWN {
+        out.push_str(&format!(" and {} more", all.len() - NAMES_SHOWN));
+    }
+    out
 }
 
 /// A call that failed below gRPC (the connection broke, e.g. the server refused this client's
@@ -133,7 +169,54 @@ impl fmt::Display for CliError {
                 }
             }
             Self::BadAnswer(msg) => write!(f, "unexpected answer from the control plane: {msg}"),
+            Self::RolloutIncomplete {
+                revision,
+                after,
+                total: 0,
+                ..
+            } => write!(
+                f,
+                "revision {revision}: no agent matched within {} (see --selector, and \
+                 `tlsfleetctl agents`)",
+                human_duration(*after)
+            ),
+            Self::RolloutIncomplete {
+                revision,
+                after,
+                enforcing,
+                pending,
+                total,
+            } => write!(
+                f,
+                "revision {revision}: {enforcing} of {total} agents enforcing after {}; \
+                 still pending: {}",
+                human_duration(*after),
+                names(pending)
+            ),
+            Self::RolloutFailed { revision, failed } => {
+                write!(f, "revision {revision}: refused (NACKed) by ")?;
+                for (i, (node, errors)) in failed.iter().take(NAMES_SHOWN).enumerate() {
+                    let sep = if i == 0 { "" } else { "; " };
+                    write!(f, "{sep}{node} ({})", errors.join(", "))?;
+                }
+                if failed.len() > NAMES_SHOWN {
+                    write!(f, " and {} more", failed.len() - NAMES_SHOWN)?;
+                }
+                Ok(())
+            }
         }
+    }
+}
+
+/// `12 ms`, `1.5s`, `2m 5s`.
+pub fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs == 0 {
+        format!("{} ms", d.as_millis())
+    } else if secs >= 60 {
+        format!("{}m {}s", secs / 60, secs % 60)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
     }
 }
 

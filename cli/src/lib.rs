@@ -13,3 +13,4 @@ pub mod commands;
 pub mod error;
 pub mod output;
 pub mod signer;
+pub mod wait;

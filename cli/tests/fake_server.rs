@@ -282,12 +282,37 @@ impl FleetService for Fake {
             tlsfleet_proto::v1::methods::FLEET_SERVICE_GET_ROLLOUT_STATUS,
         )?;
         let revision = req.into_inner().revision;
-        Ok(Response::new(GetRolloutStatusResponse {
-            revision: if revision == 0 { 42 } else { revision },
-            agents_total: 1,
-            enforcing: vec!["edge-1".into()],
-            pending: vec![],
-            failed: vec![],
+        Ok(Response::new(match revision {
+            // NACKed by edge-2.
+            666 => GetRolloutStatusResponse {
+                revision,
+                agents_total: 2,
+                enforcing: vec!["edge-1".into()],
+                failed: vec!["edge-2".into()],
+                failures: vec![AgentStatus {
+                    node_id: "edge-2".into(),
+                    errors: vec![tlsfleet_proto::v1::BucketError {
+                        bucket: "logs".into(),
+                        reason: "no certificate for the suites".into(),
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            // edge-3 never gets there.
+            777 => GetRolloutStatusResponse {
+                revision,
+                agents_total: 2,
+                enforcing: vec!["edge-1".into()],
+                pending: vec!["edge-3".into()],
+                ..Default::default()
+            },
+            _ => GetRolloutStatusResponse {
+                revision: if revision == 0 { 42 } else { revision },
+                agents_total: 1,
+                enforcing: vec!["edge-1".into()],
+                ..Default::default()
+            },
         }))
     }
 
@@ -478,6 +503,44 @@ async fn server_errors_map_to_exit_codes() {
 
     let err = server.run(&["get", "--bucket", "down"]).await.unwrap_err();
     assert_eq!(err.exit(), Exit::Unavailable, "{err}");
+}
+
+#[tokio::test]
+async fn waiting_ends_with_the_rollout_naming_who_lags_or_refused() {
+    let server = start().await;
+    let done = server
+        .run(&["rollout", "status", "--wait", "--revision", "42"])
+        .await
+        .expect("every agent enforces 42");
+    assert!(done.contains("all 1 agents enforce revision 42"), "{done}");
+
+    let err = server
+        .run(&["rollout", "status", "--wait", "--revision", "666"])
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit(), Exit::RolloutFailed, "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("edge-2") && msg.contains("logs: no certificate for the suites"),
+        "{msg}"
+    );
+
+    let start = std::time::Instant::now();
+    let err = server
+        .run(&[
+            "rollout",
+            "status",
+            "--wait",
+            "--revision",
+            "777",
+            "--timeout",
+            "1s",
+        ])
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit(), Exit::RolloutIncomplete, "{err}");
+    assert!(err.to_string().contains("still pending: edge-3"), "{err}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(3));
 }
 
 #[tokio::test]

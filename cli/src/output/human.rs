@@ -8,7 +8,10 @@ use tlsfleet_proto::v1::{
 };
 
 use super::json::state_name;
-use crate::commands::{Listing, Outcome};
+use crate::{
+    commands::{Listing, Outcome},
+    error::human_duration,
+};
 
 pub(super) fn render(outcome: &Outcome, now_unix_ms: i64) -> String {
     match outcome {
@@ -34,6 +37,29 @@ pub(super) fn render(outcome: &Outcome, now_unix_ms: i64) -> String {
         ),
         Outcome::Agents(r) => agents(r, now_unix_ms),
         Outcome::Rollout(r) => rollout(r),
+        Outcome::RolloutDone(w) => format!(
+            "{}all {} agents enforce revision {} (waited {})\n",
+            rollout(&w.status),
+            w.status.agents_total,
+            w.status.revision,
+            human_duration(w.elapsed)
+        ),
+        Outcome::PutEnforced {
+            bucket,
+            response,
+            waited,
+        } => {
+            let head = format!("stored the policy of bucket {bucket}");
+            let took = match waited.write_to_last_ack(response.committed_unix_ms) {
+                Some(d) => format!("{} from the write to the last acknowledgement", human_duration(d)),
+                None => format!("waited {}", human_duration(waited.elapsed)),
+            };
+            format!(
+                "{}enforced by all {} agents: {took}\n",
+                applied(&head, response),
+                waited.status.agents_total
+            )
+        }
         Outcome::History(r) => history(r),
         Outcome::Usage(r) => usage(r),
         Outcome::DryRun { bucket, response } => dry_run(bucket, response),
@@ -705,6 +731,7 @@ mod tests {
             enforcing: vec!["a".into(), "b".into()],
             pending: vec!["c".into()],
             failed: vec![],
+            ..Default::default()
         }));
         assert_eq!(
             out,

@@ -14,6 +14,10 @@ fn value<T: serde::Serialize>(message: &T) -> Value {
     serde_json::to_value(message).unwrap_or(Value::Null)
 }
 
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 pub(super) fn render(outcome: &Outcome) -> Value {
     match outcome {
         Outcome::Put { bucket, response } | Outcome::Disable { bucket, response } => json!({
@@ -32,6 +36,28 @@ pub(super) fn render(outcome: &Outcome) -> Value {
         }),
         Outcome::Agents(r) => value(r),
         Outcome::Rollout(r) => value(r),
+        Outcome::RolloutDone(w) => {
+            let mut v = value(&w.status);
+            v["waited_ms"] = json!(millis(w.elapsed));
+            v
+        }
+        Outcome::PutEnforced {
+            bucket,
+            response,
+            waited,
+        } => json!({
+            "bucket": bucket,
+            "revision": response.revision,
+            "effective": value(&response.effective),
+            "downgrade": response.downgrade,
+            "enforced": {
+                "agents": waited.status.agents_total,
+                "waited_ms": millis(waited.elapsed),
+                "write_to_last_ack_ms": waited
+                    .write_to_last_ack(response.committed_unix_ms)
+                    .map(millis),
+            },
+        }),
         Outcome::History(r) => value(r),
         Outcome::Usage(r) => value(r),
         Outcome::DryRun { bucket, response } => json!({
@@ -200,10 +226,11 @@ mod tests {
             enforcing: vec!["a".into(), "b".into()],
             pending: vec!["c".into()],
             failed: vec![],
+            ..Default::default()
         }));
         assert_eq!(
             out,
-            json!({"revision": 13, "agents_total": 3, "enforcing": ["a", "b"], "pending": ["c"], "failed": []})
+            json!({"revision": 13, "agents_total": 3, "enforcing": ["a", "b"], "pending": ["c"], "failed": [], "failures": [], "last_ack_unix_ms": 0})
         );
     }
 

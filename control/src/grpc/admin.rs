@@ -193,6 +193,8 @@ fn put_response(out: &crate::service::PutOutcome, change: &Change) -> Response<P
             revision: out.revision,
             effective: Some((&out.effective).into()),
             downgrade: out.downgrade,
+            // Read just after the store acknowledged the write.
+            committed_unix_ms: crate::clock::now_ms(),
             ..Default::default()
         },
         change,
@@ -251,6 +253,7 @@ impl HttpsConfigService for AdminService {
                     .map(|d| d.to_string())
                     .unwrap_or_default(),
                 impact: Some(impact),
+                committed_unix_ms: 0,
             }));
         }
         let out = self

@@ -115,14 +115,24 @@ impl FleetService for FleetServer {
     ) -> Result<Response<GetRolloutStatusResponse>, Status> {
         authenticate_request(&self.auth, &req)?.authorize(None)?;
         let revision = match req.get_ref().revision {
-            0 => self.index.revision(),
+            // The newest policy change, not the store's revision: on etcd that also counts
+            // registry writes, which agents are never sent.
+            0 => self.index.last_change(),
             r => r,
         };
+        let selector: std::collections::BTreeMap<String, String> = req
+            .get_ref()
+            .selector
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let Rollout {
             enforcing,
             pending,
             failed,
-        } = self.registry.rollout(revision).await;
+            failures,
+            last_ack_unix_ms,
+        } = self.registry.rollout(revision, &selector).await;
         Ok(Response::new(GetRolloutStatusResponse {
             revision,
             agents_total: u32::try_from(enforcing.len() + pending.len() + failed.len())
@@ -130,6 +140,8 @@ impl FleetService for FleetServer {
             enforcing,
             pending,
             failed,
+            failures: failures.into_iter().map(agent_status).collect(),
+            last_ack_unix_ms,
         }))
     }
 

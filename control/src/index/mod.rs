@@ -130,6 +130,12 @@ impl Index {
         self.views.borrow().as_ref().map_or(0, View::revision)
     }
 
+    /// The latest view's newest policy change (see [`View::last_change`]; 0 before the first
+    /// load).
+    pub fn last_change(&self) -> Revision {
+        self.views.borrow().as_ref().map_or(0, View::last_change)
+    }
+
     /// Whether the first load has completed.
     pub fn is_loaded(&self) -> bool {
         self.views.borrow().is_some()

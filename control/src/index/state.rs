@@ -104,6 +104,10 @@ pub enum DefaultChange {
 #[derive(Clone, Debug, Default)]
 pub struct View {
     revision: Revision,
+    /// The revision of the newest change this view knows of (a put or delete of a policy or
+    /// of the default). At most `revision`, and below it on etcd, whose revision also counts
+    /// writes that are not policies. A delete made before a (re)list is not known.
+    last_change: Revision,
     entries: OrdMap<String, Arc<PolicyEntry>>,
     default: Option<Arc<DefaultEntry>>,
 }
@@ -116,6 +120,12 @@ impl View {
 
     pub fn revision(&self) -> Revision {
         self.revision
+    }
+
+    /// The revision of the newest policy change (what "the current revision" of a rollout
+    /// means: agents that applied it enforce every policy of this view).
+    pub fn last_change(&self) -> Revision {
+        self.last_change
     }
 
     pub fn len(&self) -> usize {
@@ -296,8 +306,10 @@ impl State {
                 entries.insert(kv.key.clone(), e);
             }
         }
+        let newest = items.iter().map(|kv| kv.mod_revision).max().unwrap_or(0);
         let new_view = View {
             revision,
+            last_change: newest.max(self.view.last_change),
             entries,
             default,
         };
@@ -334,6 +346,10 @@ impl State {
             }
             (None, None) => None,
         };
+        if !update.deletes.is_empty() || matches!(update.default, Some(DefaultChange::Cleared)) {
+            // When between the two lists is unknown: at the latest, the relist's revision.
+            self.view.last_change = revision;
+        }
         Some(update)
     }
 
@@ -350,19 +366,25 @@ impl State {
             if event.revision() <= current {
                 continue; // already applied
             }
-            match event {
+            let at = event.revision();
+            let changed = match event {
                 Event::Put(kv) if kv.key == DEFAULT_POLICY_KEY => {
                     if let Some(d) = DefaultEntry::decode(&kv) {
                         self.tombstones.remove(DEFAULT_POLICY_KEY);
                         view.default = Some(d.clone());
                         update.default = Some(DefaultChange::Set(d));
+                        true
+                    } else {
+                        false
                     }
                 }
                 Event::Delete { key, mod_revision } if key == DEFAULT_POLICY_KEY => {
-                    if view.default.take().is_some() {
+                    let had = view.default.take().is_some();
+                    if had {
                         self.tombstones.insert(key, mod_revision);
                         update.default = Some(DefaultChange::Cleared);
                     }
+                    had
                 }
                 Event::Put(kv) => {
                     if let Some(e) = PolicyEntry::decode(&kv) {
@@ -371,15 +393,23 @@ impl State {
                         update.upserts.retain(|u| u.bucket.as_str() != kv.key);
                         view.entries.insert(kv.key.clone(), e.clone());
                         update.upserts.push(e);
+                        true
+                    } else {
+                        false
                     }
                 }
                 Event::Delete { key, mod_revision } => {
-                    if view.entries.remove(&key).is_some() {
+                    let had = view.entries.remove(&key).is_some();
+                    if had {
                         update.upserts.retain(|u| u.bucket.as_str() != key);
                         self.tombstones.insert(key.clone(), mod_revision);
                         update.deletes.push(key);
                     }
+                    had
                 }
+            };
+            if changed {
+                view.last_change = view.last_change.max(at);
             }
         }
         view.revision = update.revision;
@@ -480,7 +510,10 @@ mod tests {
         let mut s = State::default();
         assert!(s.replace_all(5, &[kv("aaa", 2), kv("bbb", 5)]).is_none());
         assert_eq!((s.view().revision(), s.view().len(), s.floor()), (5, 2, 5));
+        assert_eq!(s.view().last_change(), 5);
         let u = s.replace_all(9, &[kv("bbb", 5), kv("ccc", 8)]).unwrap();
+        // A delete between the lists: when exactly is unknown, so the relist's revision.
+        assert_eq!(s.view().last_change(), 9);
         assert_eq!((u.from_revision, u.revision), (5, 9));
         assert_eq!(names(&u), (vec!["ccc"], vec!["aaa"]));
         // The relist's delete is remembered for a subscriber at 5.
@@ -512,6 +545,11 @@ mod tests {
         let u = s.apply(6, vec![del("zzz", 6)]).unwrap();
         assert!(u.is_empty());
         assert_eq!(u.revision, 6);
+        // ... and is not a change a rollout waits for; nor is a revision without events
+        // (on etcd, other keys' writes).
+        assert_eq!(s.view().last_change(), 5);
+        s.apply(9, vec![]);
+        assert_eq!((s.view().revision(), s.view().last_change()), (9, 5));
     }
 
     #[test]

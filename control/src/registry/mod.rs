@@ -112,6 +112,7 @@ impl Registry {
             control_url: self.inner.control_url.clone(),
             connected_at_unix_ms: now,
             last_seen_unix_ms: now,
+            acked_unix_ms: 0,
             key_types: hello
                 .key_types
                 .iter()
@@ -187,9 +188,15 @@ impl Registry {
         urls
     }
 
-    /// The agents, classified for `revision`.
-    pub async fn rollout(&self, revision: i64) -> Rollout {
-        Rollout::classify(revision, &self.list().await)
+    /// The agents whose labels match `selector` (all when empty), classified for `revision`.
+    pub async fn rollout(&self, revision: i64, selector: &BTreeMap<String, String>) -> Rollout {
+        let agents = self.list().await;
+        Rollout::classify(
+            revision,
+            agents
+                .iter()
+                .filter(|a| rollout::selects(selector, &a.labels)),
+        )
     }
 
     /// Writes changed entries and keeps this server's entries alive until `shutdown`.
@@ -326,6 +333,7 @@ impl Session {
 
     pub fn ack(&self, revision: i64) {
         self.update(|s| {
+            s.acked_unix_ms = now_ms();
             s.applied_revision = s.applied_revision.max(revision);
             if revision < s.nack_revision {
                 // An older revision's ACK does not undo a newer NACK.
@@ -346,6 +354,7 @@ impl Session {
     pub fn nack(&self, revision: i64, errors: Vec<BucketFailure>) {
         warn!(node = ?self.node_id, revision, ?errors, "agent NACKed a revision");
         self.update(|s| {
+            s.acked_unix_ms = now_ms();
             s.applied_revision = s.applied_revision.max(revision);
             s.nack_revision = revision;
             s.errors = errors.into_iter().take(100).collect();

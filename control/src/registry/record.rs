@@ -51,6 +51,9 @@ pub struct AgentRecord {
     pub control_url: String,
     pub connected_at_unix_ms: i64,
     pub last_seen_unix_ms: i64,
+    /// When it last acknowledged a revision (0: not yet on this stream).
+    #[serde(default)]
+    pub acked_unix_ms: i64,
     /// Its certificate's key types (`ECDSA`, `RSA`).
     #[serde(default)]
     pub key_types: Vec<String>,
@@ -112,6 +115,7 @@ fn legacy(bytes: &[u8]) -> Option<AgentRecord> {
         control_url: String::new(),
         connected_at_unix_ms: s.connected_at_unix_ms,
         last_seen_unix_ms: s.last_seen_unix_ms,
+        acked_unix_ms: 0,
         key_types: s.key_types,
     })
 }

@@ -1,7 +1,12 @@
 //! Rollout classification: for one revision, which agents enforce it, which are still on
 //! their way, and which failed it.
 
+use std::collections::BTreeMap;
+
 use super::{AgentRecord, Phase};
+
+/// Failed agents reported with their errors, at most.
+pub const MAX_FAILURES: usize = 100;
 
 /// The agents, classified for one revision.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -12,6 +17,15 @@ pub struct Rollout {
     pub pending: Vec<String>,
     /// NACKed the revision or a later one.
     pub failed: Vec<String>,
+    /// The first [`MAX_FAILURES`] failed agents' records (with their NACK errors).
+    pub failures: Vec<AgentRecord>,
+    /// The latest acknowledgement among the enforcing agents (Unix ms; 0: none).
+    pub last_ack_unix_ms: i64,
+}
+
+/// Whether `labels` has every `key = value` of `selector` (an empty selector selects all).
+pub fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 impl Rollout {
@@ -22,8 +36,12 @@ impl Rollout {
             let id = a.node_id.clone();
             if a.phase == Phase::Degraded && a.nack_revision >= revision {
                 out.failed.push(id);
+                if out.failures.len() < MAX_FAILURES {
+                    out.failures.push(a.clone());
+                }
             } else if a.applied_revision >= revision && a.is_connected() {
                 out.enforcing.push(id);
+                out.last_ack_unix_ms = out.last_ack_unix_ms.max(a.acked_unix_ms);
             } else {
                 out.pending.push(id);
             }
@@ -53,6 +71,7 @@ mod tests {
             control_url: String::new(),
             connected_at_unix_ms: 0,
             last_seen_unix_ms: 0,
+            acked_unix_ms: applied * 100,
             key_types: vec![],
         }
     }
@@ -71,6 +90,29 @@ mod tests {
         assert_eq!(r.enforcing, ["in-sync", "ahead", "nacked-before"]);
         assert_eq!(r.pending, ["behind", "gone"]);
         assert_eq!(r.failed, ["nacked"]);
+        assert_eq!(r.failures, [agents[4].clone()]);
+        assert_eq!(
+            r.last_ack_unix_ms, 1200,
+            "the latest ACK of an enforcing agent"
+        );
         assert_eq!(r.total(), agents.len());
+    }
+
+    #[test]
+    fn a_selector_needs_every_label() {
+        let labels: BTreeMap<String, String> = [("zone", "a"), ("tier", "canary")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into();
+        let sel = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        assert!(selects(&sel(&[]), &labels));
+        assert!(selects(&sel(&[("zone", "a")]), &labels));
+        assert!(selects(&sel(&[("zone", "a"), ("tier", "canary")]), &labels));
+        assert!(!selects(&sel(&[("zone", "b")]), &labels));
+        assert!(!selects(&sel(&[("zone", "a"), ("rack", "1")]), &labels));
     }
 }
