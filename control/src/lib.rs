@@ -11,5 +11,6 @@ pub mod registry;
 pub mod rest;
 pub mod server;
 pub mod service;
+pub mod status;
 pub mod store;
 pub mod usage;

@@ -226,6 +226,16 @@ impl Policies {
         &self.index
     }
 
+    /// The agent registry, when this server has agents.
+    pub fn fleet(&self) -> Option<&Registry> {
+        self.fleet.as_ref()
+    }
+
+    /// The store's members' health (see `PolicyStore::members`).
+    pub fn store_members(&self) -> Vec<crate::store::MemberHealth> {
+        self.store.members()
+    }
+
     /// Validates and stores `config` for `bucket` on behalf of `change`; returns once the
     /// store committed it. A downgrade needs `change.allow_downgrade`. Recorded in the audit
     /// trail either way.

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod background;
 pub mod control;
 pub mod etcd;
+pub mod etcd_cluster;
 pub mod eventually;
 pub mod grpc;
 pub mod lenient;

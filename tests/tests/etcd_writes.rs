@@ -7,7 +7,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use tlsfleet_control::store::{etcd::EtcdStore, PolicyStore, StoreError};
+use tlsfleet_control::store::{etcd::EtcdStore, PolicyStore};
 use tlsfleet_testkit::{etcd::Etcd, procs::eventually, proxy::Proxy};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -48,7 +48,7 @@ async fn committed(other: &EtcdStore, key: &str, value: &[u8]) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_answer_then_another_write_is_outcome_unknown_and_never_overwritten() {
+async fn a_lost_answer_is_recognised_by_its_guard_and_a_newer_write_is_never_overwritten() {
     let r = rig().await;
     r.store
         .put("vault", b"v0".to_vec())
@@ -71,11 +71,13 @@ async fn a_lost_answer_then_another_write_is_outcome_unknown_and_never_overwritt
         .expect("newer put");
     r.proxy.reset();
 
-    let outcome = pending.await.expect("task");
-    assert!(
-        matches!(outcome, Err(StoreError::OutcomeUnknown(_))),
-        "{outcome:?}"
-    );
+    // The lost write did commit (its guard says so), before the newer one: acknowledged at
+    // its own revision, and not written again over the newer one.
+    let ours = pending
+        .await
+        .expect("task")
+        .expect("our put is acknowledged");
+    assert!(ours < newer, "{ours} < {newer}");
     let kv = r.other.get("vault").await.expect("get").expect("present");
     assert_eq!(
         kv.value, b"newer",
@@ -142,17 +144,41 @@ async fn a_lost_create_never_brings_back_a_key_deleted_since() {
     let pending = tokio::spawn(async move { store.put("fresh", b"created-marker".to_vec()).await });
     assert!(committed(&r.other, "fresh", b"created-marker").await);
     // Another control server deletes it, and acknowledges the delete.
-    let (_, existed) = r.other.delete("fresh").await.expect("delete");
+    let (deleted_at, existed) = r.other.delete("fresh").await.expect("delete");
     assert!(existed);
     r.proxy.reset();
-    let outcome = pending.await.expect("task");
-    assert!(
-        matches!(outcome, Err(StoreError::OutcomeUnknown(_))),
-        "{outcome:?}"
-    );
+    // The create committed (its guard says so) before the delete; it is not sent again.
+    let created_at = pending
+        .await
+        .expect("task")
+        .expect("the create is acknowledged");
+    assert!(created_at < deleted_at);
     assert_eq!(
         r.other.get("fresh").await.expect("get"),
         None,
         "the acknowledged delete was undone"
     );
+}
+
+/// A write that gets no answer at all for a while (every answer lost, then the connection
+/// healed) is sent again, attempt after attempt, and commits once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_without_answers_is_sent_again_and_commits_once() {
+    let r = rig().await;
+    r.store.put("warm", b"x".to_vec()).await.expect("warm up");
+    let before = r.other.revision().await.expect("revision");
+    r.proxy.set_blackhole(true);
+    let store = r.store.clone();
+    let pending = tokio::spawn(async move { store.put("stalled", b"v1".to_vec()).await });
+    // Each attempt waits at most the write attempt timeout; heal after two of them.
+    tokio::time::sleep(2 * tlsfleet_control::store::etcd::WRITE_ATTEMPT_TIMEOUT).await;
+    r.proxy.reset();
+    let revision = pending.await.expect("task").expect("put acknowledged");
+    let kv = r.other.get("stalled").await.expect("get").expect("present");
+    assert_eq!(
+        (kv.value.as_slice(), kv.mod_revision),
+        (&b"v1"[..], revision)
+    );
+    // One commit of the put (the revision moved by one).
+    assert_eq!(r.other.revision().await.expect("revision"), before + 1);
 }

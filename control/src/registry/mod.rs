@@ -136,6 +136,22 @@ impl Registry {
         }
     }
 
+    /// This server's agents by phase (for its metrics): applying, in sync, degraded,
+    /// disconnected (still shown).
+    pub fn local_phases(&self) -> [usize; 4] {
+        let mut counts = [0; 4];
+        for e in self.lock().values() {
+            let i = match e.status.phase {
+                Phase::Applying => 0,
+                Phase::InSync => 1,
+                Phase::Degraded => 2,
+                Phase::Disconnected => 3,
+            };
+            counts[i] += 1;
+        }
+        counts
+    }
+
     /// Every known agent, sorted by node id: this server's, then the store's for the rest.
     pub async fn list(&self) -> Vec<AgentRecord> {
         let mut all: BTreeMap<String, AgentRecord> = BTreeMap::new();

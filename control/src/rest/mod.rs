@@ -209,10 +209,18 @@ async fn dispatch(
     };
     let (target, put) = match route {
         Route::Healthz => return plain(StatusCode::OK, "ok\n"),
-        Route::Readyz if shared.policies.index().is_loaded() => {
-            return plain(StatusCode::OK, "ok\n")
+        Route::Readyz => {
+            let (ready, body) = crate::status::readiness(&shared.policies);
+            let code = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            return plain(code, body);
         }
-        Route::Readyz => return plain(StatusCode::SERVICE_UNAVAILABLE, "index not loaded\n"),
+        Route::Metrics => {
+            return plain(StatusCode::OK, crate::status::metrics(&shared.policies));
+        }
         Route::Put(t) => (t, true),
         Route::Get(t) => (t, false),
     };
@@ -248,8 +256,8 @@ async fn dispatch(
     }
 }
 
-fn plain(status: StatusCode, text: &'static str) -> Outcome {
-    let mut r = Response::new(Body::from(text));
+fn plain(status: StatusCode, text: impl Into<Body>) -> Outcome {
+    let mut r = Response::new(text.into());
     *r.status_mut() = status;
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));

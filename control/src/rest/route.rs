@@ -20,6 +20,8 @@ pub enum Route {
     Healthz,
     /// `GET /-/readyz`: the index has loaded.
     Readyz,
+    /// `GET /-/metrics`: Prometheus text (see `status`).
+    Metrics,
     /// `PUT ?httpsConfig`.
     Put(Target),
     /// `GET ?httpsConfig`.
@@ -66,6 +68,7 @@ pub fn route(
         let route = match probe {
             "healthz" => Route::Healthz,
             "readyz" => Route::Readyz,
+            "metrics" => Route::Metrics,
             _ => {
                 return fail(
                     OssError::new(StatusCode::NOT_FOUND, "NotFound", "no such probe"),

@@ -1,7 +1,8 @@
 //! The etcd adapter (etcd v3 API through `etcd-client`).
 //!
 //! Layout: policies under `{prefix}policies/{bucket}`, registry entries under
-//! `{prefix}agents/{node_id}` attached to a lease. Revisions are etcd's: the header revision
+//! `{prefix}agents/{node_id}` attached to a lease, audit records under `{prefix}audit/`, write
+//! guards under `{prefix}writes/` (expiring), the store's identity at `{prefix}meta/identity`. Revisions are etcd's: the header revision
 //! of a put or delete is the revision it committed at, and `list` reads pages of
 //! [`PAGE_KEYS`] at the header revision of its first page, the revision of the whole snapshot. etcd's revision is cluster-wide, so
 //! registry writes advance it too: policy revisions are increasing but not dense.
@@ -11,10 +12,10 @@
 //! (`Unavailable` and friends, transport errors, timeouts) with a short backoff. When that
 //! runs out the call fails with `StoreError::Unavailable`, so a REST write answers 503 within
 //! seconds while etcd is down. A put is acknowledged only once etcd answered, i.e. committed.
-//! Writes are retried conditionally (see `conditional_write`): a put whose answer was lost may
-//! have committed, and a blind retry could overwrite a newer write another control server
-//! acknowledged meanwhile; instead the retry recognises its own write, or answers
-//! `OutcomeUnknown` ("may have been applied") rather than "nothing written".
+//! Writes carry a guard key created in the same transaction (see `write`), so a write whose
+//! answer was lost is sent again safely, to the next member at once: the retry recognises the
+//! commit by its guard, or commits itself; a newer write another control server acknowledged
+//! meanwhile is never overwritten.
 //!
 //! Agent registry: a store handle (one per control server) grants one lease per TTL (whole
 //! seconds, at least 1) on first use, puts its agents' entries on it, and keeps it alive as
@@ -25,8 +26,13 @@
 //! entries end with it, within the TTL.
 
 mod audit;
+mod leases;
+mod members;
 mod watch;
 mod write;
+
+pub use members::DOWN_FOR_MS;
+pub use write::{GUARD_TTL_SECS, WRITE_ATTEMPT_TIMEOUT};
 
 use write::Write;
 
@@ -38,15 +44,13 @@ use std::{
 };
 
 use etcd_client::{
-    Client, CompactionOptions, Compare, CompareOp, ConnectOptions, GetOptions, KvClient,
-    LeaseClient, PutOptions, ResponseHeader, Txn, TxnOp, TxnOpResponse, WatchClient, WatchOptions,
+    CompactionOptions, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, LeaseClient,
+    ResponseHeader, Txn, TxnOp, TxnOpResponse, WatchClient, WatchOptions,
 };
 use tokio::time::Instant;
 use tonic::Code;
 
-use crate::store::{
-    AgentLeases, KeyValue, PolicyStore, Revision, Snapshot, StoreError, WatchStream,
-};
+use crate::store::{KeyValue, PolicyStore, Revision, Snapshot, StoreError, WatchStream};
 
 /// The key prefix used when none is configured.
 pub const DEFAULT_PREFIX: &str = "/tlsfleet/";
@@ -83,13 +87,15 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
 /// The store in an etcd cluster. Cheap to clone.
 #[derive(Clone)]
 pub struct EtcdStore {
-    kv: KvClient,
-    watch: WatchClient,
-    lease: LeaseClient,
+    members: Arc<members::Members>,
     policies: String,
     agents: String,
     audit: String,
+    /// Write guards (see `write`).
+    writes: String,
     identity_key: String,
+    /// The lease write guards are put on now, and when it was granted (Unix s).
+    guard: Arc<std::sync::Mutex<Option<(i64, i64)>>>,
     /// The registry leases this handle holds (TTL seconds -> lease id); shared by clones.
     registry_leases: Arc<std::sync::Mutex<BTreeMap<i64, i64>>>,
 }
@@ -156,26 +162,35 @@ impl EtcdStore {
             // A member cut off from its leader fails calls and watches at once instead of
             // serving them late: the caller retries, another member answers.
             .with_require_leader(true);
-        let client = Client::connect(endpoints, Some(options))
-            .await
-            .map_err(|e| StoreError::Other(format!("etcd client: {e}")))?;
+        let members = members::Members::connect(endpoints, options).await?;
         Ok(EtcdStore {
-            kv: client
-                .kv_client()
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
-            watch: client
-                .watch_client()
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
-            lease: client.lease_client(),
+            members: Arc::new(members),
             policies: format!("{prefix}policies/"),
             agents: format!("{prefix}agents/"),
             audit: format!("{prefix}audit/"),
+            writes: format!("{prefix}writes/"),
             identity_key: format!("{prefix}meta/identity"),
+            guard: Arc::default(),
             registry_leases: Arc::default(),
         })
     }
 
-    /// Runs `attempt` until it succeeds, fails for good, or the call deadline passes.
+    /// The member calls go to now (see `members`), and its clients.
+    fn kv(&self) -> KvClient {
+        self.members.kv(self.members.pick())
+    }
+
+    fn watch_client(&self) -> WatchClient {
+        self.members.watch(self.members.pick())
+    }
+
+    fn lease_client(&self) -> LeaseClient {
+        self.members.lease(self.members.pick())
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the call deadline passes. An
+    /// attempt that fails on one member moves to the next member at once; the backoff is for
+    /// when no other member is left to try.
     async fn call<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
@@ -184,21 +199,31 @@ impl EtcdStore {
         let deadline = Instant::now() + CALL_DEADLINE;
         let mut backoff = retry_backoff();
         loop {
+            let member = self.members.pick();
             let left = deadline.saturating_duration_since(Instant::now());
             let why = match tokio::time::timeout(left.min(ATTEMPT_TIMEOUT), attempt()).await {
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(Attempt::Fail(e))) => return Err(e),
+                Ok(Ok(value)) => {
+                    self.members.answered(member);
+                    return Ok(value);
+                }
+                Ok(Err(Attempt::Fail(e))) => {
+                    self.members.answered(member);
+                    return Err(e);
+                }
                 Ok(Err(Attempt::Retry(why))) => why,
                 Err(_) => "no answer in time".to_owned(),
             };
+            let another = self.members.failed(member, &why);
             let left = deadline.saturating_duration_since(Instant::now());
             // The deadline check assumes the longest delay, so the last attempt always has
             // time to finish; the sleep itself is jittered.
             if left <= backoff.ceiling() * 2 {
                 return Err(StoreError::Unavailable(format!("etcd {what}: {why}")));
             }
-            tracing::debug!(what, why, "etcd call failed; retrying");
-            tokio::time::sleep(backoff.next_delay()).await;
+            tracing::debug!(what, why, another, "etcd call failed; retrying");
+            if !another {
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
         }
     }
 
@@ -217,7 +242,7 @@ impl EtcdStore {
         let end = prefix_end(&self.policies);
         let from = from.unwrap_or_else(|| self.policies.clone().into_bytes());
         self.call("range", || {
-            let (mut kv, from) = (self.kv.clone(), from.clone());
+            let (mut kv, from) = (self.kv(), from.clone());
             let options = options
                 .clone()
                 .with_range(end.clone())
@@ -351,7 +376,7 @@ impl PolicyStore for EtcdStore {
         let full_key = self.policy_key(key);
         let resp = self
             .call("get", || {
-                let (mut kv, key) = (self.kv.clone(), full_key.clone());
+                let (mut kv, key) = (self.kv(), full_key.clone());
                 async move { Ok(kv.get(key, None).await?) }
             })
             .await?;
@@ -389,7 +414,7 @@ impl PolicyStore for EtcdStore {
         let start = after.max(1);
         let stream = self
             .call("watch", || {
-                let (mut client, prefix) = (self.watch.clone(), self.policies.clone());
+                let (mut client, prefix) = (self.watch_client(), self.policies.clone());
                 let options = WatchOptions::new().with_prefix().with_start_revision(start);
                 async move { watch::open(&mut client, prefix, options, after).await }
             })
@@ -399,7 +424,7 @@ impl PolicyStore for EtcdStore {
 
     async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
         self.call("compact", || {
-            let mut kv = self.kv.clone();
+            let mut kv = self.kv();
             async move {
                 match kv
                     .compact(revision, Some(CompactionOptions::new().with_physical()))
@@ -453,11 +478,15 @@ impl PolicyStore for EtcdStore {
         Ok((now, changed.into_iter().collect()))
     }
 
+    fn members(&self) -> Vec<crate::store::MemberHealth> {
+        self.members.health()
+    }
+
     async fn identity(&self) -> Result<String, StoreError> {
         let key = self.identity_key.clone();
         let fresh = format!("etcd-{}", hex::encode(rand::random::<[u8; 8]>()));
         self.call("identity", || {
-            let (mut kv, key, fresh) = (self.kv.clone(), key.clone(), fresh.clone());
+            let (mut kv, key, fresh) = (self.kv(), key.clone(), fresh.clone());
             async move {
                 // Made once, by whichever control server gets there first.
                 let txn = Txn::new()
@@ -481,167 +510,5 @@ impl PolicyStore for EtcdStore {
             }
         })
         .await
-    }
-}
-
-/// etcd's answer to a write on a lease that expired or was revoked.
-fn is_lease_not_found(e: &etcd_client::Error) -> bool {
-    matches!(e, etcd_client::Error::GRpcStatus(s)
-        if s.code() == Code::NotFound && s.message().contains("lease not found"))
-}
-
-/// A TTL in whole seconds, at least 1 (etcd's unit).
-fn ttl_seconds(ttl: Duration) -> i64 {
-    let secs = ttl
-        .as_secs()
-        .saturating_add(u64::from(ttl.subsec_nanos() > 0))
-        .max(1);
-    i64::try_from(secs).unwrap_or(i64::MAX)
-}
-
-impl EtcdStore {
-    /// The registry leases this handle holds, by TTL in seconds.
-    fn leases(&self) -> std::sync::MutexGuard<'_, BTreeMap<i64, i64>> {
-        // A plain map of ids: nothing half-written to recover from a poisoned lock.
-        self.registry_leases
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// This handle's lease of `ttl_secs`, granted on first use.
-    async fn lease_for(&self, ttl_secs: i64) -> Result<i64, Attempt> {
-        if let Some(id) = self.leases().get(&ttl_secs) {
-            return Ok(*id);
-        }
-        let id = self.lease.clone().grant(ttl_secs, None).await?.id();
-        // Two first puts at once may both grant: keep one; the other expires unused.
-        Ok(*self.leases().entry(ttl_secs).or_insert(id))
-    }
-
-    fn forget_lease(&self, id: i64) {
-        self.leases().retain(|_, held| *held != id);
-    }
-
-    /// Runs `then` on `key` in a transaction that holds only if the key is on one of this
-    /// handle's leases; whether it held.
-    async fn if_held(&self, what: &str, key: &str, then: TxnOp) -> Result<bool, StoreError> {
-        let held: Vec<i64> = self.leases().values().copied().collect();
-        for id in held {
-            let done = self
-                .call(what, || {
-                    let (mut kv, key, then) = (self.kv.clone(), key.to_owned(), then.clone());
-                    async move {
-                        let txn = Txn::new()
-                            .when([Compare::lease(key, CompareOp::Equal, id)])
-                            .and_then([then]);
-                        Ok(kv.txn(txn).await?.succeeded())
-                    }
-                })
-                .await?;
-            if done {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-}
-
-#[async_trait::async_trait]
-impl AgentLeases for EtcdStore {
-    async fn put_agent(
-        &self,
-        node_id: &str,
-        value: Vec<u8>,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
-        let key = format!("{}{node_id}", self.agents);
-        let ttl_secs = ttl_seconds(ttl);
-        self.call("put_agent", || {
-            let (mut kv, key, value) = (self.kv.clone(), key.clone(), value.clone());
-            async move {
-                let id = self.lease_for(ttl_secs).await?;
-                match kv
-                    .put(key, value, Some(PutOptions::new().with_lease(id)))
-                    .await
-                {
-                    Ok(_) => Ok(()),
-                    Err(e) if is_lease_not_found(&e) => {
-                        // Expired while etcd could not be reached: the next attempt grants
-                        // a new one.
-                        self.forget_lease(id);
-                        Err(Attempt::Retry("the registry lease expired".into()))
-                    }
-                    Err(e) => Err(e.into()),
-                }
-            }
-        })
-        .await
-    }
-
-    async fn put_agent_if_held(&self, node_id: &str, value: Vec<u8>) -> Result<bool, StoreError> {
-        let key = format!("{}{node_id}", self.agents);
-        // `ignore_lease` keeps the key on the lease it is on (the one the compare found).
-        let then = TxnOp::put(
-            key.clone(),
-            value,
-            Some(PutOptions::new().with_ignore_lease()),
-        );
-        self.if_held("put_agent_if_held", &key, then).await
-    }
-
-    async fn remove_agent(&self, node_id: &str) -> Result<(), StoreError> {
-        let key = format!("{}{node_id}", self.agents);
-        self.if_held("remove_agent", &key, TxnOp::delete(key.clone(), None))
-            .await
-            .map(|_| ())
-    }
-
-    async fn keep_agents_alive(&self) -> Result<bool, StoreError> {
-        let held: Vec<i64> = self.leases().values().copied().collect();
-        let mut all_kept = true;
-        for id in held {
-            let kept = self
-                .call("keep_agents_alive", || {
-                    let mut lease = self.lease.clone();
-                    async move {
-                        // `keep_alive` sends one keep-alive and reads its answer; the stream
-                        // is dropped after (one call per refresh, no stream to babysit).
-                        match lease.keep_alive(id).await {
-                            Ok(_) => Ok(true),
-                            Err(etcd_client::Error::LeaseKeepAliveError(why))
-                                if why.contains("not found") =>
-                            {
-                                Ok(false)
-                            }
-                            Err(e) => Err(e.into()),
-                        }
-                    }
-                })
-                .await?;
-            if !kept {
-                // The lease expired, and its entries with it.
-                self.forget_lease(id);
-                all_kept = false;
-            }
-        }
-        Ok(all_kept)
-    }
-
-    async fn list_agents(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let resp = self
-            .call("list_agents", || {
-                let (mut kv, prefix) = (self.kv.clone(), self.agents.clone());
-                async move {
-                    Ok(kv
-                        .get(prefix, Some(GetOptions::new().with_prefix()))
-                        .await?)
-                }
-            })
-            .await?;
-        Ok(resp
-            .kvs()
-            .iter()
-            .filter_map(|kv| Some((watch::strip(&self.agents, kv.key())?, kv.value().to_vec())))
-            .collect())
     }
 }

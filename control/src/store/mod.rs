@@ -65,6 +65,20 @@ pub struct WatchBatch {
     pub events: Vec<Event>,
 }
 
+/// One store member's health (an etcd endpoint; the embedded store has none to report).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberHealth {
+    pub endpoint: String,
+    /// It answered the last call it was given.
+    pub up: bool,
+    /// Whether calls go to it now.
+    pub in_use: bool,
+    /// Calls it failed since the server started.
+    pub failures: u64,
+    /// Why its last failed call failed (empty: none yet).
+    pub last_error: String,
+}
+
 /// Every policy at one revision.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
@@ -153,6 +167,12 @@ pub trait PolicyStore: Send + Sync + 'static {
     /// store wiped and made anew gets another one, so a revision remembered from the old one
     /// is recognised as meaningless.
     async fn identity(&self) -> Result<String, StoreError>;
+
+    /// Each member's health, from the calls made so far (no call of its own); empty for a
+    /// store without members (the embedded store).
+    fn members(&self) -> Vec<MemberHealth> {
+        Vec::new()
+    }
 }
 
 /// The agent registry's entries: opaque bytes per node id, held by the store handle (the

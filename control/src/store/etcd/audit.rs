@@ -23,7 +23,7 @@ impl AuditLog for EtcdStore {
     async fn append_audit(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
         let key = format!("{}{key}", self.audit);
         self.call("append_audit", || {
-            let (mut kv, key, value) = (self.kv.clone(), key.clone(), value.clone());
+            let (mut kv, key, value) = (self.kv(), key.clone(), value.clone());
             async move {
                 kv.put(key, value, None).await?;
                 Ok(())
@@ -49,7 +49,7 @@ impl AuditLog for EtcdStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let resp = self
             .call("list_audit", || {
-                let (mut kv, start, end) = (self.kv.clone(), start.clone(), end.clone());
+                let (mut kv, start, end) = (self.kv(), start.clone(), end.clone());
                 async move {
                     let options = GetOptions::new().with_range(end).with_limit(limit);
                     Ok(kv.get(start, Some(options)).await?)
@@ -70,7 +70,7 @@ impl AuditLog for EtcdStore {
         let (start, end) = (self.audit.clone(), format!("{}{before}", self.audit));
         let resp = self
             .call("trim_audit", || {
-                let (mut kv, start, end) = (self.kv.clone(), start.clone(), end.clone());
+                let (mut kv, start, end) = (self.kv(), start.clone(), end.clone());
                 async move {
                     let options = DeleteOptions::new().with_range(end);
                     Ok(kv.delete(start, Some(options)).await?)

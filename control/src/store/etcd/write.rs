@@ -1,13 +1,42 @@
-//! Writes that can be retried without ever overwriting a newer write: each attempt is a
-//! transaction conditioned on the key's revision, and an attempt whose answer was lost is
-//! recognised by reading the key back.
+//! Writes that can be sent again safely: each write has a guard, a key of its own
+//! (`{prefix}writes/{id}`) created in the same transaction as the write, and every attempt is
+//! a transaction conditioned on the key's revision *and* on the guard not existing yet.
+//!
+//! * An attempt whose answer was lost (no answer in time, a member that died with the
+//!   proposal, a connection cut) is simply sent again, to the next member at once. If the
+//!   first attempt committed, the guard is there and the retry reports that commit; if it did
+//!   not, the retry commits. Raft orders both in one log, so exactly one of them applies.
+//! * So a write stalled by a dead leader is answered within about one attempt timeout
+//!   ([`WRITE_ATTEMPT_TIMEOUT`]) of the election, not after the whole call deadline, and
+//!   never with "outcome unknown" just because an answer was lost.
+//! * Another writer's change (the key moved, no guard) is a plain race before any attempt
+//!   could have committed: the write is retried on top of it (last writer wins, as with an
+//!   unconditional put); with `expected`, it is `Conflict`. After an attempt that may still be
+//!   in flight, it is `OutcomeUnknown`: that attempt could apply later if the key came back to
+//!   its old revision (only possible for a create: absent again after a delete).
+//!
+//! Guards live on a lease of [`GUARD_TTL_SECS`] that is never kept alive (a new one is granted
+//! each [`GUARD_LEASE_EVERY_SECS`]), so they expire on their own a few minutes after the write.
 
-use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
+use std::time::Duration;
+
+use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 
 use tokio::time::Instant;
 
-use super::{header_revision, retry_backoff, Attempt, EtcdStore, ATTEMPT_TIMEOUT, CALL_DEADLINE};
+use super::{
+    header_revision, leases::is_lease_not_found, retry_backoff, Attempt, EtcdStore, CALL_DEADLINE,
+};
 use crate::store::{PolicyStore, Revision, StoreError};
+
+/// Longest wait for one attempt of a write before it is sent again (to the next member). Short:
+/// a resend is safe, and a proposal lost with a dead leader is never answered at all.
+pub const WRITE_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a write's guard outlives it.
+pub const GUARD_TTL_SECS: i64 = 300;
+/// A new guard lease is granted this often (guards then expire within `GUARD_TTL_SECS` plus
+/// this, of their write).
+pub const GUARD_LEASE_EVERY_SECS: i64 = 60;
 
 /// What a conditional write does to its key.
 pub(super) enum Write {
@@ -15,45 +44,49 @@ pub(super) enum Write {
     Delete,
 }
 
-/// How an attempt of a write ended, when it did not commit.
+/// How an attempt of a write ended.
 enum Outcome {
     /// Committed at this revision (by this attempt, or by an earlier one whose answer was lost).
-    Done(Revision, bool),
-    /// The key changed since `base` by another writer: `base` is now its current state.
-    Moved {
-        base: Revision,
-        current: Option<Vec<u8>>,
-    },
+    Done(Revision),
+    /// The key changed since `base` by another writer, and this write has not applied: `base`
+    /// is now the key's mod revision (0: absent).
+    Moved { base: Revision, absent: bool },
 }
 
 impl EtcdStore {
-    /// The mod revision of `key` (0: absent) and its value, read at once.
-    async fn current(&self, key: &str) -> Result<(Revision, Option<Vec<u8>>), StoreError> {
+    /// The mod revision of `key` (0: absent), and whether it is there.
+    async fn current(&self, key: &str) -> Result<(Revision, bool), StoreError> {
         let resp = self
             .call("get", || {
-                let (mut kv, key) = (self.kv.clone(), key.to_owned());
+                let (mut kv, key) = (self.kv(), key.to_owned());
                 async move { Ok(kv.get(key, None).await?) }
             })
             .await?;
-        Ok(resp.kvs().first().map_or((0, None), |kv| {
-            (kv.mod_revision(), Some(kv.value().to_vec()))
-        }))
+        Ok(resp
+            .kvs()
+            .first()
+            .map_or((0, false), |kv| (kv.mod_revision(), true)))
     }
 
-    /// A put or delete that can be retried without ever overwriting a newer write.
-    ///
-    /// Each attempt is a transaction conditional on the key's mod revision as read before the
-    /// first attempt (`base`). An attempt whose answer is lost may still have committed; the
-    /// retry then finds the key moved, and tells its own write (the value it wrote, or the key
-    /// gone) from another writer's. Another writer's change before any attempt could have
-    /// committed is a plain race: the write is retried on top of it (last writer wins, as with
-    /// an unconditional put). After an attempt that may have committed, another writer's change
-    /// means this write's fate is unknown: `OutcomeUnknown`, never a blind overwrite. The
-    /// same when the deadline passes after such an attempt; `Unavailable` (nothing written)
-    /// only when no attempt can have reached etcd.
-    ///
-    /// With `expected`, the write happens only on top of that mod revision (0: absent):
-    /// another writer's change is `Conflict`, never retried over.
+    /// The guard lease for writes now, granted when none is younger than
+    /// [`GUARD_LEASE_EVERY_SECS`].
+    async fn guard_lease(&self) -> Result<i64, Attempt> {
+        let now = crate::clock::now_ms() / 1000;
+        if let Some((id, granted)) = *self.guard.lock().unwrap_or_else(|p| p.into_inner()) {
+            if now - granted < GUARD_LEASE_EVERY_SECS {
+                return Ok(id);
+            }
+        }
+        let id = self.lease_client().grant(GUARD_TTL_SECS, None).await?.id();
+        *self.guard.lock().unwrap_or_else(|p| p.into_inner()) = Some((id, now));
+        Ok(id)
+    }
+
+    /// A put or delete that can be sent again without ever applying twice or overwriting a
+    /// newer write (see the module documentation). With `expected`, it happens only on top of
+    /// that mod revision (0: absent): another writer's change is `Conflict`.
+    /// Returns the commit's revision and whether the key existed (a delete of an absent key
+    /// writes nothing and returns the current revision).
     pub(super) async fn conditional_write(
         &self,
         what: &str,
@@ -61,63 +94,43 @@ impl EtcdStore {
         write: Write,
         expected: Option<Revision>,
     ) -> Result<(Revision, bool), StoreError> {
-        let (mut base, current) = self.current(key).await?;
+        let (mut base, present) = self.current(key).await?;
         if expected.is_some_and(|e| e != base) {
             return Err(StoreError::Conflict { current: base });
         }
-        if matches!(write, Write::Delete) && current.is_none() {
+        if matches!(write, Write::Delete) && !present {
             let now = self.revision().await?;
             return Ok((now, false));
         }
+        let guard = format!("{}{}", self.writes, hex::encode(rand::random::<[u8; 12]>()));
         let deadline = Instant::now() + CALL_DEADLINE;
         let mut backoff = retry_backoff();
+        // Some attempt may have reached etcd and may still apply.
         let mut maybe_sent = false;
         loop {
-            if maybe_sent && base == 0 {
-                // A create that may have committed cannot be sent again: "the key is absent"
-                // is true again once someone deletes what it wrote, and the retry would bring
-                // a deleted (acknowledged) key back. What is there now tells, or nothing does.
-                let (now, current) = self.current(key).await?;
-                return match (&write, current) {
-                    (Write::Put(value), Some(v)) if v == *value => Ok((now, true)),
-                    _ => Err(StoreError::OutcomeUnknown(format!(
-                        "etcd {what} of {key}: an attempt to create it timed out, and what is \
-                         there now does not say whether it committed"
-                    ))),
-                };
-            }
             let left = deadline.saturating_duration_since(Instant::now());
+            let member = self.members.pick();
             let attempt = tokio::time::timeout(
-                left.min(ATTEMPT_TIMEOUT),
-                self.write_once(key, &write, base),
+                left.min(WRITE_ATTEMPT_TIMEOUT),
+                self.write_once(key, &guard, &write, base),
             )
             .await;
+            if matches!(attempt, Ok(Ok(_) | Err(Attempt::Fail(_)))) {
+                self.members.answered(member);
+            }
             let why = match attempt {
-                Ok(Ok(Outcome::Done(revision, existed))) => return Ok((revision, existed)),
-                Ok(Ok(Outcome::Moved { current, base: now })) => {
-                    let ours = match (&write, &current) {
-                        (Write::Put(value), Some(v)) => v == value,
-                        (Write::Delete, None) => true,
-                        _ => false,
-                    };
-                    if ours && maybe_sent {
-                        // Our lost attempt committed (the value is ours, or the key is gone).
-                        let revision = match write {
-                            Write::Put(_) => now,
-                            Write::Delete => self.revision().await?,
-                        };
-                        return Ok((revision, true));
-                    }
+                Ok(Ok(Outcome::Done(revision))) => return Ok((revision, true)),
+                Ok(Ok(Outcome::Moved { base: now, absent })) => {
                     if maybe_sent {
                         return Err(StoreError::OutcomeUnknown(format!(
-                            "etcd {what} of {key}: an attempt timed out, and the key has \
-                             changed since"
+                            "etcd {what} of {key}: an attempt got no answer, and another \
+                             writer has changed the key since"
                         )));
                     }
                     if expected.is_some() {
                         return Err(StoreError::Conflict { current: now });
                     }
-                    if matches!(write, Write::Delete) && current.is_none() {
+                    if matches!(write, Write::Delete) && absent {
                         let revision = self.revision().await?;
                         return Ok((revision, false));
                     }
@@ -134,6 +147,7 @@ impl EtcdStore {
                     "no answer in time".to_owned()
                 }
             };
+            let another = self.members.failed(member, &why);
             let left = deadline.saturating_duration_since(Instant::now());
             // The deadline check assumes the longest delay, so the last attempt always has
             // time to finish; the sleep itself is jittered.
@@ -144,44 +158,66 @@ impl EtcdStore {
                     StoreError::Unavailable(format!("etcd {what}: {why}"))
                 });
             }
-            tracing::debug!(what, why, "etcd write failed; retrying conditionally");
-            tokio::time::sleep(backoff.next_delay()).await;
+            tracing::debug!(
+                what,
+                why,
+                another,
+                "etcd write got no answer; sending it again"
+            );
+            if !another {
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
         }
     }
 
     async fn write_once(
         &self,
         key: &str,
+        guard: &str,
         write: &Write,
         base: Revision,
     ) -> Result<Outcome, Attempt> {
-        let mut kv = self.kv.clone();
+        let lease = self.guard_lease().await?;
         let op = match write {
             Write::Put(value) => TxnOp::put(key, value.clone(), None),
             Write::Delete => TxnOp::delete(key, None),
         };
         let txn = Txn::new()
-            .when([Compare::mod_revision(key, CompareOp::Equal, base)])
-            .and_then([op])
-            .or_else([TxnOp::get(key, None)]);
-        let resp = kv.txn(txn).await?;
+            .when([
+                Compare::mod_revision(key, CompareOp::Equal, base),
+                Compare::create_revision(guard, CompareOp::Equal, 0),
+            ])
+            .and_then([
+                op,
+                TxnOp::put(guard, key, Some(PutOptions::new().with_lease(lease))),
+            ])
+            .or_else([TxnOp::get(key, None), TxnOp::get(guard, None)]);
+        let resp = match self.kv().txn(txn).await {
+            Ok(resp) => resp,
+            Err(e) if is_lease_not_found(&e) => {
+                // The guard lease expired early (etcd was unreachable for minutes): a new one.
+                *self.guard.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                return Err(Attempt::Retry("the write guard lease expired".into()));
+            }
+            Err(e) => return Err(e.into()),
+        };
         let revision = header_revision(resp.header())?;
         if resp.succeeded() {
-            return Ok(Outcome::Done(revision, true));
+            return Ok(Outcome::Done(revision));
         }
-        let current = resp.op_responses().into_iter().find_map(|op| match op {
-            TxnOpResponse::Get(get) => Some(
-                get.kvs()
-                    .first()
-                    .map(|kv| (kv.mod_revision(), kv.value().to_vec())),
-            ),
+        let mut gets = resp.op_responses().into_iter().filter_map(|op| match op {
+            TxnOpResponse::Get(get) => Some(get.kvs().first().map(|kv| kv.mod_revision())),
             _ => None,
         });
-        let (base, current) = match current.flatten() {
-            Some((m, v)) => (m, Some(v)),
-            None => (0, None),
-        };
-        Ok(Outcome::Moved { base, current })
+        let (key_now, guard_now) = (gets.next().flatten(), gets.next().flatten());
+        Ok(match guard_now {
+            // An earlier attempt committed, at the guard's revision.
+            Some(committed) => Outcome::Done(committed),
+            None => Outcome::Moved {
+                base: key_now.unwrap_or(0),
+                absent: key_now.is_none(),
+            },
+        })
     }
 }
 
