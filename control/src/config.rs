@@ -210,6 +210,23 @@ pub struct ControlArgs {
     /// ones are compacted (agents from before get a snapshot).
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     pub embedded_history: u64,
+
+    /// How often the store's history is compacted, keeping at least one interval of it
+    /// (agents resuming from a revision older than that, after a control server restart, get
+    /// a snapshot); `off` leaves compaction to etcd's own `--auto-compaction-*`.
+    #[arg(long, value_name = "DURATION|off", default_value = "10m", value_parser = parse_compaction)]
+    pub compaction_interval: Compaction,
+}
+
+/// `--compaction-interval`: every this long, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Compaction(pub Option<Duration>);
+
+fn parse_compaction(s: &str) -> Result<Compaction, String> {
+    match s {
+        "off" => Ok(Compaction(None)),
+        _ => parse_duration(s).map(|d| Compaction(Some(d))),
+    }
 }
 
 #[cfg(test)]

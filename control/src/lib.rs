@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod auth;
 pub mod clock;
+pub mod compaction;
 pub mod config;
 pub mod grpc;
 pub mod index;

@@ -166,6 +166,10 @@ impl ControlServer {
             .with_audit(audit)
             .with_usage(usage.clone());
         let flusher = registry.spawn_flusher(shutdown.child_token());
+        let compaction = args
+            .compaction_interval
+            .0
+            .map(|every| crate::compaction::spawn(store.clone(), every, shutdown.child_token()));
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health
@@ -311,6 +315,9 @@ impl ControlServer {
             );
         }
         let _ = tokio::join!(index_task, flusher, ready, audit_task);
+        if let Some(task) = compaction {
+            let _ = task.await;
+        }
         grpc_result?;
         rest_result.map_err(ServerError::Rest)?;
         Ok(())
