@@ -144,6 +144,11 @@ impl Agent {
         self.restart();
     }
 
+    /// The process, for its pid and memory.
+    pub fn process(&self) -> &Proc {
+        &self.proc
+    }
+
     /// What the agent has printed so far (the tail of its log).
     pub fn log_tail(&self) -> String {
         self.proc.log_tail()

@@ -1,0 +1,195 @@
+//! The fleet at scale, end to end: N policies written straight into etcd (a realistic mix),
+//! one control server, M agents connecting at once; the control becomes ready, every agent
+//! converges from a snapshot, and one change reaches a real handshake at every agent. Ready
+//! times and resident memory are printed (the figures in BENCHMARKS.md).
+//!
+//! CI runs it small (the defaults below). The benchmark, at the issue's size:
+//!
+//! ```text
+//! cargo build --release --workspace --bins
+//! TLSFLEET_BIN_DIR=target/release TLSFLEET_SCALE_POLICIES=1000000 TLSFLEET_SCALE_AGENTS=10 \
+//!   cargo test --release -p tlsfleet-tests --test scale -- --nocapture
+//! ```
+
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, Txn, TxnOp};
+use tlsfleet_control::store::StoredPolicy;
+use tlsfleet_policy::{CipherSuiteConfig, HttpsConfig, TlsConfig, TlsVersion};
+use tlsfleet_testkit::{
+    agent::Agent,
+    control::{keys, tlsfleetctl, Control, DOMAIN},
+    etcd::Etcd,
+    eventually::until_blocking,
+    procs::http_get,
+    tls::{s_client, KeyKind, TestCert},
+};
+
+/// etcd's default limit of operations in one transaction.
+const OPS_PER_TXN: usize = 128;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The mix: most buckets allow TLS 1.2 and 1.3, a quarter TLS 1.3 only, some restrict TLS
+/// 1.2 suites, a few turned management off.
+fn policy(i: usize) -> HttpsConfig {
+    let versions = |v: &[TlsVersion]| TlsConfig {
+        enable: true,
+        tls_versions: v.to_vec(),
+    };
+    match i % 20 {
+        0..=10 => HttpsConfig {
+            tls: versions(&[TlsVersion::Tls12, TlsVersion::Tls13]),
+            cipher_suite: None,
+        },
+        11..=15 => HttpsConfig {
+            tls: versions(&[TlsVersion::Tls13]),
+            cipher_suite: None,
+        },
+        16..=18 => HttpsConfig {
+            tls: versions(&[TlsVersion::Tls12, TlsVersion::Tls13]),
+            cipher_suite: Some(CipherSuiteConfig {
+                enable: Some(true),
+                custom_cipher_suites: vec!["ECDHE-ECDSA-AES128-GCM-SHA256".into()],
+                ..Default::default()
+            }),
+        },
+        _ => HttpsConfig::disabled(),
+    }
+}
+
+fn bucket(i: usize) -> String {
+    format!("bucket-{i:08}")
+}
+
+/// Writes `n` policies into etcd, `OPS_PER_TXN` per transaction, eight at a time.
+async fn write_policies(endpoint: &str, n: usize) {
+    let client = Client::connect([endpoint], None).await.expect("etcd client");
+    let batches: Vec<(usize, usize)> = (0..n)
+        .step_by(OPS_PER_TXN)
+        .map(|s| (s, (s + OPS_PER_TXN).min(n)))
+        .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in batches.chunks(batches.len().div_ceil(8).max(1)) {
+        let (chunk, mut kv) = (chunk.to_vec(), client.kv_client());
+        tasks.spawn(async move {
+            for (start, end) in chunk {
+                let ops: Vec<TxnOp> = (start..end)
+                    .map(|i| {
+                        let stored = StoredPolicy {
+                            config: policy(i),
+                            updated_by: "scale-test".into(),
+                            updated_at_unix_ms: 0,
+                        };
+                        let value = stored.encode().expect("encode");
+                        TxnOp::put(format!("/tlsfleet/policies/{}", bucket(i)), value, None)
+                    })
+                    .collect();
+                kv.txn(Txn::new().and_then(ops)).await.expect("txn");
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("writer");
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+#[test]
+fn policies_load_agents_converge_and_a_change_reaches_every_handshake() {
+    let n = env("TLSFLEET_SCALE_POLICIES", 20_000);
+    let m = env("TLSFLEET_SCALE_AGENTS", 3);
+    let etcd = Etcd::start();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let t = Instant::now();
+    runtime.block_on(write_policies(&etcd.endpoint(), n));
+    eprintln!("scale: wrote {n} policies into etcd in {:?}", t.elapsed());
+
+    let t = Instant::now();
+    let control = Control::on_etcd(&etcd.endpoint());
+    let control_ready = t.elapsed();
+    let control_rss = control.process().rss_bytes().unwrap_or(0);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = TestCert::generate(dir.path(), DOMAIN, KeyKind::EcdsaP256);
+    let url = control.grpc_url();
+    let t = Instant::now();
+    let mut agents: Vec<Agent> = (0..m)
+        .map(|i| {
+            Agent::spawn(
+                &format!("edge-{i}"),
+                std::slice::from_ref(&url),
+                &cert.cert,
+                &cert.key,
+                None,
+            )
+        })
+        .collect();
+    // Peak control memory while it serves the snapshots.
+    let mut control_peak = control_rss;
+    let all_ready = until_blocking(Duration::from_secs(300), || {
+        control_peak = control_peak.max(control.process().rss_bytes().unwrap_or(0));
+        agents
+            .iter()
+            .all(|a| matches!(http_get(a.admin, "/readyz"), Ok((200, _))))
+    });
+    let agents_ready = t.elapsed();
+    assert!(all_ready, "not every agent became ready in 300 s");
+    for a in &mut agents {
+        a.wait_ready();
+    }
+    let policies_at = |a: &Agent| a.metric("policies_loaded").unwrap_or(0.0) as usize;
+    for a in &agents {
+        assert_eq!(policies_at(a), n, "{} holds every policy", a.node_id);
+    }
+    let agent_rss: Vec<u64> = agents
+        .iter()
+        .map(|a| a.process().rss_bytes().unwrap_or(0))
+        .collect();
+    let control_after = control.process().rss_bytes().unwrap_or(0);
+
+    // One change: a TLS 1.2 bucket goes TLS 1.3 only, and every agent refuses TLS 1.2 to it.
+    let changed = bucket(0);
+    let sni = format!("{changed}.{DOMAIN}");
+    for a in &agents {
+        assert!(s_client(a.tls, &sni, &["-tls1_2"]).0, "{} before", a.node_id);
+    }
+    let t = Instant::now();
+    let out = tlsfleetctl(
+        &url,
+        keys::ADMIN,
+        &["put", "--bucket", &changed, "--tls-versions", "TLSv1.3", "--wait"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let change_enforced = t.elapsed();
+    for a in &agents {
+        assert!(!s_client(a.tls, &sni, &["-tls1_2"]).0, "{} after", a.node_id);
+    }
+
+    let max_agent = agent_rss.iter().copied().max().unwrap_or(0);
+    eprintln!(
+        "scale: {n} policies, {m} agents | control ready {control_ready:.1?}, RSS {:.0} MiB \
+         ({} B/policy), peak while serving {:.0} MiB, after {:.0} MiB ({} B/policy) | agents \
+         ready {agents_ready:.1?}, RSS max {:.0} MiB ({} B/policy) | one change enforced \
+         everywhere (put --wait) in {change_enforced:.1?}",
+        mib(control_rss),
+        control_rss / n as u64,
+        mib(control_peak),
+        mib(control_after),
+        control_after / n as u64,
+        mib(max_agent),
+        max_agent / n as u64,
+    );
+}
