@@ -189,6 +189,10 @@ impl Command {
                 action: Some(RolloutAction::Status(s)),
                 ..
             }) => s.wait.wait,
+            Command::Rollout(RolloutArgs {
+                action: Some(RolloutAction::Promote(c) | RolloutAction::Abort(c)),
+                ..
+            }) => c.wait.wait,
             _ => false,
         }
     }
@@ -262,10 +266,17 @@ pub struct PutArgs {
     #[arg(long, value_name = "DURATION", requires = "dry_run", value_parser = tlsfleet_net::parse_duration)]
     pub since: Option<std::time::Duration>,
 
-    /// After the write, wait until every agent enforces it and print how long that took from
-    /// the write to the last acknowledgement (exit codes as for `rollout status --wait`).
+    /// After the write, wait until every agent enforces it (with --canary: every canary
+    /// agent) and print how long that took from the write to the last acknowledgement (exit
+    /// codes as for `rollout status --wait`).
     #[arg(long, conflicts_with = "dry_run")]
     pub wait: bool,
+
+    /// Stage the policy as a canary on the agents with this label only (KEY=VALUE; repeat
+    /// for several, all must match). The stored policy, what GET returns, changes at
+    /// `rollout promote`; `rollout abort` ends the canary.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label, conflicts_with = "dry_run")]
+    pub canary: Vec<(String, String)>,
 }
 
 /// `default`.
@@ -384,14 +395,34 @@ pub struct RolloutArgs {
 pub enum RolloutAction {
     /// Which agents enforce a revision; with --wait, wait until every selected agent does.
     Status(RolloutStatusArgs),
+    /// Make a bucket's canary its policy, fleet-wide (refused if the policy changed since the
+    /// canary started).
+    Promote(CanaryArgs),
+    /// End a bucket's canary: its agents go back to the stored policy.
+    Abort(CanaryArgs),
+}
+
+/// `rollout promote|abort`.
+#[derive(Debug, Args)]
+pub struct CanaryArgs {
+    #[arg(long, value_name = "BUCKET")]
+    pub bucket: String,
+
+    #[command(flatten)]
+    pub wait: WaitArgs,
 }
 
 /// `rollout status`.
 #[derive(Debug, Args)]
 pub struct RolloutStatusArgs {
-    /// Revision to report on (0: the newest policy change).
+    /// Revision to report on (0: the newest policy change; with --bucket, the canary's).
     #[arg(long, value_name = "R", default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
     pub revision: i64,
+
+    /// A bucket with a canary: its agents (the canary's selector) at the canary's revision,
+    /// and the handshakes refused for the bucket since the canary started.
+    #[arg(long, value_name = "BUCKET")]
+    pub bucket: Option<String>,
 
     #[command(flatten)]
     pub wait: WaitArgs,

@@ -206,6 +206,32 @@ impl Client {
         .await
     }
 
+    /// `HttpsConfigService.PromoteCanary`.
+    pub async fn promote_canary(
+        &self,
+        msg: tlsfleet_proto::v1::CanaryRequest,
+    ) -> Result<PutResponse, CliError> {
+        let mut c = self.configs.clone();
+        self.call("PromoteCanary", msg, |r| async move {
+            c.promote_canary(r).await
+        })
+        .await
+    }
+
+    /// `HttpsConfigService.AbortCanary`.
+    pub async fn abort_canary(
+        &self,
+        msg: tlsfleet_proto::v1::CanaryRequest,
+    ) -> Result<DeleteResponse, CliError> {
+        let mut c = self.configs.clone();
+        self.call(
+            "AbortCanary",
+            msg,
+            |r| async move { c.abort_canary(r).await },
+        )
+        .await
+    }
+
     /// `FleetService.GetRolloutStatus`.
     pub async fn rollout_status(
         &self,

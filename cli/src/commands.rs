@@ -40,6 +40,25 @@ pub enum Outcome {
         response: PutResponse,
         waited: Waited,
     },
+    /// `put --canary`: staged on the selected agents (and enforced by them, with --wait).
+    Canary {
+        bucket: String,
+        selector: Vec<(String, String)>,
+        response: PutResponse,
+        waited: Option<Waited>,
+    },
+    /// `rollout promote`.
+    Promoted {
+        bucket: String,
+        response: PutResponse,
+        waited: Option<Waited>,
+    },
+    /// `rollout abort`.
+    Aborted {
+        bucket: String,
+        response: DeleteResponse,
+        waited: Option<Waited>,
+    },
     History(v1::ListHistoryResponse),
     Usage(v1::GetUsageResponse),
     /// `put --dry-run`: nothing stored.
@@ -75,6 +94,23 @@ pub async fn execute(
             bucket: args.bucket.clone(),
             response: client.put(put_request(args)).await?,
         },
+        Command::Put(args) if !args.canary.is_empty() => {
+            let response = client.put(put_request(args)).await?;
+            let waited = if args.wait {
+                Some(
+                    wait::until_enforced(client, response.revision, &args.canary, wait_timeout)
+                        .await?,
+                )
+            } else {
+                None
+            };
+            Outcome::Canary {
+                bucket: args.bucket.clone(),
+                selector: args.canary.clone(),
+                response,
+                waited,
+            }
+        }
         Command::Put(args) if args.wait => {
             let response = client.put(put_request(args)).await?;
             let waited = wait::until_enforced(client, response.revision, &[], wait_timeout).await?;
@@ -121,17 +157,68 @@ pub async fn execute(
                     })
                     .await?,
             ),
-            Some(RolloutAction::Status(s)) if s.wait.wait => Outcome::RolloutDone(
-                wait::until_enforced(client, s.revision, &s.wait.selector, wait_timeout).await?,
-            ),
-            Some(RolloutAction::Status(s)) => Outcome::Rollout(
-                client
-                    .rollout_status(GetRolloutStatusRequest {
-                        revision: s.revision,
-                        selector: s.wait.selector.iter().cloned().collect(),
+            Some(RolloutAction::Status(s)) => {
+                let request = GetRolloutStatusRequest {
+                    revision: s.revision,
+                    selector: s.wait.selector.iter().cloned().collect(),
+                    bucket: s.bucket.clone().unwrap_or_default(),
+                };
+                if s.wait.wait {
+                    Outcome::RolloutDone(wait::until(client, request, wait_timeout).await?)
+                } else {
+                    Outcome::Rollout(client.rollout_status(request).await?)
+                }
+            }
+            Some(RolloutAction::Promote(c)) => {
+                let response = client
+                    .promote_canary(v1::CanaryRequest {
+                        bucket: c.bucket.clone(),
                     })
-                    .await?,
-            ),
+                    .await?;
+                let waited = if c.wait.wait {
+                    Some(
+                        wait::until_enforced(
+                            client,
+                            response.revision,
+                            &c.wait.selector,
+                            wait_timeout,
+                        )
+                        .await?,
+                    )
+                } else {
+                    None
+                };
+                Outcome::Promoted {
+                    bucket: c.bucket.clone(),
+                    response,
+                    waited,
+                }
+            }
+            Some(RolloutAction::Abort(c)) => {
+                let response = client
+                    .abort_canary(v1::CanaryRequest {
+                        bucket: c.bucket.clone(),
+                    })
+                    .await?;
+                let waited = if c.wait.wait {
+                    Some(
+                        wait::until_enforced(
+                            client,
+                            response.revision,
+                            &c.wait.selector,
+                            wait_timeout,
+                        )
+                        .await?,
+                    )
+                } else {
+                    None
+                };
+                Outcome::Aborted {
+                    bucket: c.bucket.clone(),
+                    response,
+                    waited,
+                }
+            }
         },
         Command::Default(DefaultCommand::Get) => Outcome::Default(client.get_default().await?),
         Command::Default(DefaultCommand::Set(args)) => Outcome::DefaultSet(
@@ -177,6 +264,7 @@ pub fn put_request(args: &PutArgs) -> PutRequest {
         impact_seconds: args
             .since
             .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
+        canary: args.canary.iter().cloned().collect(),
     }
 }
 

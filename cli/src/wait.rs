@@ -45,12 +45,22 @@ pub async fn until_enforced(
     selector: &[(String, String)],
     timeout: Duration,
 ) -> Result<Waited, CliError> {
-    let start = Instant::now();
-    let mut progress = Progress::new(revision);
-    let mut request = GetRolloutStatusRequest {
+    let request = GetRolloutStatusRequest {
         revision,
         selector: selector.iter().cloned().collect(),
+        ..Default::default()
     };
+    until(client, request, timeout).await
+}
+
+/// Waits until the rollout `request` asks about is complete, for at most `timeout`.
+pub async fn until(
+    client: &Client,
+    mut request: GetRolloutStatusRequest,
+    timeout: Duration,
+) -> Result<Waited, CliError> {
+    let start = Instant::now();
+    let mut progress = Progress::new(request.revision);
     let mut last: Option<GetRolloutStatusResponse> = None;
     loop {
         match client.rollout_status(request.clone()).await {

@@ -193,6 +193,36 @@ impl HttpsConfigService for Fake {
         }))
     }
 
+    async fn promote_canary(
+        &self,
+        req: Request<tlsfleet_proto::v1::CanaryRequest>,
+    ) -> Result<Response<PutResponse>, Status> {
+        check(
+            &req,
+            tlsfleet_proto::v1::methods::HTTPS_CONFIG_SERVICE_PROMOTE_CANARY,
+        )?;
+        Ok(Response::new(PutResponse {
+            revision: 46,
+            effective: Some(effective()),
+            ..Default::default()
+        }))
+    }
+
+    async fn abort_canary(
+        &self,
+        req: Request<tlsfleet_proto::v1::CanaryRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        check(
+            &req,
+            tlsfleet_proto::v1::methods::HTTPS_CONFIG_SERVICE_ABORT_CANARY,
+        )?;
+        Ok(Response::new(DeleteResponse {
+            revision: 47,
+            existed: true,
+            downgrade: false,
+        }))
+    }
+
     async fn delete_default(
         &self,
         req: Request<tlsfleet_proto::v1::DeleteDefaultRequest>,
@@ -438,6 +468,8 @@ async fn every_method_is_signed_for_its_own_path() {
         &["disable", "--bucket", "logs"],
         &["agents"],
         &["rollout"],
+        &["rollout", "promote", "--bucket", "logs"],
+        &["rollout", "abort", "--bucket", "logs"],
     ] {
         let out = server.run(&[args, &["--output", "json"]].concat()).await;
         let out = out.unwrap_or_else(|e| panic!("{args:?}: {e}"));

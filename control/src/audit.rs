@@ -73,6 +73,10 @@ pub enum Operation {
     /// Of the fleet default policy (`bucket` is empty).
     PutDefault,
     DeleteDefault,
+    /// A policy staged on some agents (`bucket`'s canary), its promotion, its end.
+    PutCanary,
+    PromoteCanary,
+    AbortCanary,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,6 +9,8 @@ use tlsfleet_policy::{
     downgrade, BucketName, EffectivePolicy, HttpsConfig, ValidationError, ValidationErrorKind,
 };
 
+mod canary;
+
 use crate::{
     audit::{Audit, AuditRecord, Change, Operation, Outcome},
     clock::now_ms,
@@ -62,6 +64,14 @@ pub enum PolicyError {
     /// `FailedPrecondition`); nothing was written. The message says what it would let in.
     #[error("{0}")]
     Downgrade(String),
+    /// The operation does not apply to the bucket's state (gRPC `FailedPrecondition`): no
+    /// canary to promote, or the policy changed since the canary started.
+    #[error("{0}")]
+    Precondition(String),
+    /// A request that is malformed beyond the policy (gRPC `InvalidArgument`), e.g. a canary
+    /// selector that selects nothing.
+    #[error("{0}")]
+    BadRequest(String),
     /// Anything else (`500`, gRPC `Internal`).
     #[error("{0}")]
     Internal(String),
@@ -289,6 +299,7 @@ impl Policies {
             config: config.clone(),
             updated_by: change.actor.clone(),
             updated_at_unix_ms: now_ms(),
+            ..Default::default()
         };
         let bytes = value
             .encode()

@@ -69,7 +69,9 @@ fn bucket(i: usize) -> String {
 
 /// Writes `n` policies into etcd, `OPS_PER_TXN` per transaction, eight at a time.
 async fn write_policies(endpoint: &str, n: usize) {
-    let client = Client::connect([endpoint], None).await.expect("etcd client");
+    let client = Client::connect([endpoint], None)
+        .await
+        .expect("etcd client");
     let batches: Vec<(usize, usize)> = (0..n)
         .step_by(OPS_PER_TXN)
         .map(|s| (s, (s + OPS_PER_TXN).min(n)))
@@ -85,6 +87,7 @@ async fn write_policies(endpoint: &str, n: usize) {
                             config: policy(i),
                             updated_by: "scale-test".into(),
                             updated_at_unix_ms: 0,
+                            ..Default::default()
                         };
                         let value = stored.encode().expect("encode");
                         TxnOp::put(format!("/tlsfleet/policies/{}", bucket(i)), value, None)
@@ -160,13 +163,24 @@ fn policies_load_agents_converge_and_a_change_reaches_every_handshake() {
     let changed = bucket(0);
     let sni = format!("{changed}.{DOMAIN}");
     for a in &agents {
-        assert!(s_client(a.tls, &sni, &["-tls1_2"]).0, "{} before", a.node_id);
+        assert!(
+            s_client(a.tls, &sni, &["-tls1_2"]).0,
+            "{} before",
+            a.node_id
+        );
     }
     let t = Instant::now();
     let out = tlsfleetctl(
         &url,
         keys::ADMIN,
-        &["put", "--bucket", &changed, "--tls-versions", "TLSv1.3", "--wait"],
+        &[
+            "put",
+            "--bucket",
+            &changed,
+            "--tls-versions",
+            "TLSv1.3",
+            "--wait",
+        ],
     );
     assert!(
         out.status.success(),
@@ -175,7 +189,11 @@ fn policies_load_agents_converge_and_a_change_reaches_every_handshake() {
     );
     let change_enforced = t.elapsed();
     for a in &agents {
-        assert!(!s_client(a.tls, &sni, &["-tls1_2"]).0, "{} after", a.node_id);
+        assert!(
+            !s_client(a.tls, &sni, &["-tls1_2"]).0,
+            "{} after",
+            a.node_id
+        );
     }
 
     let max_agent = agent_rss.iter().copied().max().unwrap_or(0);

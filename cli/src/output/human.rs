@@ -37,6 +37,48 @@ pub(super) fn render(outcome: &Outcome, now_unix_ms: i64) -> String {
         ),
         Outcome::Agents(r) => agents(r, now_unix_ms),
         Outcome::Rollout(r) => rollout(r),
+        Outcome::Canary {
+            bucket,
+            selector,
+            response,
+            waited,
+        } => {
+            let labels: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let head = format!(
+                "staged a canary for bucket {bucket} on the agents with {}",
+                labels.join(", ")
+            );
+            let mut out = applied(&head, response);
+            out.push_str(&waited_line(waited.as_ref(), response.committed_unix_ms));
+            out.push_str(&format!(
+                "the stored policy is unchanged: `tlsfleetctl rollout promote --bucket {bucket}` \
+                 makes it the policy everywhere, `rollout abort --bucket {bucket}` ends it\n"
+            ));
+            out
+        }
+        Outcome::Promoted {
+            bucket,
+            response,
+            waited,
+        } => {
+            let head = format!("promoted the canary of bucket {bucket} to its policy");
+            let mut out = applied(&head, response);
+            out.push_str(&waited_line(waited.as_ref(), response.committed_unix_ms));
+            out
+        }
+        Outcome::Aborted {
+            bucket,
+            response,
+            waited,
+        } => {
+            let mut out = format!(
+                "ended the canary of bucket {bucket} at revision {}; its agents are back on the \
+                 stored policy\n",
+                response.revision
+            );
+            out.push_str(&waited_line(waited.as_ref(), 0));
+            out
+        }
         Outcome::RolloutDone(w) => format!(
             "{}all {} agents enforce revision {} (waited {})\n",
             rollout(&w.status),
@@ -50,14 +92,10 @@ pub(super) fn render(outcome: &Outcome, now_unix_ms: i64) -> String {
             waited,
         } => {
             let head = format!("stored the policy of bucket {bucket}");
-            let took = match waited.write_to_last_ack(response.committed_unix_ms) {
-                Some(d) => format!("{} from the write to the last acknowledgement", human_duration(d)),
-                None => format!("waited {}", human_duration(waited.elapsed)),
-            };
             format!(
-                "{}enforced by all {} agents: {took}\n",
+                "{}{}",
                 applied(&head, response),
-                waited.status.agents_total
+                waited_line(Some(waited), response.committed_unix_ms)
             )
         }
         Outcome::History(r) => history(r),
@@ -257,6 +295,33 @@ fn applied(head: &str, r: &PutResponse) -> String {
     format!("{head} at revision {}\n{}", r.revision, f.render())
 }
 
+/// "enforced by all N agents: …" after a wait, or nothing.
+fn waited_line(waited: Option<&crate::wait::Waited>, committed_unix_ms: i64) -> String {
+    let Some(w) = waited else {
+        return String::new();
+    };
+    let took = match w.write_to_last_ack(committed_unix_ms) {
+        Some(d) => format!(
+            "{} from the write to the last acknowledgement",
+            human_duration(d)
+        ),
+        None => format!("waited {}", human_duration(w.elapsed)),
+    };
+    format!("enforced by all {} agents: {took}\n", w.status.agents_total)
+}
+
+fn canary(f: &mut Fields, c: &tlsfleet_proto::v1::Canary) {
+    f.heading("canary (pending; not the stored policy until promoted):");
+    let labels: Vec<String> = c.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    f.field(1, "on agents with", [labels.join(", ")]);
+    f.field(1, "revision", [c.revision.to_string()]);
+    f.field(1, "staged by", [c.updated_by.clone()]);
+    if let Some(e) = &c.effective {
+        f.field(1, "serves versions", [dash(e.tls_versions.join(", "))]);
+        f.field(1, "serves suites", [dash(e.cipher_suites.join(", "))]);
+    }
+}
+
 fn get(r: &GetResponse) -> String {
     let Some(p) = &r.policy else {
         return format!("no policy in the answer (revision {})\n", r.revision);
@@ -272,6 +337,9 @@ fn get(r: &GetResponse) -> String {
     f.field(0, "read at revision", [r.revision.to_string()]);
     stored(&mut f, p);
     effective(&mut f, p.effective.as_ref());
+    if let Some(c) = &p.canary {
+        canary(&mut f, c);
+    }
     f.render()
 }
 
@@ -335,7 +403,11 @@ fn list(l: &Listing) -> String {
             dash(eff.map(|e| e.tls_versions.join(",")).unwrap_or_default()),
             eff.map_or(0, |e| e.cipher_suites.len()).to_string(),
             eff.map_or(0, |e| e.dropped.len()).to_string(),
-            p.mod_revision.to_string(),
+            if p.canary.is_some() {
+                format!("{} (canary pending)", p.mod_revision)
+            } else {
+                p.mod_revision.to_string()
+            },
         ]
     });
     let mut out = if l.policies.is_empty() {
@@ -405,6 +477,18 @@ fn agents(r: &ListAgentsResponse, now_unix_ms: i64) -> String {
 
 fn rollout(r: &GetRolloutStatusResponse) -> String {
     let mut f = Fields::default();
+    if let Some(c) = &r.canary {
+        let labels: Vec<String> = c.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        f.field(0, "canary on", [labels.join(", ")]);
+        f.field(
+            0,
+            "refused since",
+            [format!(
+                "{} handshakes (this server's agents)",
+                r.refused_handshakes
+            )],
+        );
+    }
     f.field(0, "enforcing", r.enforcing.iter().cloned());
     f.field(0, "pending", r.pending.iter().cloned());
     f.field(0, "failed", r.failed.iter().cloned());
@@ -577,6 +661,7 @@ mod tests {
             }),
             mod_revision: 7,
             create_revision: 3,
+            canary: None,
         };
         let out = human(&Outcome::Get(GetResponse {
             policy: Some(policy),
@@ -615,6 +700,7 @@ mod tests {
             effective: Some(effective_policy()),
             mod_revision: 0,
             create_revision: 0,
+            canary: None,
         };
         let out = human(&Outcome::Get(GetResponse {
             policy: Some(policy),
@@ -639,6 +725,7 @@ mod tests {
             effective: Some(effective_policy()),
             mod_revision: 11,
             create_revision: 11,
+            canary: None,
         };
         let first = BucketPolicy {
             bucket: "logs".into(),

@@ -14,6 +14,14 @@ fn value<T: serde::Serialize>(message: &T) -> Value {
     serde_json::to_value(message).unwrap_or(Value::Null)
 }
 
+fn enforced(w: &crate::wait::Waited, committed_unix_ms: i64) -> Value {
+    json!({
+        "agents": w.status.agents_total,
+        "waited_ms": millis(w.elapsed),
+        "write_to_last_ack_ms": w.write_to_last_ack(committed_unix_ms).map(millis),
+    })
+}
+
 fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -50,13 +58,41 @@ pub(super) fn render(outcome: &Outcome) -> Value {
             "revision": response.revision,
             "effective": value(&response.effective),
             "downgrade": response.downgrade,
-            "enforced": {
-                "agents": waited.status.agents_total,
-                "waited_ms": millis(waited.elapsed),
-                "write_to_last_ack_ms": waited
-                    .write_to_last_ack(response.committed_unix_ms)
-                    .map(millis),
-            },
+            "enforced": enforced(waited, response.committed_unix_ms),
+        }),
+        Outcome::Canary {
+            bucket,
+            selector,
+            response,
+            waited,
+        } => json!({
+            "bucket": bucket,
+            "canary": selector.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            "revision": response.revision,
+            "effective": value(&response.effective),
+            "downgrade": response.downgrade,
+            "enforced": waited.as_ref().map(|w| enforced(w, response.committed_unix_ms)),
+        }),
+        Outcome::Promoted {
+            bucket,
+            response,
+            waited,
+        } => json!({
+            "bucket": bucket,
+            "promoted": true,
+            "revision": response.revision,
+            "effective": value(&response.effective),
+            "enforced": waited.as_ref().map(|w| enforced(w, response.committed_unix_ms)),
+        }),
+        Outcome::Aborted {
+            bucket,
+            response,
+            waited,
+        } => json!({
+            "bucket": bucket,
+            "aborted": response.existed,
+            "revision": response.revision,
+            "enforced": waited.as_ref().map(|w| enforced(w, 0)),
         }),
         Outcome::History(r) => value(r),
         Outcome::Usage(r) => value(r),
@@ -125,6 +161,7 @@ mod tests {
             effective: Some(effective_policy()),
             mod_revision: 7,
             create_revision: 3,
+            canary: None,
         }
     }
 
@@ -230,7 +267,7 @@ mod tests {
         }));
         assert_eq!(
             out,
-            json!({"revision": 13, "agents_total": 3, "enforcing": ["a", "b"], "pending": ["c"], "failed": [], "failures": [], "last_ack_unix_ms": 0})
+            json!({"revision": 13, "agents_total": 3, "enforcing": ["a", "b"], "pending": ["c"], "failed": [], "failures": [], "last_ack_unix_ms": 0, "canary": null, "refused_handshakes": 0})
         );
     }
 

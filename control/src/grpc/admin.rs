@@ -149,6 +149,20 @@ pub(crate) fn bucket_policy(e: &PolicyEntry) -> v1::BucketPolicy {
         effective: Some((&e.effective).into()),
         mod_revision: e.mod_revision,
         create_revision: e.create_revision,
+        canary: None,
+    }
+}
+
+/// The wire form of a bucket's canary.
+pub(crate) fn canary_wire(c: &crate::index::canary::CanaryEntry) -> v1::Canary {
+    v1::Canary {
+        config: Some((&c.policy.stored.config).into()),
+        effective: Some((&c.policy.effective).into()),
+        selector: c.selector.clone(),
+        revision: c.policy.mod_revision,
+        base_mod_revision: c.base_mod_revision,
+        updated_by: c.policy.stored.updated_by.clone(),
+        updated_at_unix_ms: c.policy.stored.updated_at_unix_ms,
     }
 }
 
@@ -160,6 +174,7 @@ pub(crate) fn default_wire(d: &DefaultEntry) -> v1::BucketPolicy {
         effective: Some((&d.effective).into()),
         mod_revision: d.mod_revision,
         create_revision: d.create_revision,
+        canary: None,
     }
 }
 
@@ -175,6 +190,7 @@ fn builtin_policy(bucket: &str) -> v1::BucketPolicy {
         effective: Some((&effective).into()),
         mod_revision: 0,
         create_revision: 0,
+        canary: None,
     }
 }
 
@@ -221,12 +237,26 @@ impl HttpsConfigService for AdminService {
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let who = self.authenticate(&req)?;
         let change = change(&req, &who, req.get_ref().allow_downgrade);
-        let req = req.into_inner();
+        let mut req = req.into_inner();
         let bucket = bucket(&req.bucket)?;
         who.authorize(Some(bucket.as_str()))?;
         let dry_run = req.dry_run;
         let impact_seconds = req.impact_seconds;
+        let selector = std::mem::take(&mut req.canary);
         let config = config_of(req.config)?;
+        if !selector.is_empty() {
+            if dry_run {
+                return Err(Status::invalid_argument(
+                    "a dry run previews the policy for the whole fleet: drop the canary selector",
+                ));
+            }
+            let out = self
+                .policies
+                .put_canary(&bucket, config, selector, &change)
+                .await
+                .map_err(status)?;
+            return Ok(put_response(&out, &change));
+        }
         if dry_run {
             let since = (impact_seconds > 0)
                 .then(|| std::time::Duration::from_secs(u64::from(impact_seconds)));
@@ -269,10 +299,14 @@ impl HttpsConfigService for AdminService {
         let bucket = bucket(&req.get_ref().bucket)?;
         who.authorize(Some(bucket.as_str()))?;
         let (entry, revision) = self.policies.get(&bucket).await.map_err(status)?;
-        let policy = match entry {
+        let mut policy = match entry {
             Some(e) => bucket_policy(&e),
             None => builtin_policy(bucket.as_str()),
         };
+        policy.canary = self
+            .policies
+            .canary(bucket.as_str())
+            .map(|c| canary_wire(&c));
         Ok(Response::new(GetResponse {
             policy: Some(policy),
             revision,
@@ -308,7 +342,14 @@ impl HttpsConfigService for AdminService {
                 page.entries
                     .iter()
                     .filter(|e| who.who.key.allows(who.action, Some(e.bucket.as_str())))
-                    .map(|e| bucket_policy(e)),
+                    .map(|e| {
+                        let mut p = bucket_policy(e);
+                        p.canary = self
+                            .policies
+                            .canary(e.bucket.as_str())
+                            .map(|c| canary_wire(&c));
+                        p
+                    }),
             );
         }
         let next_page_token = if more {
@@ -369,6 +410,38 @@ impl HttpsConfigService for AdminService {
             policy: Some(policy),
             revision,
         }))
+    }
+
+    async fn promote_canary(
+        &self,
+        req: Request<v1::CanaryRequest>,
+    ) -> Result<Response<PutResponse>, Status> {
+        let who = self.authenticate(&req)?;
+        let change = change(&req, &who, false);
+        let bucket = bucket(&req.get_ref().bucket)?;
+        who.authorize(Some(bucket.as_str()))?;
+        let out = self
+            .policies
+            .promote_canary(&bucket, &change)
+            .await
+            .map_err(status)?;
+        Ok(put_response(&out, &change))
+    }
+
+    async fn abort_canary(
+        &self,
+        req: Request<v1::CanaryRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let who = self.authenticate(&req)?;
+        let change = change(&req, &who, false);
+        let bucket = bucket(&req.get_ref().bucket)?;
+        who.authorize(Some(bucket.as_str()))?;
+        let out = self
+            .policies
+            .abort_canary(&bucket, &change)
+            .await
+            .map_err(status)?;
+        Ok(delete_response(&out, &change))
     }
 
     async fn delete_default(

@@ -45,6 +45,14 @@ pub const CALLS: &[(&str, Action)] = &[
         methods::HTTPS_CONFIG_SERVICE_DELETE_DEFAULT,
         Action::PutDefaultPolicy,
     ),
+    (
+        methods::HTTPS_CONFIG_SERVICE_PROMOTE_CANARY,
+        Action::PutBucketHttpsConfig,
+    ),
+    (
+        methods::HTTPS_CONFIG_SERVICE_ABORT_CANARY,
+        Action::PutBucketHttpsConfig,
+    ),
     (methods::FLEET_SERVICE_SYNC, Action::Sync),
     (methods::FLEET_SERVICE_GET_USAGE, Action::GetUsage),
     (methods::FLEET_SERVICE_LIST_AGENTS, Action::ListAgents),

@@ -114,18 +114,38 @@ impl FleetService for FleetServer {
         req: Request<GetRolloutStatusRequest>,
     ) -> Result<Response<GetRolloutStatusResponse>, Status> {
         authenticate_request(&self.auth, &req)?.authorize(None)?;
-        let revision = match req.get_ref().revision {
+        let req = req.into_inner();
+        // A bucket's canary: its agents, at its revision.
+        let canary = match req.bucket.as_str() {
+            "" => None,
+            b => {
+                let c = self
+                    .index
+                    .view()
+                    .and_then(|v| v.canaries().get(b).cloned())
+                    .ok_or_else(|| {
+                        Status::failed_precondition(format!("bucket {b:?} has no canary"))
+                    })?;
+                Some(c)
+            }
+        };
+        let revision = match (req.revision, &canary) {
+            (0, Some(c)) => c.policy.mod_revision,
             // The newest policy change, not the store's revision: on etcd that also counts
             // registry writes, which agents are never sent.
-            0 => self.index.last_change(),
-            r => r,
+            (0, None) => self.index.last_change(),
+            (r, _) => r,
         };
-        let selector: std::collections::BTreeMap<String, String> = req
-            .get_ref()
-            .selector
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let mut selector: std::collections::BTreeMap<String, String> = req.selector;
+        let mut refused_handshakes = 0;
+        if let Some(c) = &canary {
+            selector.extend(c.selector.clone());
+            let now = crate::clock::now_ms() / 1000;
+            let started = c.policy.stored.updated_at_unix_ms / 1000;
+            let since = std::time::Duration::from_secs(u64::try_from(now - started).unwrap_or(0));
+            let merged = self.usage.query(&req.bucket, Some(since), now);
+            refused_handshakes = merged.usage.refused.values().sum();
+        }
         let Rollout {
             enforcing,
             pending,
@@ -142,6 +162,8 @@ impl FleetService for FleetServer {
             failed,
             failures: failures.into_iter().map(agent_status).collect(),
             last_ack_unix_ms,
+            canary: canary.as_deref().map(super::admin::canary_wire),
+            refused_handshakes,
         }))
     }
 

@@ -23,7 +23,8 @@ pub(crate) fn status(e: PolicyError) -> Status {
         PolicyError::Invalid(v) => Status::invalid_argument(v.message),
         PolicyError::Unavailable(m) => Status::unavailable(m),
         PolicyError::OutcomeUnknown(m) => Status::deadline_exceeded(m),
-        PolicyError::Downgrade(m) => Status::failed_precondition(m),
+        PolicyError::Downgrade(m) | PolicyError::Precondition(m) => Status::failed_precondition(m),
+        PolicyError::BadRequest(m) => Status::invalid_argument(m),
         PolicyError::Internal(m) => Status::internal(m),
     }
 }

@@ -20,6 +20,7 @@ use tracing::{debug, warn};
 
 use crate::store::{Event, KeyValue, PolicyStore, Revision, StoreError};
 
+pub mod canary;
 pub mod state;
 mod subscription;
 mod writer;

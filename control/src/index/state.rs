@@ -11,6 +11,7 @@ use imbl::OrdMap;
 use tlsfleet_policy::{BucketName, EffectivePolicy};
 use tracing::{info, warn};
 
+use super::canary::{canary_bucket, CanaryEntry};
 use crate::store::{Event, KeyValue, Revision, StoredPolicy, DEFAULT_POLICY_KEY};
 
 /// One bucket's policy as the index holds it.
@@ -110,9 +111,21 @@ pub struct View {
     last_change: Revision,
     entries: OrdMap<String, Arc<PolicyEntry>>,
     default: Option<Arc<DefaultEntry>>,
+    /// Canaries by bucket (see `canary`).
+    canaries: OrdMap<String, Arc<CanaryEntry>>,
 }
 
 impl View {
+    /// Every canary, by bucket.
+    pub fn canaries(&self) -> &OrdMap<String, Arc<CanaryEntry>> {
+        &self.canaries
+    }
+
+    /// Every stored policy, by bucket.
+    pub fn entry_map(&self) -> &OrdMap<String, Arc<PolicyEntry>> {
+        &self.entries
+    }
+
     /// The fleet default policy, if one is set.
     pub fn default_policy(&self) -> Option<&Arc<DefaultEntry>> {
         self.default.as_ref()
@@ -178,6 +191,12 @@ pub struct Update {
     pub deletes: Vec<String>,
     /// The fleet default policy, when it changed.
     pub default: Option<DefaultChange>,
+    /// Buckets whose canary started, changed or ended.
+    pub canary_buckets: Vec<String>,
+    /// The canaries at `revision` (what each agent gets depends on them: `canary::for_agent`).
+    pub canaries: OrdMap<String, Arc<CanaryEntry>>,
+    /// The stored policies at `revision` (the policy a canary's end brings back).
+    pub entries: OrdMap<String, Arc<PolicyEntry>>,
 }
 
 impl Update {
@@ -193,12 +212,25 @@ impl Update {
             upserts: vec![],
             deletes: vec![],
             default: None,
+            canary_buckets: vec![],
+            canaries: OrdMap::new(),
+            entries: OrdMap::new(),
         }
     }
 
-    /// Whether it changes nothing.
+    /// Whether it changes nothing (for any agent).
     pub fn is_empty(&self) -> bool {
-        self.upserts.is_empty() && self.deletes.is_empty() && self.default.is_none()
+        self.upserts.is_empty()
+            && self.deletes.is_empty()
+            && self.default.is_none()
+            && self.canary_buckets.is_empty()
+    }
+
+    /// Attaches the state the update leads to (for `canary::for_agent`).
+    fn at(mut self, view: &View) -> Self {
+        self.canaries = view.canaries.clone();
+        self.entries = view.entries.clone();
+        self
     }
 }
 
@@ -299,9 +331,14 @@ impl State {
     pub fn replace_all(&mut self, revision: Revision, items: &[KeyValue]) -> Option<Update> {
         let mut entries = OrdMap::new();
         let mut default = None;
+        let mut canaries = OrdMap::new();
         for kv in items {
             if kv.key == DEFAULT_POLICY_KEY {
                 default = DefaultEntry::decode(kv);
+            } else if let Some(bucket) = canary_bucket(&kv.key) {
+                if let Some(c) = CanaryEntry::decode(kv) {
+                    canaries.insert(bucket.to_owned(), c);
+                }
             } else if let Some(e) = PolicyEntry::decode(kv) {
                 entries.insert(kv.key.clone(), e);
             }
@@ -312,6 +349,7 @@ impl State {
             last_change: newest.max(self.view.last_change),
             entries,
             default,
+            canaries,
         };
         let old = std::mem::replace(&mut self.view, new_view);
         if !self.loaded {
@@ -346,11 +384,30 @@ impl State {
             }
             (None, None) => None,
         };
-        if !update.deletes.is_empty() || matches!(update.default, Some(DefaultChange::Cleared)) {
+        for (bucket, c) in &self.view.canaries {
+            let same = old
+                .canaries
+                .get(bucket)
+                .is_some_and(|o| o.policy.mod_revision == c.policy.mod_revision);
+            if !same {
+                update.canary_buckets.push(bucket.clone());
+            }
+        }
+        for bucket in old.canaries.keys() {
+            if !self.view.canaries.contains_key(bucket) {
+                update.canary_buckets.push(bucket.clone());
+                self.tombstones
+                    .insert(super::canary::canary_key(bucket), revision);
+            }
+        }
+        if !update.deletes.is_empty()
+            || !update.canary_buckets.is_empty()
+            || matches!(update.default, Some(DefaultChange::Cleared))
+        {
             // When between the two lists is unknown: at the latest, the relist's revision.
             self.view.last_change = revision;
         }
-        Some(update)
+        Some(update.at(&self.view))
     }
 
     /// Applies a batch of watch events; None when it brings nothing new (a resumed watch may
@@ -386,6 +443,27 @@ impl State {
                     }
                     had
                 }
+                Event::Put(kv) if canary_bucket(&kv.key).is_some() => {
+                    let bucket = canary_bucket(&kv.key).unwrap_or_default().to_owned();
+                    match CanaryEntry::decode(&kv) {
+                        Some(c) => {
+                            self.tombstones.remove(&kv.key);
+                            view.canaries.insert(bucket.clone(), c);
+                            update.canary_buckets.push(bucket);
+                            true
+                        }
+                        None => false,
+                    }
+                }
+                Event::Delete { key, mod_revision } if canary_bucket(&key).is_some() => {
+                    let bucket = canary_bucket(&key).unwrap_or_default().to_owned();
+                    let had = view.canaries.remove(&bucket).is_some();
+                    if had {
+                        self.tombstones.insert(key, mod_revision);
+                        update.canary_buckets.push(bucket);
+                    }
+                    had
+                }
                 Event::Put(kv) => {
                     if let Some(e) = PolicyEntry::decode(&kv) {
                         self.tombstones.remove(&kv.key);
@@ -414,6 +492,9 @@ impl State {
         }
         view.revision = update.revision;
         self.view = view;
+        update.canary_buckets.sort();
+        update.canary_buckets.dedup();
+        let update = update.at(&self.view);
         while self.tombstones.len() > self.max_tombstones {
             // Forget the oldest delete; subscribers from before it get a snapshot.
             match self.tombstones.pop_oldest() {
@@ -457,13 +538,24 @@ impl State {
             None if default_deleted => Some(DefaultChange::Cleared),
             None => None,
         };
+        let mut canaries: BTreeSet<String> = view
+            .canaries
+            .iter()
+            .filter(|(_, c)| c.policy.mod_revision > after)
+            .map(|(b, _)| b.clone())
+            .collect();
         for key in keys {
+            if let Some(bucket) = canary_bucket(&key) {
+                canaries.insert(bucket.to_owned());
+                continue;
+            }
             match view.entries.get(&key) {
                 Some(e) => update.upserts.push(e.clone()),
                 None => update.deletes.push(key),
             }
         }
-        update
+        update.canary_buckets = canaries.into_iter().collect();
+        update.at(view)
     }
 }
 
@@ -478,6 +570,7 @@ mod tests {
             config: HttpsConfig::disabled(),
             updated_by: "t".into(),
             updated_at_unix_ms: 0,
+            ..Default::default()
         };
         KeyValue {
             key: bucket.into(),

@@ -25,7 +25,7 @@ mod record;
 mod rollout;
 
 pub use record::{AgentRecord, BucketFailure, Phase};
-pub use rollout::Rollout;
+pub use rollout::{selects, Rollout};
 
 /// What an agent says about itself when its stream opens (bounded by the Sync server).
 #[derive(Clone, Debug, Default)]

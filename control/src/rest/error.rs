@@ -102,6 +102,8 @@ impl From<PolicyError> for OssError {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", m)
             }
             PolicyError::Downgrade(m) => Self::new(StatusCode::FORBIDDEN, "AccessDenied", m),
+            PolicyError::Precondition(m) => Self::new(StatusCode::CONFLICT, "Conflict", m),
+            PolicyError::BadRequest(m) => Self::new(StatusCode::BAD_REQUEST, "InvalidArgument", m),
             PolicyError::Internal(m) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", m)
             }

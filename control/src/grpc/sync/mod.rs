@@ -182,6 +182,7 @@ impl SyncServer {
             shutdown: self.shutdown.clone(),
             slot,
             usage: self.usage.clone(),
+            labels: hello.labels.clone(),
         };
         self.tasks.spawn(stream.run(start, after).instrument(span));
         Ok(ReceiverStream::new(rx))

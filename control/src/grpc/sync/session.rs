@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 use super::{admit::Slot, chunks::Chunks, hello::bounded_nack, SyncLimits};
 use crate::{
     grpc::admin::{bucket_policy, default_wire},
-    index::{DefaultChange, PolicyEntry, Start, Subscription, Update, View},
+    index::{canary, DefaultChange, PolicyEntry, Start, Subscription, Update, View},
     registry::Session,
     usage::FleetUsage,
 };
@@ -42,6 +42,8 @@ pub(super) struct SyncSession {
     pub(super) shutdown: CancellationToken,
     pub(super) slot: Slot,
     pub(super) usage: FleetUsage,
+    /// The agent's labels: which canaries it is in.
+    pub(super) labels: std::collections::BTreeMap<String, String>,
 }
 
 impl SyncSession {
@@ -165,7 +167,13 @@ impl SyncSession {
     /// The whole view, in chunks (built one at a time: a stream holds at most a few).
     async fn send_snapshot(&self, view: &View) -> Result<(), Ended> {
         let revision = view.revision();
-        let mut chunks = Chunks::new(self.limits.chunk_bytes, view.entries().map(wire));
+        let policies = canary::snapshot_for(
+            view.entries(),
+            view.canaries(),
+            view.entry_map(),
+            &self.labels,
+        );
+        let mut chunks = Chunks::new(self.limits.chunk_bytes, policies.map(wire_owned));
         loop {
             let (policies, more) = chunks.next_chunk();
             // The default policy travels in the last chunk, with the revision it is part of.
@@ -190,6 +198,9 @@ impl SyncSession {
 
     /// The changes of `u` as a delta that continues from `from`, in chunks.
     async fn send_delta(&self, u: &Update, from: i64) -> Result<(), Ended> {
+        // What this agent enforces of it (the canaries that select it in place of stored
+        // policies).
+        let u = canary::for_agent(u, &self.labels);
         let mut chunks = Chunks::new(self.limits.chunk_bytes, u.upserts.iter().map(wire));
         let mut deletes = u.deletes.iter();
         loop {
@@ -236,6 +247,10 @@ impl SyncSession {
 /// iterators must be `Send` for every lifetime).
 fn wire(e: &Arc<PolicyEntry>) -> BucketPolicy {
     bucket_policy(e)
+}
+
+fn wire_owned(e: Arc<PolicyEntry>) -> BucketPolicy {
+    bucket_policy(&e)
 }
 
 /// Windows per usage report, and buckets per window, taken from an agent.

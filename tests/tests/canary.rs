@@ -1,0 +1,215 @@
+//! Canary rollouts with real processes and real handshakes: a policy staged with
+//! `tlsfleetctl put --canary k=v` reaches only the agents with that label (also one joining
+//! mid-canary, and across a control-server restart, since the canary is in the store), GET
+//! keeps returning the stored policy, `rollout promote` takes it fleet-wide and `rollout
+//! abort` brings the canary agents back to the stored policy.
+
+use serde_json::{json, Value};
+use tlsfleet_testkit::{
+    agent::Agent,
+    control::{keys, tlsfleetctl, Control, DOMAIN},
+    rest,
+    tls::{s_client, KeyKind, TestCert},
+};
+
+/// `tlsfleetctl --output json ARGS` as admin: (exit code, JSON, stderr).
+fn ctl(url: &str, args: &[&str]) -> (i32, Value, String) {
+    let out = tlsfleetctl(url, keys::ADMIN, args);
+    (
+        out.status.code().unwrap_or(-1),
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(url: &str, args: &[&str]) -> Value {
+    let (code, v, err) = ctl(url, args);
+    assert_eq!(code, 0, "tlsfleetctl {args:?}: {err}");
+    v
+}
+
+fn agent(name: &str, url: &str, cert: &TestCert, tier: &str) -> Agent {
+    let extra = [
+        "--label".to_owned(),
+        format!("tier={tier}"),
+        "--reconnect-max".to_owned(),
+        "500ms".to_owned(),
+    ];
+    let mut a = Agent::spawn_with(name, &[url.to_owned()], &cert.cert, &cert.key, None, &extra);
+    a.wait_ready();
+    a
+}
+
+/// Whether a real TLS 1.2 handshake for bucket `logs` succeeds at `a`.
+fn tls12(a: &Agent) -> bool {
+    s_client(a.tls, &format!("logs.{DOMAIN}"), &["-tls1_2"]).0
+}
+
+fn stored_versions(url: &str) -> Value {
+    ok(url, &["get", "--bucket", "logs"])["policy"]["config"]["tls"]["tls_versions"].clone()
+}
+
+#[test]
+fn a_canary_reaches_only_its_selector_until_promoted_and_abort_restores() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = TestCert::generate(dir.path(), DOMAIN, KeyKind::EcdsaP256);
+    let mut control = Control::embedded();
+    let url = control.grpc_url();
+    let canary1 = agent("edge-canary-1", &url, &cert, "canary");
+    let main1 = agent("edge-main-1", &url, &cert, "main");
+    let main2 = agent("edge-main-2", &url, &cert, "main");
+    ok(
+        &url,
+        &[
+            "put",
+            "--bucket",
+            "logs",
+            "--tls-versions",
+            "TLSv1.2,TLSv1.3",
+            "--wait",
+        ],
+    );
+
+    // Stage TLS 1.3 only on tier=canary; --wait waits for the canary agents.
+    let staged = ok(
+        &url,
+        &[
+            "put",
+            "--bucket",
+            "logs",
+            "--tls-versions",
+            "TLSv1.3",
+            "--canary",
+            "tier=canary",
+            "--wait",
+        ],
+    );
+    assert_eq!(staged["enforced"]["agents"], 1, "{staged}");
+    assert!(!tls12(&canary1), "the canary agent enforces the canary");
+    assert!(
+        tls12(&main1) && tls12(&main2),
+        "the others keep the stored policy"
+    );
+
+    // GET (gRPC and REST) is the stored policy; the canary shows as pending.
+    assert_eq!(stored_versions(&url), json!(["TLSv1.2", "TLSv1.3"]));
+    let got = ok(&url, &["get", "--bucket", "logs"]);
+    assert_eq!(
+        got["policy"]["canary"]["selector"],
+        json!({"tier": "canary"}),
+        "{got}"
+    );
+    let listed = ok(&url, &["list"]);
+    assert!(listed["policies"][0]["canary"].is_object(), "{listed}");
+    let rest_get = rest::oss(control.http, "GET", "logs", "", keys::ADMIN).expect("REST GET");
+    assert!(
+        rest_get.body.contains("<TLSVersion>TLSv1.2</TLSVersion>"),
+        "{}",
+        rest_get.body
+    );
+
+    // The canary's own status: its agents, at its revision.
+    let status = ok(&url, &["rollout", "status", "--bucket", "logs"]);
+    assert_eq!(status["enforcing"], json!(["edge-canary-1"]), "{status}");
+    assert_eq!(status["canary"]["selector"], json!({"tier": "canary"}));
+
+    // Agents joining mid-canary get what their labels say.
+    let canary2 = agent("edge-canary-2", &url, &cert, "canary");
+    let main3 = agent("edge-main-3", &url, &cert, "main");
+    assert!(!tls12(&canary2));
+    assert!(tls12(&main3));
+
+    // The canary is in the store: a restarted control server still stages it.
+    control.restart();
+    ok(
+        &url,
+        &[
+            "rollout",
+            "status",
+            "--bucket",
+            "logs",
+            "--wait",
+            "--timeout",
+            "20s",
+        ],
+    );
+    assert!(ok(&url, &["get", "--bucket", "logs"])["policy"]["canary"].is_object());
+    assert!(!tls12(&canary1) && tls12(&main1));
+
+    // Promote: the whole fleet, and GET, have it; no canary pending.
+    ok(&url, &["rollout", "promote", "--bucket", "logs", "--wait"]);
+    assert_eq!(stored_versions(&url), json!(["TLSv1.3"]));
+    assert!(ok(&url, &["get", "--bucket", "logs"])["policy"]["canary"].is_null());
+    for a in [&canary1, &canary2, &main1, &main2, &main3] {
+        assert!(!tls12(a), "{} enforces the promoted policy", a.node_id);
+    }
+
+    // A canary that loosens is a downgrade like any put; abort brings its agents back.
+    let (code, _, err) = ctl(
+        &url,
+        &[
+            "put",
+            "--bucket",
+            "logs",
+            "--tls-versions",
+            "TLSv1.2,TLSv1.3",
+            "--canary",
+            "tier=canary",
+        ],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("downgrade"), "{err}");
+    ok(
+        &url,
+        &[
+            "put",
+            "--bucket",
+            "logs",
+            "--tls-versions",
+            "TLSv1.2,TLSv1.3",
+            "--canary",
+            "tier=canary",
+            "--allow-downgrade",
+            "--wait",
+        ],
+    );
+    assert!(tls12(&canary1) && tls12(&canary2));
+    assert!(!tls12(&main1));
+    ok(&url, &["rollout", "abort", "--bucket", "logs", "--wait"]);
+    assert!(
+        !tls12(&canary1) && !tls12(&canary2),
+        "abort restored the stored policy"
+    );
+    assert_eq!(stored_versions(&url), json!(["TLSv1.3"]));
+
+    // Nothing to promote now; and a canary whose bucket changed under it is not promoted.
+    let (code, _, err) = ctl(&url, &["rollout", "promote", "--bucket", "logs"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("no canary"), "{err}");
+    ok(
+        &url,
+        &[
+            "put",
+            "--bucket",
+            "logs",
+            "--tls-versions",
+            "TLSv1.3",
+            "--canary",
+            "tier=canary",
+        ],
+    );
+    ok(
+        &url,
+        &[
+            "put",
+            "--bucket",
+            "logs",
+            "--tls-versions",
+            "TLSv1.3",
+            "--strong",
+        ],
+    );
+    let (code, _, err) = ctl(&url, &["rollout", "promote", "--bucket", "logs"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("changed since its canary started"), "{err}");
+}
