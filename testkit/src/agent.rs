@@ -112,7 +112,7 @@ impl Agent {
         for _ in 0..START_ATTEMPTS {
             let admin = self.admin;
             let proc = &mut self.proc;
-            eventually(Duration::from_secs(30), || {
+            eventually(crate::procs::ready_timeout(), || {
                 !proc.is_running() || matches!(http_get(admin, "/readyz"), Ok((200, _)))
             });
             if self.proc.exited_on_a_taken_port() {
@@ -121,8 +121,9 @@ impl Agent {
             }
             assert!(
                 self.proc.is_running() && matches!(http_get(admin, "/readyz"), Ok((200, _))),
-                "agent {} did not become ready within 30 s (running: {}); it printed:\n{}",
+                "agent {} did not become ready within {:?} (running: {}); it printed:\n{}",
                 self.node_id,
+                crate::procs::ready_timeout(),
                 self.proc.is_running(),
                 self.proc.log_tail()
             );

@@ -199,7 +199,7 @@ impl Control {
     fn become_ready(&mut self) -> bool {
         let http = self.http;
         let proc = &mut self.proc;
-        eventually(Duration::from_secs(30), || {
+        eventually(crate::procs::ready_timeout(), || {
             !proc.is_running() || matches!(http_get(http, "/-/readyz"), Ok((200, _)))
         });
         self.proc.is_running() && matches!(http_get(http, "/-/readyz"), Ok((200, _)))

@@ -47,6 +47,16 @@ pub fn eventually(timeout: Duration, probe: impl FnMut() -> bool) -> bool {
 /// How much of a process's output a failure message quotes.
 const LOG_TAIL: u64 = 6_000;
 
+/// How long a started server may take to become ready: 30 s, or `TLSFLEET_TEST_READY_SECS`
+/// (the scale benchmark loads a million policies first).
+pub fn ready_timeout() -> Duration {
+    let secs = std::env::var("TLSFLEET_TEST_READY_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    Duration::from_secs(secs)
+}
+
 /// Starts tried when a server exits because a port it was given was taken meanwhile.
 pub const START_ATTEMPTS: usize = 3;
 

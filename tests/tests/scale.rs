@@ -211,3 +211,43 @@ fn policies_load_agents_converge_and_a_change_reaches_every_handshake() {
         max_agent / n as u64,
     );
 }
+
+/// Where a control server's load time goes at scale: the paged list from etcd, then decoding
+/// and validating every policy (`TLSFLEET_SCALE_POLICIES`, default 20,000). A benchmark.
+#[test]
+#[ignore = "benchmark: run with --release -- --ignored --nocapture"]
+fn list_and_decode_timing() {
+    use tlsfleet_control::store::{etcd::EtcdStore, PolicyStore};
+    let n = env("TLSFLEET_SCALE_POLICIES", 20_000);
+    let etcd = Etcd::start();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        write_policies(&etcd.endpoint(), n).await;
+        let store = EtcdStore::connect(&[etcd.endpoint()], "/tlsfleet/")
+            .await
+            .expect("connect");
+        let t = Instant::now();
+        let snapshot = store.list().await.expect("list");
+        let listed = t.elapsed();
+        let t = Instant::now();
+        let decoded = snapshot
+            .items
+            .iter()
+            .filter_map(|kv| StoredPolicy::decode(&kv.value).ok())
+            .count();
+        let json = t.elapsed();
+        let t = Instant::now();
+        let valid = snapshot
+            .items
+            .iter()
+            .filter_map(|kv| StoredPolicy::decode(&kv.value).ok())
+            .filter(|p| p.config.effective().is_ok())
+            .count();
+        let effective = t.elapsed().saturating_sub(json);
+        assert_eq!((decoded, valid), (n, n));
+        eprintln!(
+            "scale: list of {n} in {listed:.1?}; JSON decode {json:.1?}; effective policies \
+             {effective:.1?}"
+        );
+    });
+}

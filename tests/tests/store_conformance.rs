@@ -15,6 +15,9 @@ use tokio::time::{timeout, Instant};
 // `futures` is not a dependency of this crate; tonic re-exports tokio-stream.
 use futures::StreamExt;
 
+/// Keys per page of the etcd fixture's full reads, so that lists span pages.
+const TEST_PAGE_KEYS: usize = 50;
+
 /// Longest wait for something that should happen promptly (an event, an expiry).
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -39,7 +42,8 @@ async fn etcd() -> Fixture {
     let etcd = Etcd::start();
     let store = EtcdStore::connect(&[etcd.endpoint()], "/tlsfleet/")
         .await
-        .expect("connect to etcd");
+        .expect("connect to etcd")
+        .with_page_keys(TEST_PAGE_KEYS as i64);
     Fixture {
         store: Arc::new(store),
         _dir: None,
@@ -159,10 +163,11 @@ mod suite {
         }
     }
 
-    /// More policies than two etcd pages (`PAGE_KEYS`), listed while a writer adds and
+    /// More policies than two pages of the etcd fixture, listed while a writer adds and
     /// overwrites: each list holds exactly what stood at its revision.
     pub async fn a_list_of_many_pages_is_at_one_revision_under_writes(store: Arc<dyn Store>) {
-        let n = 2 * usize::try_from(tlsfleet_control::store::etcd::PAGE_KEYS).unwrap_or(2_000) + 7;
+        // The etcd fixture reads pages of TEST_PAGE_KEYS keys.
+        let n = 2 * TEST_PAGE_KEYS + 7;
         let tasks: Vec<_> = (0..8)
             .map(|w| {
                 let store = store.clone();

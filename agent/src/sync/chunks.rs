@@ -1,37 +1,62 @@
 //! Reassembling snapshots and deltas the control server sends in chunks (each at most a few
 //! hundred KiB, so that neither side ever holds a whole table as one message): chunks with
 //! `more = true` are kept, and the whole revision is applied once its last chunk arrives.
+//! Snapshot chunks are converted as they arrive: a million-policy snapshot is never held as
+//! wire messages, only as the (bucket, config) pairs the table is built from.
 
-use tlsfleet_proto::v1::{Delta, Snapshot};
+use tlsfleet_policy::{BucketName, HttpsConfig};
+use tlsfleet_proto::{
+    convert,
+    v1::{BucketPolicy, Delta, Snapshot},
+};
+
+use crate::table::BucketError;
+
+/// A snapshot received so far, converted.
+#[derive(Debug, Default)]
+pub(super) struct Received {
+    pub(super) revision: i64,
+    pub(super) policies: Vec<(BucketName, HttpsConfig)>,
+    /// Policies that did not convert (NACKed, and their buckets refused).
+    pub(super) bad: Vec<BucketError>,
+    pub(super) default_policy: Option<BucketPolicy>,
+    pub(super) store_id: String,
+    more: bool,
+}
 
 /// The chunks received so far of the revision being sent.
 #[derive(Debug, Default)]
 pub(super) struct Assembler {
-    snapshot: Option<Snapshot>,
+    snapshot: Option<Received>,
     delta: Option<Delta>,
 }
 
 impl Assembler {
     /// Adds a snapshot chunk; the whole snapshot once this was its last chunk.
-    pub(super) fn snapshot(&mut self, chunk: Snapshot) -> Option<Snapshot> {
+    pub(super) fn snapshot(&mut self, chunk: Snapshot) -> Option<Received> {
         self.delta = None;
-        let whole = match self.snapshot.take() {
+        let mut so_far = match self.snapshot.take() {
             // A chunk of the same snapshot: append.
-            Some(mut so_far) if so_far.revision == chunk.revision => {
-                so_far.policies.extend(chunk.policies);
-                so_far.more = chunk.more;
-                // The default policy comes with the last chunk.
-                so_far.default_policy = chunk.default_policy.or(so_far.default_policy);
-                so_far
-            }
+            Some(so_far) if so_far.revision == chunk.revision => so_far,
             // A new snapshot (first chunk): whatever was pending is superseded.
-            _ => chunk,
+            _ => Received {
+                revision: chunk.revision,
+                ..Received::default()
+            },
         };
-        if whole.more {
-            self.snapshot = Some(whole);
+        let (good, bad) = convert_all(chunk.policies);
+        so_far.policies.extend(good);
+        so_far.bad.extend(bad);
+        so_far.more = chunk.more;
+        // The default policy and the store id come with the last chunk (the id with all).
+        so_far.default_policy = chunk.default_policy.or(so_far.default_policy);
+        so_far.store_id = chunk.store_id;
+        if so_far.more {
+            self.snapshot = Some(so_far);
             None
         } else {
-            Some(whole)
+            so_far.policies.shrink_to_fit();
+            Some(so_far)
         }
     }
 
@@ -68,6 +93,25 @@ impl Assembler {
     }
 }
 
+/// Wire policies converted: the good ones, and a NACK entry for each one that is not.
+pub(super) fn convert_all(
+    policies: Vec<BucketPolicy>,
+) -> (Vec<(BucketName, HttpsConfig)>, Vec<BucketError>) {
+    let mut good = Vec::with_capacity(policies.len());
+    let mut bad = Vec::new();
+    for policy in policies {
+        let bucket = policy.bucket.clone();
+        match convert::bucket_policy(policy) {
+            Ok(entry) => good.push(entry),
+            Err(e) => bad.push(BucketError {
+                bucket,
+                reason: e.to_string(),
+            }),
+        }
+    }
+    (good, bad)
+}
+
 #[cfg(test)]
 mod tests {
     use tlsfleet_proto::v1::BucketPolicy;
@@ -94,11 +138,13 @@ mod tests {
         assert!(a.snapshot(chunk(5, &["aaa"], true)).is_none());
         assert!(a.snapshot(chunk(5, &["bbb"], true)).is_none());
         let whole = a.snapshot(chunk(5, &["ccc"], false)).unwrap();
-        assert_eq!(whole.policies.len(), 3);
+        // Converted as they came (these carry no config: each one is reported bad).
+        assert_eq!((whole.policies.len(), whole.bad.len()), (0, 3));
+        assert_eq!(whole.store_id, "s");
         // A newer snapshot's first chunk supersedes an unfinished one.
         assert!(a.snapshot(chunk(6, &["aaa"], true)).is_none());
         let whole = a.snapshot(chunk(7, &["zzz"], false)).unwrap();
-        assert_eq!((whole.revision, whole.policies.len()), (7, 1));
+        assert_eq!((whole.revision, whole.bad.len()), (7, 1));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use tlsfleet_proto::{
     signer::signed_stream,
     v1::{
         self as pb, agent_message, control_message, fleet_service_client::FleetServiceClient, Ack,
-        AgentHello, AgentMessage, BucketPolicy, Delta, Nack, Snapshot,
+        AgentHello, AgentMessage, BucketPolicy, Delta, Nack,
     },
 };
 use tokio::sync::mpsc;
@@ -16,7 +16,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::Interceptor;
 use tracing::{debug, info, warn};
 
-use super::{chunks::Assembler, connect::ControlEndpoint, Progress, Shared};
+use super::{
+    chunks::{self, convert_all, Assembler},
+    connect::ControlEndpoint,
+    Progress, Shared,
+};
 use crate::table::{ApplyOutcome, BucketError, DefaultChange, DEFAULT_BUCKET};
 
 /// Buckets per usage message (each well under the control plane's message cap).
@@ -230,12 +234,12 @@ impl Session<'_> {
         }
     }
 
-    async fn snapshot(&self, snapshot: Snapshot) -> Result<ApplyOutcome, End> {
+    async fn snapshot(&self, snapshot: chunks::Received) -> Result<ApplyOutcome, End> {
         self.shared.metrics.inc_snapshots();
         let revision = snapshot.revision;
-        let count = snapshot.policies.len();
+        let count = snapshot.policies.len() + snapshot.bad.len();
         let table = self.shared.table.clone();
-        let (policies, mut bad) = convert_all(snapshot.policies);
+        let (policies, mut bad) = (snapshot.policies, snapshot.bad);
         let default = match snapshot.default_policy {
             None => DefaultChange::Clear,
             Some(p) => default_change(p, &mut bad),
@@ -318,22 +322,6 @@ fn panicked(e: tokio::task::JoinError) -> End {
 
 /// Converts wire policies; the ones that do not convert become NACK entries (their buckets
 /// keep their previous config, as for a policy the table cannot build).
-fn convert_all(policies: Vec<BucketPolicy>) -> (Vec<(BucketName, HttpsConfig)>, Vec<BucketError>) {
-    let mut good = Vec::with_capacity(policies.len());
-    let mut bad = Vec::new();
-    for policy in policies {
-        let bucket = policy.bucket.clone();
-        match convert::bucket_policy(policy) {
-            Ok(entry) => good.push(entry),
-            Err(e) => bad.push(BucketError {
-                bucket,
-                reason: e.to_string(),
-            }),
-        }
-    }
-    (good, bad)
-}
-
 fn merge(mut outcome: ApplyOutcome, bad: Vec<BucketError>) -> ApplyOutcome {
     outcome.errors.extend(bad);
     outcome

@@ -127,3 +127,190 @@ pub fn snapshot_for<'a>(
         .map(|(_, c)| c.policy.clone());
     substituted.chain(only_canary)
 }
+
+#[cfg(test)]
+mod tests {
+    use tlsfleet_policy::{HttpsConfig, TlsConfig, TlsVersion};
+
+    use super::*;
+    use crate::{
+        index::state::{Start, State},
+        store::{Event, StoredPolicy},
+    };
+
+    fn value(versions: &[TlsVersion], selector: &[(&str, &str)]) -> Vec<u8> {
+        StoredPolicy {
+            config: HttpsConfig {
+                tls: TlsConfig {
+                    enable: true,
+                    tls_versions: versions.to_vec(),
+                },
+                cipher_suite: None,
+            },
+            canary_selector: selector
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..Default::default()
+        }
+        .encode()
+        .unwrap()
+    }
+
+    fn put(key: &str, rev: Revision, v: Vec<u8>) -> Event {
+        Event::Put(KeyValue {
+            key: key.into(),
+            value: v,
+            create_revision: rev,
+            mod_revision: rev,
+        })
+    }
+
+    fn labels(tier: &str) -> BTreeMap<String, String> {
+        [("tier".to_owned(), tier.to_owned())].into()
+    }
+
+    /// The versions an agent would get for `bucket`: Some(versions) or None (deleted).
+    fn got(u: &Update, bucket: &str) -> Option<Option<Vec<TlsVersion>>> {
+        if u.deletes.iter().any(|d| d == bucket) {
+            return Some(None);
+        }
+        u.upserts
+            .iter()
+            .find(|e| e.bucket.as_str() == bucket)
+            .map(|e| Some(e.stored.config.tls.tls_versions.clone()))
+    }
+
+    #[test]
+    fn each_agent_gets_what_its_labels_say_in_deltas_and_snapshots() {
+        use TlsVersion::{Tls12, Tls13};
+        let mut s = State::default();
+        s.replace_all(1, &[]);
+        let stored = s
+            .apply(2, vec![put("logs", 2, value(&[Tls12, Tls13], &[]))])
+            .unwrap();
+        // No canary: the update is passed through as it is.
+        assert!(matches!(
+            for_agent(&stored, &labels("canary")),
+            Cow::Borrowed(_)
+        ));
+
+        let started = s
+            .apply(
+                3,
+                vec![put(
+                    &canary_key("logs"),
+                    3,
+                    value(&[Tls13], &[("tier", "canary")]),
+                )],
+            )
+            .unwrap();
+        assert_eq!(started.canary_buckets, ["logs"]);
+        assert!(
+            !started.is_empty(),
+            "a canary-only update advances every agent"
+        );
+        let canary = for_agent(&started, &labels("canary"));
+        assert_eq!(got(&canary, "logs"), Some(Some(vec![Tls13])));
+        let main = for_agent(&started, &labels("main"));
+        assert_eq!(got(&main, "logs"), Some(Some(vec![Tls12, Tls13])));
+
+        // The stored policy changes under the canary: canary agents keep the canary.
+        let changed = s
+            .apply(4, vec![put("logs", 4, value(&[Tls12], &[]))])
+            .unwrap();
+        assert_eq!(
+            got(&for_agent(&changed, &labels("canary")), "logs"),
+            Some(Some(vec![Tls13]))
+        );
+        assert_eq!(
+            got(&for_agent(&changed, &labels("main")), "logs"),
+            Some(Some(vec![Tls12]))
+        );
+
+        // A snapshot substitutes too, and includes canaries of buckets with no policy.
+        s.apply(
+            5,
+            vec![put(
+                &canary_key("fresh"),
+                5,
+                value(&[Tls13], &[("tier", "canary")]),
+            )],
+        );
+        let view = s.view().clone();
+        let snap = |tier: &str| -> Vec<(String, Vec<TlsVersion>)> {
+            let l = labels(tier);
+            snapshot_for(view.entries(), view.canaries(), view.entry_map(), &l)
+                .map(|e| {
+                    (
+                        e.bucket.to_string(),
+                        e.stored.config.tls.tls_versions.clone(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            snap("canary"),
+            [("logs".into(), vec![Tls13]), ("fresh".into(), vec![Tls13])]
+        );
+        assert_eq!(snap("main"), [("logs".into(), vec![Tls12])]);
+
+        // The canary ends: canary agents go back to the stored policy, or to none.
+        let ended = s
+            .apply(
+                6,
+                vec![
+                    Event::Delete {
+                        key: canary_key("logs"),
+                        mod_revision: 6,
+                    },
+                    Event::Delete {
+                        key: canary_key("fresh"),
+                        mod_revision: 6,
+                    },
+                ],
+            )
+            .unwrap();
+        let back = for_agent(&ended, &labels("canary"));
+        assert_eq!(got(&back, "logs"), Some(Some(vec![Tls12])));
+        assert_eq!(got(&back, "fresh"), Some(None));
+        assert!(s.view().canaries().is_empty());
+        // A subscriber from before the canary began resumes with the buckets it touched.
+        let Start::Delta(d) = s.start(2, Some(vec![])) else {
+            panic!("a delta for a known revision")
+        };
+        assert!(
+            d.canary_buckets.contains(&"logs".to_owned()),
+            "{:?}",
+            d.canary_buckets
+        );
+    }
+
+    #[test]
+    fn a_canary_key_is_never_a_bucket_and_needs_a_selector() {
+        use TlsVersion::Tls13;
+        let mut s = State::default();
+        s.replace_all(
+            3,
+            &[
+                KeyValue {
+                    key: canary_key("logs"),
+                    value: value(&[Tls13], &[]),
+                    create_revision: 2,
+                    mod_revision: 2,
+                },
+                KeyValue {
+                    key: canary_key("media"),
+                    value: value(&[Tls13], &[("tier", "canary")]),
+                    create_revision: 3,
+                    mod_revision: 3,
+                },
+            ],
+        );
+        assert!(s.view().is_empty(), "canary keys are not bucket policies");
+        assert_eq!(
+            s.view().canaries().keys().cloned().collect::<Vec<_>>(),
+            ["media"]
+        );
+    }
+}

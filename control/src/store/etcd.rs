@@ -67,9 +67,18 @@ fn retry_backoff() -> tlsfleet_net::Backoff {
 /// Largest etcd answer decoded. Reads come in pages of [`PAGE_KEYS`], so this bounds one
 /// page (and one watch response), not the whole store.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-/// Keys per page of a list. A stored policy is at most a few KiB, so a page stays far below
-/// [`MAX_MESSAGE_BYTES`].
-pub const PAGE_KEYS: i64 = 2_000;
+/// Keys per page of a list. etcd counts the rest of the range for every page (a cost that
+/// grows with the keys after the page), so pages are large: at a million policies, 50 pages.
+/// A stored policy is rarely over 2 KiB, so a page stays below [`MAX_MESSAGE_BYTES`]; one that
+/// does not is read again in halves.
+pub const PAGE_KEYS: i64 = 20_000;
+/// The smallest page the halving goes down to.
+const MIN_PAGE_KEYS: i64 = 100;
+
+/// Whether an etcd error says its answer was over the decode limit.
+fn too_large(why: &str) -> bool {
+    why.contains("message length too large") || why.contains("larger than max")
+}
 
 /// The first key after every key that starts with `prefix` (etcd's range end for a prefix).
 fn prefix_end(prefix: &str) -> Vec<u8> {
@@ -96,6 +105,8 @@ pub struct EtcdStore {
     identity_key: String,
     /// The lease write guards are put on now, and when it was granted (Unix s).
     guard: Arc<std::sync::Mutex<Option<(i64, i64)>>>,
+    /// Keys per page of a full read ([`PAGE_KEYS`] unless [`EtcdStore::with_page_keys`]).
+    page_keys: i64,
     /// The registry leases this handle holds (TTL seconds -> lease id); shared by clones.
     registry_leases: Arc<std::sync::Mutex<BTreeMap<i64, i64>>>,
 }
@@ -171,8 +182,17 @@ impl EtcdStore {
             writes: format!("{prefix}writes/"),
             identity_key: format!("{prefix}meta/identity"),
             guard: Arc::default(),
+            page_keys: PAGE_KEYS,
             registry_leases: Arc::default(),
         })
+    }
+
+    /// Reads every policy in pages of `n` keys (at least 1) instead of [`PAGE_KEYS`]: for
+    /// tests that need many pages without a million keys.
+    #[must_use]
+    pub fn with_page_keys(mut self, n: i64) -> Self {
+        self.page_keys = n.max(1);
+        self
     }
 
     /// The member calls go to now (see `members`), and its clients.
@@ -273,15 +293,25 @@ impl EtcdStore {
         keys_only: bool,
         mut each: impl FnMut(&etcd_client::KeyValue),
     ) -> Result<Revision, StoreError> {
-        let mut from = None;
+        let mut from: Option<Vec<u8>> = None;
         let mut at = revision;
         let mut first_header = None;
+        let mut page = self.page_keys;
         loop {
-            let mut options = GetOptions::new().with_limit(PAGE_KEYS);
+            let mut options = GetOptions::new().with_limit(page);
             if keys_only {
                 options = options.with_keys_only();
             }
-            let resp = self.range(from.take(), at, options).await?;
+            let resp = match self.range(from.clone(), at, options).await {
+                Ok(resp) => resp,
+                // A page of unusually large values: the same page in halves.
+                Err(StoreError::Other(why)) if too_large(&why) && page > MIN_PAGE_KEYS => {
+                    page = (page / 2).max(MIN_PAGE_KEYS);
+                    tracing::debug!(page, "an etcd page was too large; reading smaller pages");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let header = header_revision(resp.header()).map_err(attempt_error)?;
             let first = *first_header.get_or_insert(header);
             if at == 0 {
