@@ -198,10 +198,12 @@ async fn stalled_sync(addr: SocketAddr, key: (&str, &str), node: &str) -> Stalle
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_streams_that_never_read_stay_bounded_and_are_dropped() {
+    // The send timeout must outlast opening all 40 streams (seconds on a loaded machine):
+    // else the first ones are dropped, and their slots freed, before the 41st is tried.
     let control = Control::embedded_with(
         &flags(&[
             "--sync-send-timeout",
-            "3s",
+            "10s",
             "--max-sync-streams-per-key",
             "40",
         ]),
@@ -240,11 +242,18 @@ async fn sync_streams_that_never_read_stay_bounded_and_are_dropped() {
     let _ = &mut a;
     let before = control.process().rss_bytes().expect("rss");
     let mut streams = Vec::new();
+    let opening = Instant::now();
     for i in 0..40 {
         let s = stalled_sync(control.grpc, keys::AGENT, &format!("stalled-{i}")).await;
         assert_eq!(s.status, None, "stream {i} refused");
         streams.push(s);
     }
+    println!("opened 40 stalled streams in {:?}", opening.elapsed());
+    assert!(
+        opening.elapsed() < Duration::from_secs(8),
+        "opening 40 streams took {:?}: too close to the 10 s send timeout to judge the bound",
+        opening.elapsed()
+    );
     // A key's streams are bounded: one more is refused.
     let over = stalled_sync(control.grpc, keys::AGENT, "stalled-over").await;
     assert_eq!(over.status, Some(Code::ResourceExhausted as i32));
@@ -270,7 +279,7 @@ async fn sync_streams_that_never_read_stay_bounded_and_are_dropped() {
     assert!(grown < 60 << 20, "RSS grew by {} MiB", grown >> 20);
     // The streams that never read are dropped after the send timeout.
     let url = control.grpc_url();
-    let dropped = eventually_async(WAIT, || {
+    let dropped = eventually_async(WAIT + Duration::from_secs(10), || {
         let url = url.clone();
         async move {
             let agents = agents(&url).await;

@@ -245,13 +245,8 @@ impl SyncSession {
 
 /// The wire form of an index entry (a function, not a closure: the futures that hold the
 /// iterators must be `Send` for every lifetime).
-/// Agents build what they serve from the config and never read `effective`: it is not sent
-/// (half of a policy's bytes on the wire).
 fn wire(e: &Arc<PolicyEntry>) -> BucketPolicy {
-    BucketPolicy {
-        effective: None,
-        ..bucket_policy(e)
-    }
+    bucket_policy(e)
 }
 
 fn wire_owned(e: Arc<PolicyEntry>) -> BucketPolicy {
