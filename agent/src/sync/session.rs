@@ -81,7 +81,7 @@ fn default_change(p: BucketPolicy, bad: &mut Vec<BucketError>) -> DefaultChange 
 }
 
 /// The largest control message accepted. The server cuts snapshots and deltas into chunks of
-/// about 128 KiB, so this only bounds a control server gone wrong.
+/// about 64 KiB, so this only bounds a control server gone wrong.
 const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
 /// Why a session ended.

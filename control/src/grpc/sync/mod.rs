@@ -67,7 +67,7 @@ impl Default for SyncLimits {
             max_streams: 10_000,
             max_streams_per_key: 4_096,
             send_timeout: Duration::from_secs(30),
-            chunk_bytes: 128 * 1024,
+            chunk_bytes: 64 * 1024,
         }
     }
 }
