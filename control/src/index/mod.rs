@@ -18,7 +18,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::store::{Event, KeyValue, PolicyStore, Revision, StoreError};
+use crate::store::{Event, PolicyStore, Revision, StoreError};
 
 pub mod canary;
 pub mod state;
@@ -50,9 +50,9 @@ impl Inner {
     }
 
     /// Applies a listing; followers see the difference as one update.
-    fn replace_all(&self, revision: Revision, items: &[KeyValue]) {
+    fn replace_all(&self, revision: Revision, listing: state::Listing) {
         let mut state = self.lock();
-        if let Some(update) = state.replace_all(revision, items) {
+        if let Some(update) = state.replace_with(revision, listing) {
             self.publish(update);
         }
         self.view_tx.send_replace(Some(state.view().clone()));

@@ -234,6 +234,33 @@ impl Update {
     }
 }
 
+/// A listing being decoded, page by page.
+#[derive(Default)]
+pub struct Listing {
+    entries: OrdMap<String, Arc<PolicyEntry>>,
+    default: Option<Arc<DefaultEntry>>,
+    canaries: OrdMap<String, Arc<CanaryEntry>>,
+    newest: Revision,
+}
+
+impl Listing {
+    /// Decodes one page of the listing.
+    pub fn add(&mut self, items: &[KeyValue]) {
+        for kv in items {
+            self.newest = self.newest.max(kv.mod_revision);
+            if kv.key == DEFAULT_POLICY_KEY {
+                self.default = DefaultEntry::decode(kv);
+            } else if let Some(bucket) = canary_bucket(&kv.key) {
+                if let Some(c) = CanaryEntry::decode(kv) {
+                    self.canaries.insert(bucket.to_owned(), c);
+                }
+            } else if let Some(e) = PolicyEntry::decode(kv) {
+                self.entries.insert(kv.key.clone(), e);
+            }
+        }
+    }
+}
+
 /// How a subscriber starts.
 #[derive(Debug)]
 pub enum Start {
@@ -329,21 +356,19 @@ impl State {
     /// Loads a full listing. The first one returns None; later ones (relists) return the
     /// difference as one update.
     pub fn replace_all(&mut self, revision: Revision, items: &[KeyValue]) -> Option<Update> {
-        let mut entries = OrdMap::new();
-        let mut default = None;
-        let mut canaries = OrdMap::new();
-        for kv in items {
-            if kv.key == DEFAULT_POLICY_KEY {
-                default = DefaultEntry::decode(kv);
-            } else if let Some(bucket) = canary_bucket(&kv.key) {
-                if let Some(c) = CanaryEntry::decode(kv) {
-                    canaries.insert(bucket.to_owned(), c);
-                }
-            } else if let Some(e) = PolicyEntry::decode(kv) {
-                entries.insert(kv.key.clone(), e);
-            }
-        }
-        let newest = items.iter().map(|kv| kv.mod_revision).max().unwrap_or(0);
+        let mut listing = Listing::default();
+        listing.add(items);
+        self.replace_with(revision, listing)
+    }
+
+    /// [`State::replace_all`] with a listing decoded page by page (the raw pages are not kept).
+    pub fn replace_with(&mut self, revision: Revision, listing: Listing) -> Option<Update> {
+        let Listing {
+            entries,
+            default,
+            canaries,
+            newest,
+        } = listing;
         let new_view = View {
             revision,
             last_change: newest.max(self.view.last_change),

@@ -22,6 +22,15 @@ async fn wait(backoff: &mut Backoff) {
     tokio::time::sleep(backoff.next_delay().max(MIN_RETRY)).await;
 }
 
+async fn list(inner: &Inner) -> Result<(Revision, super::state::Listing), StoreError> {
+    let mut listing = super::state::Listing::default();
+    let revision = inner
+        .store
+        .list_pages(&mut |page| listing.add(&page))
+        .await?;
+    Ok((revision, listing))
+}
+
 /// Runs until the future is dropped (the index's shutdown).
 pub(super) async fn run(inner: &Inner) {
     let mut backoff = backoff();
@@ -42,10 +51,11 @@ pub(super) async fn run(inner: &Inner) {
     loop {
         let revision = match resume {
             Some(rev) => rev,
-            None => match inner.store.list().await {
-                Ok(snapshot) => {
-                    inner.replace_all(snapshot.revision, &snapshot.items);
-                    snapshot.revision
+            // Decoded page by page: a million raw values are never held at once.
+            None => match list(inner).await {
+                Ok((revision, listing)) => {
+                    inner.replace_all(revision, listing);
+                    revision
                 }
                 Err(e) => {
                     warn!(error = %e, "listing policies failed; retrying");

@@ -291,7 +291,20 @@ impl EtcdStore {
         &self,
         revision: Revision,
         keys_only: bool,
-        mut each: impl FnMut(&etcd_client::KeyValue),
+        mut each: impl FnMut(&etcd_client::KeyValue) + Send,
+    ) -> Result<Revision, StoreError> {
+        self.scan_pages(revision, keys_only, &mut |kvs| {
+            kvs.iter().for_each(&mut each)
+        })
+        .await
+    }
+
+    /// [`EtcdStore::scan`], a page at a time.
+    async fn scan_pages(
+        &self,
+        revision: Revision,
+        keys_only: bool,
+        each: &mut (dyn FnMut(&[etcd_client::KeyValue]) + Send),
     ) -> Result<Revision, StoreError> {
         let mut from: Option<Vec<u8>> = None;
         let mut at = revision;
@@ -317,7 +330,7 @@ impl EtcdStore {
             if at == 0 {
                 at = first;
             }
-            resp.kvs().iter().for_each(&mut each);
+            each(resp.kvs());
             match resp.kvs().last() {
                 Some(last) if resp.more() => {
                     let mut next = last.key().to_vec();
@@ -420,20 +433,31 @@ impl PolicyStore for EtcdStore {
 
     async fn list(&self) -> Result<Snapshot, StoreError> {
         let mut items = Vec::new();
+        let revision = self.list_pages(&mut |page| items.extend(page)).await?;
+        Ok(Snapshot { revision, items })
+    }
+
+    async fn list_pages(
+        &self,
+        page: &mut (dyn FnMut(Vec<KeyValue>) + Send),
+    ) -> Result<Revision, StoreError> {
         // etcd returns a range in key order, and every key shares the prefix.
+        let mut batch = Vec::new();
         let revision = self
-            .scan(0, false, |kv| {
-                if let Some(key) = watch::strip(&self.policies, kv.key()) {
-                    items.push(KeyValue {
-                        key,
+            .scan_pages(0, false, &mut |kvs| {
+                batch.clear();
+                batch.extend(kvs.iter().filter_map(|kv| {
+                    Some(KeyValue {
+                        key: watch::strip(&self.policies, kv.key())?,
                         value: kv.value().to_vec(),
                         create_revision: kv.create_revision(),
                         mod_revision: kv.mod_revision(),
-                    });
-                }
+                    })
+                }));
+                page(std::mem::take(&mut batch));
             })
             .await?;
-        Ok(Snapshot { revision, items })
+        Ok(revision)
     }
 
     async fn watch(&self, after: Revision) -> Result<WatchStream, StoreError> {

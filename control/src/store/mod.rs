@@ -145,6 +145,17 @@ pub trait PolicyStore: Send + Sync + 'static {
     /// Every policy at one revision, sorted by key.
     async fn list(&self) -> Result<Snapshot, StoreError>;
 
+    /// [`PolicyStore::list`], handed over page by page (in key order, all at one revision), so
+    /// the caller need not hold the whole listing; returns that revision. By default one page.
+    async fn list_pages(
+        &self,
+        page: &mut (dyn FnMut(Vec<KeyValue>) + Send),
+    ) -> Result<Revision, StoreError> {
+        let snapshot = self.list().await?;
+        page(snapshot.items);
+        Ok(snapshot.revision)
+    }
+
     /// Changes with revision > `after`, as they commit, until the stream is dropped.
     /// `Err(Compacted)` (at once or as a stream item) when that history is gone.
     async fn watch(&self, after: Revision) -> Result<WatchStream, StoreError>;
