@@ -96,14 +96,14 @@ pub async fn execute(
         },
         Command::Put(args) if !args.canary.is_empty() => {
             let response = client.put(put_request(args)).await?;
-            let waited = if args.wait {
-                Some(
-                    wait::until_enforced(client, response.revision, &args.canary, wait_timeout)
-                        .await?,
-                )
-            } else {
-                None
-            };
+            let waited = wait::if_asked(
+                args.wait,
+                client,
+                response.revision,
+                &args.canary,
+                wait_timeout,
+            )
+            .await?;
             Outcome::Canary {
                 bucket: args.bucket.clone(),
                 selector: args.canary.clone(),
@@ -175,19 +175,14 @@ pub async fn execute(
                         bucket: c.bucket.clone(),
                     })
                     .await?;
-                let waited = if c.wait.wait {
-                    Some(
-                        wait::until_enforced(
-                            client,
-                            response.revision,
-                            &c.wait.selector,
-                            wait_timeout,
-                        )
-                        .await?,
-                    )
-                } else {
-                    None
-                };
+                let waited = wait::if_asked(
+                    c.wait.wait,
+                    client,
+                    response.revision,
+                    &c.wait.selector,
+                    wait_timeout,
+                )
+                .await?;
                 Outcome::Promoted {
                     bucket: c.bucket.clone(),
                     response,
@@ -200,19 +195,14 @@ pub async fn execute(
                         bucket: c.bucket.clone(),
                     })
                     .await?;
-                let waited = if c.wait.wait {
-                    Some(
-                        wait::until_enforced(
-                            client,
-                            response.revision,
-                            &c.wait.selector,
-                            wait_timeout,
-                        )
-                        .await?,
-                    )
-                } else {
-                    None
-                };
+                let waited = wait::if_asked(
+                    c.wait.wait,
+                    client,
+                    response.revision,
+                    &c.wait.selector,
+                    wait_timeout,
+                )
+                .await?;
                 Outcome::Aborted {
                     bucket: c.bucket.clone(),
                     response,

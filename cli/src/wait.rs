@@ -53,6 +53,22 @@ pub async fn until_enforced(
     until(client, request, timeout).await
 }
 
+/// [`until_enforced`] when `asked` (`--wait`), else nothing.
+pub async fn if_asked(
+    asked: bool,
+    client: &Client,
+    revision: i64,
+    selector: &[(String, String)],
+    timeout: Duration,
+) -> Result<Option<Waited>, CliError> {
+    if !asked {
+        return Ok(None);
+    }
+    until_enforced(client, revision, selector, timeout)
+        .await
+        .map(Some)
+}
+
 /// Waits until the rollout `request` asks about is complete, for at most `timeout`.
 pub async fn until(
     client: &Client,
