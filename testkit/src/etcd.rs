@@ -137,20 +137,28 @@ fn log_path(dir: &Path) -> PathBuf {
     dir.join("etcd.log")
 }
 
-/// Spawns etcd (command line from docs/STACK.md) and waits until it is healthy.
-fn launch(dir: &Path, client_port: u16, peer_port: u16) -> Result<Child, StartFailure> {
+/// The command line of one etcd member (docs/STACK.md) on loopback ports, heartbeat 10 ms and
+/// election timeout 100 ms, logging warnings to `log` (appended); a cluster adds its state and
+/// token.
+pub(crate) fn member(
+    name: &str,
+    data: &Path,
+    log: &Path,
+    client_port: u16,
+    peer_port: u16,
+    initial_cluster: &str,
+) -> Command {
     let client = format!("http://127.0.0.1:{client_port}");
     let peer = format!("http://127.0.0.1:{peer_port}");
     let log = File::options()
         .create(true)
         .append(true)
-        .open(log_path(dir))
+        .open(log)
         .expect("open the etcd log file");
-    let mut child = Command::new(ETCD)
-        .arg("--name")
-        .arg("n1")
+    let mut cmd = Command::new(ETCD);
+    cmd.args(["--name", name])
         .arg("--data-dir")
-        .arg(data_dir(dir))
+        .arg(data)
         .args([
             "--listen-client-urls",
             &client,
@@ -163,14 +171,28 @@ fn launch(dir: &Path, client_port: u16, peer_port: u16) -> Result<Child, StartFa
             "--initial-advertise-peer-urls",
             &peer,
         ])
-        .args(["--initial-cluster", &format!("n1={peer}")])
+        .args(["--initial-cluster", initial_cluster])
         .args(["--heartbeat-interval", "10", "--election-timeout", "100"])
         .args(["--logger", "zap", "--log-level", "warn"])
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("clone the etcd log file handle"))
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {ETCD}: {e}"));
+        .stderr(log);
+    cmd
+}
+
+/// Spawns etcd (command line from docs/STACK.md) and waits until it is healthy.
+fn launch(dir: &Path, client_port: u16, peer_port: u16) -> Result<Child, StartFailure> {
+    let peer = format!("http://127.0.0.1:{peer_port}");
+    let mut child = member(
+        "n1",
+        &data_dir(dir),
+        &log_path(dir),
+        client_port,
+        peer_port,
+        &format!("n1={peer}"),
+    )
+    .spawn()
+    .unwrap_or_else(|e| panic!("cannot run {ETCD}: {e}"));
     let deadline = Instant::now() + READY_DEADLINE;
     loop {
         if let Ok(Some(status)) = child.try_wait() {

@@ -1,11 +1,12 @@
-//! A real multi-member etcd cluster on loopback (the Debian `etcd-server` binary), for tests
-//! of what the control plane does when a member, or the leader, dies.
+//! A real multi-member etcd cluster on loopback (the Debian `etcd-server` binary; members
+//! started like the single one of `etcd`, election timeout 100 ms), for tests of what the
+//! control plane does when a member, or the leader, dies.
 
 use std::{
-    fs::{self, File},
+    fs,
     net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::Child,
     time::{Duration, Instant},
 };
 
@@ -14,8 +15,6 @@ use tempfile::TempDir;
 use crate::ports::free_port;
 
 const ETCD: &str = "/usr/bin/etcd";
-/// Election timeout of every member, in ms (the figure the issue measured with).
-pub const ELECTION_TIMEOUT_MS: u64 = 100;
 const READY_DEADLINE: Duration = Duration::from_secs(30);
 
 struct Member {
@@ -75,46 +74,20 @@ impl EtcdCluster {
 
     fn spawn(&mut self, i: usize) {
         let m = &self.members[i];
-        let client = format!("http://127.0.0.1:{}", m.client_port);
-        let peer = format!("http://127.0.0.1:{}", m.peer_port);
         let data = self.dir.path().join(&m.name);
         let state = if data.exists() { "existing" } else { "new" };
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.log_path(i))
-            .expect("open the etcd log");
-        let child = Command::new(ETCD)
-            .args(["--name", &m.name])
-            .arg("--data-dir")
-            .arg(&data)
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args(["--initial-cluster", &self.initial_cluster])
-            .args(["--initial-cluster-state", state])
-            .args(["--initial-cluster-token", &self.token])
-            .args([
-                "--heartbeat-interval",
-                "10",
-                "--election-timeout",
-                &ELECTION_TIMEOUT_MS.to_string(),
-            ])
-            .args(["--logger", "zap", "--log-level", "warn"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log handle"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {ETCD}: {e}"));
+        let child = crate::etcd::member(
+            &m.name,
+            &data,
+            &self.log_path(i),
+            m.client_port,
+            m.peer_port,
+            &self.initial_cluster,
+        )
+        .args(["--initial-cluster-state", state])
+        .args(["--initial-cluster-token", &self.token])
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {ETCD}: {e}"));
         self.members[i].child = Some(child);
     }
 
