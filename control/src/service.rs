@@ -343,7 +343,7 @@ impl Policies {
         let default = view.default_policy().map(|d| d.stored.config.clone());
         let (stored, revision) = match target {
             Target::Bucket(b) => view.get(b.as_str()).map_or((None, 0), |e| {
-                (Some(e.stored.config.clone()), e.mod_revision)
+                (Some(e.policy.config.clone()), e.mod_revision)
             }),
             Target::Default => (
                 default.clone(),

@@ -145,8 +145,8 @@ fn bucket(name: &str) -> Result<BucketName, Status> {
 pub(crate) fn bucket_policy(e: &PolicyEntry) -> v1::BucketPolicy {
     v1::BucketPolicy {
         bucket: e.bucket.to_string(),
-        config: Some((&e.stored.config).into()),
-        effective: Some((&e.effective).into()),
+        config: Some(e.policy.wire.clone()),
+        effective: Some((&e.policy.effective).into()),
         mod_revision: e.mod_revision,
         create_revision: e.create_revision,
         canary: None,
@@ -156,13 +156,13 @@ pub(crate) fn bucket_policy(e: &PolicyEntry) -> v1::BucketPolicy {
 /// The wire form of a bucket's canary.
 pub(crate) fn canary_wire(c: &crate::index::canary::CanaryEntry) -> v1::Canary {
     v1::Canary {
-        config: Some((&c.policy.stored.config).into()),
-        effective: Some((&c.policy.effective).into()),
+        config: Some(c.policy.policy.wire.clone()),
+        effective: Some((&c.policy.policy.effective).into()),
         selector: c.selector.clone(),
         revision: c.policy.mod_revision,
         base_mod_revision: c.base_mod_revision,
-        updated_by: c.policy.stored.updated_by.clone(),
-        updated_at_unix_ms: c.policy.stored.updated_at_unix_ms,
+        updated_by: c.policy.updated_by.to_string(),
+        updated_at_unix_ms: c.policy.updated_at_unix_ms,
     }
 }
 

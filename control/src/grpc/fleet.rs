@@ -141,7 +141,7 @@ impl FleetService for FleetServer {
         if let Some(c) = &canary {
             selector.extend(c.selector.clone());
             let now = crate::clock::now_ms() / 1000;
-            let started = c.policy.stored.updated_at_unix_ms / 1000;
+            let started = c.policy.updated_at_unix_ms / 1000;
             let since = std::time::Duration::from_secs(u64::try_from(now - started).unwrap_or(0));
             let merged = self.usage.query(&req.bucket, Some(since), now);
             refused_handshakes = merged.usage.refused.values().sum();

@@ -44,17 +44,27 @@ impl CanaryEntry {
     /// decode or no longer validates, or selects nothing).
     pub fn decode(kv: &KeyValue) -> Option<Arc<Self>> {
         let bucket = canary_bucket(&kv.key)?;
-        let as_policy = KeyValue {
-            key: bucket.to_owned(),
-            ..kv.clone()
+        let name: tlsfleet_policy::BucketName = match bucket.parse() {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(key = %kv.key, error = %e, "ignoring a canary key that names no bucket");
+                return None;
+            }
         };
-        let policy = PolicyEntry::decode(&as_policy)?;
-        let selector = policy.stored.canary_selector.clone();
+        let mut stored = match crate::store::StoredPolicy::decode(&kv.value) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(bucket, error = %e, "ignoring an undecodable canary");
+                return None;
+            }
+        };
+        let selector = std::mem::take(&mut stored.canary_selector);
         if selector.is_empty() {
             tracing::warn!(bucket, "ignoring a canary without a selector");
             return None;
         }
-        let base_mod_revision = policy.stored.canary_base_mod_revision;
+        let base_mod_revision = stored.canary_base_mod_revision;
+        let policy = PolicyEntry::from_stored(name, stored, kv)?;
         Some(Arc::new(Self {
             policy,
             selector,
@@ -178,7 +188,7 @@ mod tests {
         u.upserts
             .iter()
             .find(|e| e.bucket.as_str() == bucket)
-            .map(|e| Some(e.stored.config.tls.tls_versions.clone()))
+            .map(|e| Some(e.policy.config.tls.tls_versions.clone()))
     }
 
     #[test]
@@ -244,7 +254,7 @@ mod tests {
                 .map(|e| {
                     (
                         e.bucket.to_string(),
-                        e.stored.config.tls.tls_versions.clone(),
+                        e.policy.config.tls.tls_versions.clone(),
                     )
                 })
                 .collect()

@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 use crate::store::{Event, PolicyStore, Revision, StoreError};
 
 pub mod canary;
+pub mod shared;
 pub mod state;
 mod subscription;
 mod writer;

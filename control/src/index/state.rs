@@ -11,15 +11,22 @@ use imbl::OrdMap;
 use tlsfleet_policy::{BucketName, EffectivePolicy};
 use tracing::{info, warn};
 
-use super::canary::{canary_bucket, CanaryEntry};
+use super::{
+    canary::{canary_bucket, CanaryEntry},
+    shared::SharedPolicy,
+};
 use crate::store::{Event, KeyValue, Revision, StoredPolicy, DEFAULT_POLICY_KEY};
 
 /// One bucket's policy as the index holds it.
 #[derive(Clone, Debug)]
 pub struct PolicyEntry {
     pub bucket: BucketName,
-    pub stored: StoredPolicy,
-    pub effective: EffectivePolicy,
+    /// The configuration, its effective policy and wire form: shared by every bucket whose
+    /// configuration is equal (`shared`).
+    pub policy: Arc<SharedPolicy>,
+    /// Access key id of the last writer (shared alike).
+    pub updated_by: Arc<str>,
+    pub updated_at_unix_ms: i64,
     pub create_revision: Revision,
     pub mod_revision: Revision,
 }
@@ -42,8 +49,17 @@ impl PolicyEntry {
                 return None;
             }
         };
-        let effective = match stored.config.effective() {
-            Ok(e) => e,
+        Self::from_stored(bucket, stored, kv)
+    }
+
+    /// The entry of a decoded stored policy (None, with a warning, if it no longer validates).
+    pub fn from_stored(
+        bucket: BucketName,
+        stored: StoredPolicy,
+        kv: &KeyValue,
+    ) -> Option<Arc<Self>> {
+        let policy = match super::shared::policy(stored.config) {
+            Ok(p) => p,
             Err(e) => {
                 warn!(bucket = %bucket, error = %e, "ignoring a stored policy that no longer validates");
                 return None;
@@ -51,8 +67,9 @@ impl PolicyEntry {
         };
         Some(Arc::new(Self {
             bucket,
-            stored,
-            effective,
+            policy,
+            updated_by: super::shared::name(stored.updated_by),
+            updated_at_unix_ms: stored.updated_at_unix_ms,
             create_revision: kv.create_revision,
             mod_revision: kv.mod_revision,
         }))

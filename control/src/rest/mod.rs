@@ -326,7 +326,7 @@ async fn get_config(
         .authorize(Action::GetBucketHttpsConfig, Some(target.bucket.as_str()))?;
     let (entry, revision) = shared.policies.get(&target.bucket).await?;
     let document = match entry {
-        Some(e) => xml::print(&e.stored.config),
+        Some(e) => xml::print(&e.policy.config),
         None => xml::print(&HttpsConfig::disabled()),
     };
     let mut response = Response::new(Body::from(document));

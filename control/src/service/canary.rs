@@ -104,7 +104,7 @@ impl Policies {
         let mut record = AuditRecord::new(change, Operation::PromoteCanary, bucket.as_str());
         let result = async {
             let canary = self.require_canary(bucket).await?;
-            let config = canary.policy.stored.config.clone();
+            let config = canary.policy.policy.config.clone();
             record.after = Some(config.clone());
             let (before, _, _) = self.current(Target::Bucket(bucket)).await?;
             record.before = before;
@@ -146,7 +146,7 @@ impl Policies {
             self.index.wait_for(last, self.read_your_writes).await;
             Ok(PutOutcome {
                 revision,
-                effective: canary.policy.effective.clone(),
+                effective: canary.policy.policy.effective.clone(),
                 downgrade: false,
             })
         }
@@ -165,7 +165,7 @@ impl Policies {
         let mut record = AuditRecord::new(change, Operation::AbortCanary, bucket.as_str());
         let result = async {
             let canary = self.require_canary(bucket).await?;
-            record.before = Some(canary.policy.stored.config.clone());
+            record.before = Some(canary.policy.policy.config.clone());
             let (revision, existed) = match self
                 .store
                 .delete_if(&canary_key(bucket.as_str()), canary.policy.mod_revision)

@@ -251,7 +251,7 @@ impl SyncSession {
 fn wire(e: &Arc<PolicyEntry>) -> BucketPolicy {
     BucketPolicy {
         bucket: e.bucket.to_string(),
-        config: Some((&e.stored.config).into()),
+        config: Some(e.policy.wire.clone()),
         effective: None,
         mod_revision: e.mod_revision,
         create_revision: e.create_revision,
