@@ -17,9 +17,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "#[serde(serialize_with = \"crate::json::agent_state\")]",
         )
         .field_attribute(".tlsfleet.v1.AgentStatus.key_types", "#[serde(skip)]")
+        // The Sync stream's message: a ControlMessage that may be pre-encoded (`frame`).
+        .extern_path(".tlsfleet.v1.ControlFrame", "crate::frame::ControlFrame")
         .file_descriptor_set_path(&descriptor)
         .compile_protos(&["proto/tlsfleet/v1/tlsfleet.proto"], &["proto"])?;
     write_methods(&descriptor, &out.join("tlsfleet_methods.rs"))?;
+    same_fields(&descriptor, "ControlFrame", "ControlMessage")?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }
@@ -54,6 +57,28 @@ fn write_methods(
         all.join(", ")
     )?;
     fs::write(out, code)?;
+    Ok(())
+}
+
+/// Fails the build unless messages `a` and `b` have the same fields (so one's bytes are the
+/// other's).
+fn same_fields(
+    descriptor: &std::path::Path,
+    a: &str,
+    b: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let set = prost_types::FileDescriptorSet::decode(fs::read(descriptor)?.as_slice())?;
+    let find = |name: &str| {
+        set.file
+            .iter()
+            .flat_map(|f| &f.message_type)
+            .find(|m| m.name() == name)
+            .map(|m| (m.field.clone(), m.oneof_decl.clone()))
+            .ok_or_else(|| format!("no message {name}"))
+    };
+    if find(a)? != find(b)? {
+        return Err(format!("messages {a} and {b} must have the same fields").into());
+    }
     Ok(())
 }
 

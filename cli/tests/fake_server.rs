@@ -16,8 +16,8 @@ use tlsfleet_proto::{
     v1::{
         fleet_service_server::{FleetService, FleetServiceServer},
         https_config_service_server::{HttpsConfigService, HttpsConfigServiceServer},
-        AgentMessage, AgentState, AgentStatus, BucketPolicy, ControlMessage, DeleteRequest,
-        DeleteResponse, EffectivePolicy, GetRequest, GetResponse, GetRolloutStatusRequest,
+        AgentMessage, AgentState, AgentStatus, BucketPolicy, DeleteRequest, DeleteResponse,
+        EffectivePolicy, GetRequest, GetResponse, GetRolloutStatusRequest,
         GetRolloutStatusResponse, ListAgentsRequest, ListAgentsResponse, ListRequest, ListResponse,
         PutRequest, PutResponse,
     },
@@ -272,7 +272,9 @@ impl HttpsConfigService for Fake {
     }
 }
 
-type SyncStream = std::pin::Pin<Box<dyn Stream<Item = Result<ControlMessage, Status>> + Send>>;
+type SyncStream = std::pin::Pin<
+    Box<dyn Stream<Item = Result<tlsfleet_proto::frame::ControlFrame, Status>> + Send>,
+>;
 
 #[tonic::async_trait]
 impl FleetService for Fake {

@@ -4,7 +4,7 @@
 
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
-    metrics::{family::Family, gauge::Gauge},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
 
@@ -110,6 +110,28 @@ pub fn metrics(policies: &Policies) -> String {
         "Calls the etcd member failed since this server started",
         failures,
     );
+    let counter = |registry: &mut Registry, name: &str, help: &str, value: u64| {
+        let c = Counter::<u64>::default();
+        c.inc_by(value);
+        registry.register(name, help, c);
+    };
+    {
+        use std::sync::atomic::Ordering::Relaxed;
+
+        use crate::grpc::sync::counters as sync;
+        counter(
+            &mut registry,
+            "sync_deltas_encoded",
+            "Live deltas encoded, once per distinct delta whatever the number of agents it goes to",
+            sync::DELTAS_ENCODED.load(Relaxed),
+        );
+        counter(
+            &mut registry,
+            "sync_shared_deltas_sent",
+            "Live deltas sent to an agent as bytes encoded once and shared by the streams",
+            sync::SHARED_DELTAS_SENT.load(Relaxed),
+        );
+    }
     if let Some(fleet) = policies.fleet() {
         let agents = Family::<PhaseLabel, Gauge>::default();
         let counts = fleet.local_phases();

@@ -20,5 +20,6 @@ pub mod v1 {
 
 pub mod auth;
 pub mod convert;
+pub mod frame;
 pub mod json;
 pub mod signer;

@@ -213,3 +213,69 @@ fn a_canary_reaches_only_its_selector_until_promoted_and_abort_restores() {
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("changed since its canary started"), "{err}");
 }
+
+/// The control server's Sync counters: (deltas encoded, deltas sent as shared bytes).
+fn sync_counters(control: &Control) -> (u64, u64) {
+    let (status, text) =
+        tlsfleet_testkit::procs::http_get(control.http, "/-/metrics").expect("metrics");
+    assert_eq!(status, 200, "{text}");
+    let read = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in the metrics:\n{text}"))
+    };
+    (
+        read("tlsfleet_control_sync_deltas_encoded_total"),
+        read("tlsfleet_control_sync_shared_deltas_sent_total"),
+    )
+}
+
+#[test]
+fn a_live_change_is_encoded_once_per_distinct_delta_whatever_the_number_of_agents() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = TestCert::generate(dir.path(), DOMAIN, KeyKind::EcdsaP256);
+    let control = Control::embedded();
+    let url = control.grpc_url();
+    let canary1 = agent("edge-canary-1", &url, &cert, "canary");
+    let main: Vec<Agent> = (1..=3)
+        .map(|i| agent(&format!("edge-main-{i}"), &url, &cert, "main"))
+        .collect();
+    let put = |versions: &str, extra: &[&str]| {
+        let mut args = vec![
+            "put",
+            "--bucket",
+            "logs",
+            "--tls-versions",
+            versions,
+            "--wait",
+        ];
+        args.extend_from_slice(extra);
+        ok(&url, &args)
+    };
+
+    // One change for all four agents: one encoding, four streams sent it.
+    let (encoded, sent) = sync_counters(&control);
+    put("TLSv1.3", &[]);
+    let (encoded2, sent2) = sync_counters(&control);
+    assert_eq!(
+        (encoded2 - encoded, sent2 - sent),
+        (1, 4),
+        "one delta, encoded once, sent to 4 agents"
+    );
+    assert!(!tls12(&canary1) && main.iter().all(|a| !tls12(a)));
+
+    // A canary: the canary agent's delta and the others' differ; two encodings, four sends.
+    put(
+        "TLSv1.2,TLSv1.3",
+        &["--canary", "tier=canary", "--allow-downgrade"],
+    );
+    let (encoded3, sent3) = sync_counters(&control);
+    assert_eq!(
+        (encoded3 - encoded2, sent3 - sent2),
+        (2, 4),
+        "two distinct deltas (in the canary or not), sent to 4 agents"
+    );
+    assert!(tls12(&canary1), "the canary agent got the canary's delta");
+    assert!(main.iter().all(|a| !tls12(a)), "the others got theirs");
+}

@@ -35,7 +35,7 @@ pub struct Call {
     /// The `authorization` metadata, if any.
     pub authorization: Option<String>,
     /// What the test sends; dropping it ends the stream cleanly.
-    to_agent: mpsc::Sender<Result<ControlMessage, Status>>,
+    to_agent: mpsc::Sender<Result<tlsfleet_proto::frame::ControlFrame, Status>>,
     /// ACKs and NACKs.
     from_agent: mpsc::UnboundedReceiver<AgentMessage>,
 }
@@ -43,7 +43,7 @@ pub struct Call {
 impl Call {
     pub async fn send(&self, kind: control_message::Kind) {
         self.to_agent
-            .send(Ok(ControlMessage { kind: Some(kind) }))
+            .send(Ok(ControlMessage { kind: Some(kind) }.into()))
             .await
             .unwrap();
     }
@@ -70,7 +70,7 @@ pub struct ScriptedFleet {
 
 #[tonic::async_trait]
 impl FleetService for ScriptedFleet {
-    type SyncStream = ReceiverStream<Result<ControlMessage, Status>>;
+    type SyncStream = ReceiverStream<Result<tlsfleet_proto::frame::ControlFrame, Status>>;
 
     async fn sync(
         &self,

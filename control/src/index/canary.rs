@@ -78,6 +78,27 @@ impl CanaryEntry {
     }
 }
 
+/// The buckets `u` touches whose canary selects an agent with `labels`: what `for_agent`
+/// makes of `u` depends on these alone (agents with the same selection get the same delta).
+pub fn selection(u: &Update, labels: &BTreeMap<String, String>) -> Vec<String> {
+    if u.canaries.is_empty() && u.canary_buckets.is_empty() {
+        return vec![];
+    }
+    let touched = u
+        .upserts
+        .iter()
+        .map(|e| e.bucket.as_str())
+        .chain(u.deletes.iter().map(String::as_str))
+        .chain(u.canary_buckets.iter().map(String::as_str));
+    let mut out: Vec<String> = touched
+        .filter(|b| u.canaries.get(*b).is_some_and(|c| c.selects(labels)))
+        .map(str::to_owned)
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// What an agent with `labels` is sent of `u`: `u` itself when no canary is involved.
 pub fn for_agent<'a>(u: &'a Update, labels: &BTreeMap<String, String>) -> Cow<'a, Update> {
     if u.canaries.is_empty() && u.canary_buckets.is_empty() {

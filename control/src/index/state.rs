@@ -4,11 +4,12 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    sync::Arc,
+    sync::{Arc, Mutex},
 };
 
 use imbl::OrdMap;
 use tlsfleet_policy::{BucketName, EffectivePolicy};
+use tlsfleet_proto::frame::SharedDelta;
 use tracing::{info, warn};
 
 use super::{
@@ -214,6 +215,60 @@ pub struct Update {
     pub canaries: OrdMap<String, Arc<CanaryEntry>>,
     /// The stored policies at `revision` (the policy a canary's end brings back).
     pub entries: OrdMap<String, Arc<PolicyEntry>>,
+    /// The update as the Sync streams send it, encoded once per distinct content.
+    pub encoded: Encodings,
+}
+
+/// An update's encodings as deltas, by the canaries that apply to the agents they go to
+/// (`canary::selection`): every agent that gets the same delta is sent the same bytes. Kept
+/// with the update, so dropped with it once every stream has read it; at most
+/// [`Encodings::MAX`] variants (agents beyond them get theirs encoded for them). A clone
+/// starts empty.
+#[derive(Default)]
+pub struct Encodings(Mutex<Vec<(Vec<String>, Arc<[SharedDelta]>)>>);
+
+impl Encodings {
+    /// Distinct deltas kept per update.
+    pub const MAX: usize = 16;
+
+    /// The deltas for the agents whose canaries are `selection`, made by `make` the first
+    /// time (other streams wait for them rather than make their own).
+    pub fn get_or_make(
+        &self,
+        selection: Vec<String>,
+        make: impl FnOnce() -> Vec<SharedDelta>,
+    ) -> Arc<[SharedDelta]> {
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, frames)) = all.iter().find(|(s, _)| *s == selection) {
+            return frames.clone();
+        }
+        let frames: Arc<[SharedDelta]> = make().into();
+        if all.len() < Self::MAX {
+            all.push((selection, frames.clone()));
+        }
+        frames
+    }
+
+    /// How many variants are kept.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Clone for Encodings {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl std::fmt::Debug for Encodings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Encodings({})", self.len())
+    }
 }
 
 impl Update {
@@ -232,6 +287,7 @@ impl Update {
             canary_buckets: vec![],
             canaries: OrdMap::new(),
             entries: OrdMap::new(),
+            encoded: Encodings::default(),
         }
     }
 

@@ -18,7 +18,8 @@ use futures::StreamExt;
 use tlsfleet_policy::CertKeyType;
 use tlsfleet_proto::{
     auth::message_digest,
-    v1::{agent_message, AgentMessage, ControlMessage},
+    frame::ControlFrame,
+    v1::{agent_message, AgentMessage},
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -38,6 +39,8 @@ mod admit;
 mod chunks;
 mod hello;
 mod session;
+
+pub use session::counters;
 
 use admit::Streams;
 use hello::{bind_identity, check_hello};
@@ -73,7 +76,7 @@ impl Default for SyncLimits {
 }
 
 /// The control messages of one stream, as tonic sends them.
-pub type SyncStream = ReceiverStream<Result<ControlMessage, Status>>;
+pub type SyncStream = ReceiverStream<Result<ControlFrame, Status>>;
 
 /// Opens Sync streams and runs each on a tracked task.
 pub struct SyncServer {

@@ -1,12 +1,13 @@
 //! One agent's stream, on its own task: the start (snapshot or deltas), then every update as a
 //! delta, while recording the agent's ACKs and NACKs in the registry.
 
-use std::sync::Arc;
+use std::sync::{atomic::Ordering, Arc};
 
 use futures::StreamExt;
 use prost::Message as _;
-use tlsfleet_proto::v1::{
-    agent_message, control_message, AgentMessage, BucketPolicy, ControlMessage, Delta, Snapshot,
+use tlsfleet_proto::{
+    frame::{ControlFrame, SharedDelta},
+    v1::{agent_message, control_message, AgentMessage, BucketPolicy, Delta, Snapshot},
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -32,7 +33,7 @@ pub(super) enum Ended {
 
 /// One agent's stream, run on its own task.
 pub(super) struct SyncSession {
-    pub(super) tx: mpsc::Sender<Result<ControlMessage, Status>>,
+    pub(super) tx: mpsc::Sender<Result<ControlFrame, Status>>,
     pub(super) inbound: Streaming<AgentMessage>,
     pub(super) sub: Subscription,
     pub(super) session: Session,
@@ -95,7 +96,7 @@ impl SyncSession {
                 update = self.sub.next() => match update {
                     Ok(u) if u.revision <= sent || u.is_empty() => {}
                     Ok(u) => {
-                        if let Err(e) = self.send_delta(&u, sent).await {
+                        if let Err(e) = self.send_delta(&u, sent, true).await {
                             break Err(e);
                         }
                         sent = u.revision;
@@ -142,8 +143,12 @@ impl SyncSession {
 
     /// Sends one message, waiting at most the send timeout for the peer to take it.
     async fn send(&self, msg: control_message::Kind) -> Result<(), Ended> {
-        let msg = Ok(ControlMessage { kind: Some(msg) });
-        match tokio::time::timeout(self.limits.send_timeout, self.tx.send(msg)).await {
+        self.send_frame(ControlFrame::from(msg)).await
+    }
+
+    /// Sends one frame, waiting at most the send timeout for the peer to take it.
+    async fn send_frame(&self, frame: ControlFrame) -> Result<(), Ended> {
+        match tokio::time::timeout(self.limits.send_timeout, self.tx.send(Ok(frame))).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Ended::Gone),
             Err(_) => Err(Ended::NotReading),
@@ -158,7 +163,7 @@ impl SyncSession {
                 Ok(view.revision())
             }
             Start::Delta(u) => {
-                self.send_delta(&u, agent_revision).await?;
+                self.send_delta(&u, agent_revision, false).await?;
                 Ok(u.revision)
             }
         }
@@ -196,51 +201,80 @@ impl SyncSession {
         }
     }
 
-    /// The changes of `u` as a delta that continues from `from`, in chunks.
-    async fn send_delta(&self, u: &Update, from: i64) -> Result<(), Ended> {
-        // What this agent enforces of it (the canaries that select it in place of stored
-        // policies).
-        let u = canary::for_agent(u, &self.labels);
-        let mut chunks = Chunks::new(self.limits.chunk_bytes, u.upserts.iter().map(wire));
-        let mut deletes = u.deletes.iter();
-        loop {
-            let (upserts, mut more) = chunks.next_chunk();
-            let room = self
-                .limits
-                .chunk_bytes
-                .saturating_sub(upserts.iter().map(|p| p.encoded_len()).sum::<usize>());
-            let mut batch = Vec::new();
-            let mut size = 0;
-            if !more {
-                for d in deletes.by_ref() {
-                    size += d.len() + 2;
-                    batch.push(d.clone());
-                    if size >= room.max(1) {
-                        break;
-                    }
-                }
-                more = deletes.len() > 0;
+    /// The changes of `u` as a delta that continues from `from`, in chunks. A live update
+    /// (`shared`: the stream has followed every update before it, so the agent is where the
+    /// update starts or where only empty ones followed) is encoded once for every agent that
+    /// gets the same delta; the streams share its bytes and add their own `from`.
+    async fn send_delta(&self, u: &Update, from: i64, shared: bool) -> Result<(), Ended> {
+        if shared {
+            let deltas = u
+                .encoded
+                .get_or_make(canary::selection(u, &self.labels), || {
+                    counters::DELTAS_ENCODED.fetch_add(1, Ordering::Relaxed);
+                    delta_messages(
+                        &canary::for_agent(u, &self.labels),
+                        0,
+                        self.limits.chunk_bytes,
+                    )
+                    .map(SharedDelta::new)
+                    .collect()
+                });
+            for d in deltas.iter() {
+                self.send_frame(ControlFrame::delta(from, d.clone()))
+                    .await?;
             }
-            let (default_policy, default_cleared) = match (&u.default, more) {
-                (Some(DefaultChange::Set(d)), false) => (Some(default_wire(d)), false),
-                (Some(DefaultChange::Cleared), false) => (None, true),
-                _ => (None, false),
-            };
-            self.send(control_message::Kind::Delta(Delta {
-                from_revision: from,
-                revision: u.revision,
-                upserts,
-                deletes: batch,
-                more,
-                default_policy,
-                default_cleared,
-            }))
-            .await?;
-            if !more {
-                return Ok(());
-            }
+            counters::SHARED_DELTAS_SENT.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
         }
+        let u = canary::for_agent(u, &self.labels);
+        for d in delta_messages(&u, from, self.limits.chunk_bytes) {
+            self.send(control_message::Kind::Delta(d)).await?;
+        }
+        Ok(())
     }
+}
+
+/// The changes of `u` as deltas that continue from `from`, in chunks of about `chunk_bytes`
+/// (built one at a time as they are taken).
+fn delta_messages(u: &Update, from: i64, chunk_bytes: usize) -> impl Iterator<Item = Delta> + '_ {
+    let mut chunks = Chunks::new(chunk_bytes, u.upserts.iter().map(wire));
+    let mut deletes = u.deletes.iter();
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let (upserts, mut more) = chunks.next_chunk();
+        let room =
+            chunk_bytes.saturating_sub(upserts.iter().map(|p| p.encoded_len()).sum::<usize>());
+        let mut batch = Vec::new();
+        let mut size = 0;
+        if !more {
+            for d in deletes.by_ref() {
+                size += d.len() + 2;
+                batch.push(d.clone());
+                if size >= room.max(1) {
+                    break;
+                }
+            }
+            more = deletes.len() > 0;
+        }
+        let (default_policy, default_cleared) = match (&u.default, more) {
+            (Some(DefaultChange::Set(d)), false) => (Some(default_wire(d)), false),
+            (Some(DefaultChange::Cleared), false) => (None, true),
+            _ => (None, false),
+        };
+        done = !more;
+        Some(Delta {
+            from_revision: from,
+            revision: u.revision,
+            upserts,
+            deletes: batch,
+            more,
+            default_policy,
+            default_cleared,
+        })
+    })
 }
 
 /// The wire form of an index entry (a function, not a closure: the futures that hold the
@@ -261,6 +295,16 @@ fn wire(e: &Arc<PolicyEntry>) -> BucketPolicy {
 
 fn wire_owned(e: Arc<PolicyEntry>) -> BucketPolicy {
     wire(&e)
+}
+
+/// What the Sync streams did since the server started, for `/-/metrics`.
+pub mod counters {
+    use std::sync::atomic::AtomicU64;
+
+    /// Live deltas encoded: once per distinct delta, whatever the number of streams.
+    pub static DELTAS_ENCODED: AtomicU64 = AtomicU64::new(0);
+    /// Live deltas sent to an agent as shared, pre-encoded bytes.
+    pub static SHARED_DELTAS_SENT: AtomicU64 = AtomicU64::new(0);
 }
 
 /// Windows per usage report, and buckets per window, taken from an agent.
