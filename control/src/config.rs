@@ -106,8 +106,9 @@ pub struct ControlArgs {
     pub advertise_url: Option<String>,
 
     /// Access key this server signs its questions to the other control servers with (fleet-wide
-    /// usage and dry runs); it needs `tlsfleet:GetUsage`. Without it, answers cover this
-    /// server's agents only, and say so.
+    /// usage, dry runs and a canary's refusals); it needs `tlsfleet:GetUsage` and
+    /// `tlsfleet:GetRolloutStatus`. Without it, answers cover this server's agents only, and
+    /// say so.
     #[arg(
         long,
         env = "TLSFLEET_PEER_ACCESS_KEY_ID",

@@ -11,7 +11,7 @@
 //! `tlsfleet_policy::usage`.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
@@ -45,10 +45,20 @@ struct Bucket {
 
 type Windows = HashMap<String, Bucket>;
 
+/// Refusals per agent and window (oldest first), for buckets with a canary.
+type AgentRefusals = HashMap<String, HashMap<String, VecDeque<(i64, u64)>>>;
+
+/// Buckets whose refusals are tallied per agent (buckets with a canary), and agents per bucket.
+pub const MAX_TALLIED_BUCKETS: usize = 10_000;
+pub const MAX_TALLIED_AGENTS: usize = 10_000;
+
 /// Handle to the usage store; cheap to clone.
 #[derive(Clone, Default)]
 pub struct FleetUsage {
     inner: Arc<Mutex<Windows>>,
+    /// Per agent, for canaries: what `rollout status --bucket` shows (bounded by
+    /// [`MAX_TALLIED_BUCKETS`], [`MAX_TALLIED_AGENTS`] and the retention).
+    agents: Arc<Mutex<AgentRefusals>>,
     /// When idle buckets' old windows were last dropped (Unix seconds).
     pruned: Arc<std::sync::atomic::AtomicI64>,
 }
@@ -105,6 +115,73 @@ impl FleetUsage {
         }
     }
 
+    /// Adds `refused` handshakes that `agent` counted for `bucket` in the window starting at
+    /// `start_unix` (kept per agent: `bucket` has a canary).
+    pub fn record_agent_refusals(
+        &self,
+        bucket: &str,
+        agent: &str,
+        start_unix: i64,
+        refused: u64,
+        now_unix: i64,
+    ) {
+        let minute = start_unix.div_euclid(WINDOW_SECS) * WINDOW_SECS;
+        let keep = i64::try_from(RETENTION.as_secs()).unwrap_or(i64::MAX);
+        if refused == 0 || minute < now_unix.saturating_sub(keep) {
+            return;
+        }
+        let mut all = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        if !all.contains_key(bucket) && all.len() >= MAX_TALLIED_BUCKETS {
+            warn!(
+                bucket,
+                "usage: too many canary buckets tallied per agent; report dropped"
+            );
+            return;
+        }
+        let agents = all.entry(bucket.to_owned()).or_default();
+        if !agents.contains_key(agent) && agents.len() >= MAX_TALLIED_AGENTS {
+            warn!(
+                bucket,
+                agent, "usage: too many agents tallied for a canary; report dropped"
+            );
+            return;
+        }
+        let windows = agents.entry(agent.to_owned()).or_default();
+        match windows.iter_mut().find(|(m, _)| *m == minute) {
+            Some((_, n)) => *n = n.saturating_add(refused),
+            None => {
+                let at = windows.partition_point(|(m, _)| *m < minute);
+                windows.insert(at, (minute, refused));
+            }
+        }
+        while windows
+            .front()
+            .is_some_and(|(m, _)| *m < now_unix.saturating_sub(keep))
+        {
+            windows.pop_front();
+        }
+    }
+
+    /// The handshakes each agent refused for `bucket` in the windows that end after
+    /// `since_unix` (agents that refused none are not listed).
+    pub fn agent_refusals(&self, bucket: &str, since_unix: i64) -> BTreeMap<String, u64> {
+        let all = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(agents) = all.get(bucket) else {
+            return BTreeMap::new();
+        };
+        agents
+            .iter()
+            .filter_map(|(agent, windows)| {
+                let n: u64 = windows
+                    .iter()
+                    .filter(|(m, _)| *m + WINDOW_SECS > since_unix)
+                    .map(|(_, n)| *n)
+                    .sum();
+                (n > 0).then(|| (agent.clone(), n))
+            })
+            .collect()
+    }
+
     /// `bucket`'s windows of the last `since` (all kept when `None`), merged.
     pub fn query(&self, bucket: &str, since: Option<Duration>, now_unix: i64) -> Merged {
         let from = since.map_or(i64::MIN, |s| {
@@ -145,6 +222,20 @@ impl FleetUsage {
                 b.windows.pop_front();
             }
             !b.windows.is_empty()
+        });
+        drop(all);
+        let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        agents.retain(|_, per_agent| {
+            per_agent.retain(|_, windows| {
+                while windows
+                    .front()
+                    .is_some_and(|(m, _)| *m < now_unix.saturating_sub(keep))
+                {
+                    windows.pop_front();
+                }
+                !windows.is_empty()
+            });
+            !per_agent.is_empty()
         });
     }
 
@@ -207,5 +298,37 @@ mod tests {
         assert_eq!(f.query("old", None, now).windows, 0);
         f.prune(now + 3 * 3600);
         assert!(f.is_empty());
+    }
+
+    #[test]
+    fn refusals_are_tallied_per_agent_and_age_out() {
+        let f = FleetUsage::default();
+        let now = 10_000 * 60;
+        f.record_agent_refusals("aaa", "edge-1", now - 130, 2, now);
+        f.record_agent_refusals("aaa", "edge-1", now - 10, 3, now);
+        f.record_agent_refusals("aaa", "edge-2", now - 10, 1, now);
+        f.record_agent_refusals("aaa", "edge-3", now - 10, 0, now);
+        f.record_agent_refusals("aaa", "edge-4", now - 7200, 9, now);
+        let all = f.agent_refusals("aaa", 0);
+        assert_eq!(
+            all.into_iter().collect::<Vec<_>>(),
+            vec![("edge-1".to_owned(), 5), ("edge-2".to_owned(), 1)]
+        );
+        // Since a minute ago: only the current window.
+        assert_eq!(f.agent_refusals("aaa", now - 60)["edge-1"], 3);
+        assert!(f.agent_refusals("bbb", 0).is_empty());
+        f.prune(now + 3 * 3600);
+        assert!(f.agent_refusals("aaa", 0).is_empty());
+        assert!(f.agents.lock().expect("lock").is_empty());
+    }
+
+    #[test]
+    fn per_agent_tallies_are_bounded() {
+        let f = FleetUsage::default();
+        let now = 10_000 * 60;
+        for i in 0..MAX_TALLIED_AGENTS + 10 {
+            f.record_agent_refusals("aaa", &format!("edge-{i}"), now, 1, now);
+        }
+        assert_eq!(f.agent_refusals("aaa", 0).len(), MAX_TALLIED_AGENTS);
     }
 }

@@ -5,9 +5,13 @@
 //! abort` brings the canary agents back to the stored policy.
 
 use serde_json::{json, Value};
+use std::time::Duration;
+
 use tlsfleet_testkit::{
     agent::Agent,
     control::{keys, tlsfleetctl, Control, DOMAIN},
+    etcd::Etcd,
+    eventually::until_blocking,
     rest,
     tls::{s_client, KeyKind, TestCert},
 };
@@ -278,4 +282,100 @@ fn a_live_change_is_encoded_once_per_distinct_delta_whatever_the_number_of_agent
     );
     assert!(tls12(&canary1), "the canary agent got the canary's delta");
     assert!(main.iter().all(|a| !tls12(a)), "the others got theirs");
+}
+
+/// Two control servers on one etcd, canary agents on both and one outside the canary: either
+/// server's `rollout status --bucket` counts what each canary agent refused since the canary
+/// began (its own agents' reports and the other server's), and only the canary's agents.
+#[test]
+fn rollout_status_counts_each_canary_agents_refusals_across_control_servers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = TestCert::generate(dir.path(), DOMAIN, KeyKind::EcdsaP256);
+    let etcd = Etcd::start();
+    let peer_key = [
+        "--peer-access-key-id".to_owned(),
+        keys::ADMIN.0.to_owned(),
+        "--peer-access-key-secret".to_owned(),
+        keys::ADMIN.1.to_owned(),
+    ];
+    let a = Control::on_etcd_with(&etcd.endpoint(), &peer_key);
+    let b = Control::on_etcd_with(&etcd.endpoint(), &peer_key);
+    let agent = |name: &str, control: &Control, tier: &str| {
+        let extra = [
+            "--label".to_owned(),
+            format!("tier={tier}"),
+            "--usage-interval".to_owned(),
+            "1s".to_owned(),
+        ];
+        let mut agent = Agent::spawn_with(
+            name,
+            &[control.grpc_url()],
+            &cert.cert,
+            &cert.key,
+            None,
+            &extra,
+        );
+        agent.wait_ready();
+        agent
+    };
+    let canary_a = agent("edge-canary-a", &a, "canary");
+    let canary_b = agent("edge-canary-b", &b, "canary");
+    let main_a = agent("edge-main-a", &a, "main");
+    let url = a.grpc_url();
+    ok(
+        &url,
+        &[
+            "put",
+            "--bucket",
+            "logs",
+            "--tls-versions",
+            "TLSv1.2,TLSv1.3",
+            "--wait",
+        ],
+    );
+    // Refusals before the canary are not the canary's.
+    let (refused_before, _) = s_client(main_a.tls, &format!("logs.{DOMAIN}"), &["-tls1_1"]);
+    assert!(!refused_before, "TLS 1.1 is never served");
+    ok(
+        &url,
+        &[
+            "put",
+            "--bucket",
+            "logs",
+            "--tls-versions",
+            "TLSv1.3",
+            "--canary",
+            "tier=canary",
+            "--wait",
+        ],
+    );
+    for _ in 0..3 {
+        assert!(!tls12(&canary_a));
+    }
+    for _ in 0..2 {
+        assert!(!tls12(&canary_b));
+    }
+    assert!(
+        tls12(&main_a),
+        "outside the canary, TLS 1.2 is still served"
+    );
+    let expected = json!({"edge-canary-a": 3, "edge-canary-b": 2});
+    for server in [&a, &b] {
+        let status = |url: &str| ok(url, &["rollout", "status", "--bucket", "logs"]);
+        let counted = until_blocking(Duration::from_secs(30), || {
+            status(&server.grpc_url())["refused_by_agent"] == expected
+        });
+        let got = status(&server.grpc_url());
+        assert!(
+            counted,
+            "each canary agent's refusals, from either server: {got}"
+        );
+        assert_eq!(got["refused_handshakes"], 5, "{got}");
+        assert_eq!(got["unreachable"], json!([]), "{got}");
+        assert_eq!(
+            got["enforcing"],
+            json!(["edge-canary-a", "edge-canary-b"]),
+            "{got}"
+        );
+    }
 }

@@ -480,14 +480,18 @@ fn rollout(r: &GetRolloutStatusResponse) -> String {
     if let Some(c) = &r.canary {
         let labels: Vec<String> = c.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
         f.field(0, "canary on", [labels.join(", ")]);
+        let per_agent = r
+            .refused_by_agent
+            .iter()
+            .map(|(agent, n)| format!("{agent}: {n}"));
         f.field(
             0,
             "refused since",
-            [format!(
-                "{} handshakes (this server's agents)",
-                r.refused_handshakes
-            )],
+            std::iter::once(format!("{} handshakes", r.refused_handshakes)).chain(per_agent),
         );
+        if !r.unreachable.is_empty() {
+            f.field(0, "not counted", r.unreachable.iter().cloned());
+        }
     }
     f.field(0, "enforcing", r.enforcing.iter().cloned());
     f.field(0, "pending", r.pending.iter().cloned());

@@ -267,7 +267,7 @@ mod tests {
         }));
         assert_eq!(
             out,
-            json!({"revision": 13, "agents_total": 3, "enforcing": ["a", "b"], "pending": ["c"], "failed": [], "failures": [], "last_ack_unix_ms": 0, "canary": null, "refused_handshakes": 0})
+            json!({"revision": 13, "agents_total": 3, "enforcing": ["a", "b"], "pending": ["c"], "failed": [], "failures": [], "last_ack_unix_ms": 0, "canary": null, "refused_handshakes": 0, "refused_by_agent": {}, "unreachable": []})
         );
     }
 

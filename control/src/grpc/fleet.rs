@@ -114,6 +114,7 @@ impl FleetService for FleetServer {
         req: Request<GetRolloutStatusRequest>,
     ) -> Result<Response<GetRolloutStatusResponse>, Status> {
         authenticate_request(&self.auth, &req)?.authorize(None)?;
+        let local_only = req.metadata().contains_key(super::peers::LOCAL);
         let req = req.into_inner();
         // A bucket's canary: its agents, at its revision.
         let canary = match req.bucket.as_str() {
@@ -137,14 +138,27 @@ impl FleetService for FleetServer {
             (r, _) => r,
         };
         let mut selector: std::collections::BTreeMap<String, String> = req.selector;
-        let mut refused_handshakes = 0;
+        // What each of the canary's agents refused since it started: this server's agents,
+        // and the other servers' (a peer's question is answered from local reports only).
+        let mut refused_by_agent = std::collections::BTreeMap::new();
+        let mut unreachable = vec![];
         if let Some(c) = &canary {
             selector.extend(c.selector.clone());
-            let now = crate::clock::now_ms() / 1000;
-            let started = c.policy.updated_at_unix_ms / 1000;
-            let since = std::time::Duration::from_secs(u64::try_from(now - started).unwrap_or(0));
-            let merged = self.usage.query(&req.bucket, Some(since), now);
-            refused_handshakes = merged.usage.refused.values().sum();
+            refused_by_agent = self
+                .usage
+                .agent_refusals(&req.bucket, c.policy.updated_at_unix_ms / 1000);
+            if local_only {
+                return Ok(Response::new(GetRolloutStatusResponse {
+                    refused_by_agent,
+                    ..Default::default()
+                }));
+            }
+            let (peers, why) = self.peers.agent_refusals(&self.registry, &req.bucket).await;
+            for (agent, n) in peers {
+                let total: &mut u64 = refused_by_agent.entry(agent).or_default();
+                *total = total.saturating_add(n);
+            }
+            unreachable = why;
         }
         let Rollout {
             enforcing,
@@ -153,6 +167,13 @@ impl FleetService for FleetServer {
             failures,
             last_ack_unix_ms,
         } = self.registry.rollout(revision, &selector).await;
+        // Only the canary's agents' refusals (others may have reported the bucket too).
+        refused_by_agent.retain(|agent, _| {
+            enforcing.contains(agent) || pending.contains(agent) || failed.contains(agent)
+        });
+        let refused_handshakes = refused_by_agent
+            .values()
+            .fold(0u64, |a, n| a.saturating_add(*n));
         Ok(Response::new(GetRolloutStatusResponse {
             revision,
             agents_total: u32::try_from(enforcing.len() + pending.len() + failed.len())
@@ -164,6 +185,8 @@ impl FleetService for FleetServer {
             last_ack_unix_ms,
             canary: canary.as_deref().map(super::admin::canary_wire),
             refused_handshakes,
+            refused_by_agent,
+            unreachable,
         }))
     }
 

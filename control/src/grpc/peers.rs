@@ -1,4 +1,4 @@
-//! Fleet-wide usage: a control server answers for the whole fleet by asking the other control
+//! Fleet-wide usage (and a canary's refusals per agent): a control server answers for the whole fleet by asking the other control
 //! servers that have agents (their URLs are in the agent registry, `--advertise-url`) for
 //! their agents' reports, signed with this server's own key (`--peer-access-key-*`), and
 //! merging them with its own. A question from a peer is marked `x-tlsfleet-local` and answered
@@ -7,15 +7,21 @@
 //! Bounded: at most [`MAX_PEERS`] peers, asked at once, each within [`PEER_TIMEOUT`]; a peer
 //! that does not answer is named in the answer's `unreachable`.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use tlsfleet_proto::{
     signer::{signed_request, Signer},
-    v1::{fleet_service_client::FleetServiceClient, BucketUsage, GetUsageRequest},
+    v1::{
+        fleet_service_client::FleetServiceClient, BucketUsage, GetRolloutStatusRequest,
+        GetUsageRequest,
+    },
 };
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use tonic::{
+    codegen::InterceptedService,
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
+};
 
-/// Marks a GetUsage from a peer: answer from this server's agents only.
+/// Marks a GetUsage or GetRolloutStatus from a peer: answer from this server's agents only.
 pub const LOCAL: &str = "x-tlsfleet-local";
 /// Peers asked per question.
 pub const MAX_PEERS: usize = 64;
@@ -108,13 +114,63 @@ impl Peers {
         out
     }
 
-    async fn ask(
+    /// Asks every other control server with agents (from `registry`) for the handshakes its
+    /// agents refused for `bucket` since its canary started, merged per agent; and the
+    /// servers that did not answer.
+    pub async fn agent_refusals(
+        &self,
+        registry: &crate::registry::Registry,
+        bucket: &str,
+    ) -> (BTreeMap<String, u64>, Vec<String>) {
+        let urls = registry.peer_urls().await;
+        let Some(signer) = &self.signer else {
+            let why = urls
+                .iter()
+                .map(|u| format!("{u}: this server has no --peer-access-key to ask it"))
+                .collect();
+            return (BTreeMap::new(), why);
+        };
+        let asks = urls.iter().take(MAX_PEERS).map(|url| async move {
+            let answer = tokio::time::timeout(PEER_TIMEOUT, async {
+                let mut client = self.client(signer, url).await?;
+                let mut req = signed_request(GetRolloutStatusRequest {
+                    bucket: bucket.to_owned(),
+                    ..Default::default()
+                });
+                req.metadata_mut()
+                    .insert(LOCAL, tonic::metadata::MetadataValue::from_static("1"));
+                client
+                    .get_rollout_status(req)
+                    .await
+                    .map(|r| r.into_inner().refused_by_agent)
+                    .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+            })
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {PEER_TIMEOUT:?}")));
+            (url.clone(), answer)
+        });
+        let mut merged = BTreeMap::new();
+        let mut unreachable = vec![];
+        for (url, answer) in futures::future::join_all(asks).await {
+            match answer {
+                Ok(per_agent) => {
+                    for (agent, n) in per_agent {
+                        let total: &mut u64 = merged.entry(agent).or_default();
+                        *total = total.saturating_add(n);
+                    }
+                }
+                Err(why) => unreachable.push(format!("{url}: {why}")),
+            }
+        }
+        (merged, unreachable)
+    }
+
+    /// A client of the control server at `url`, signing with `signer`.
+    async fn client(
         &self,
         signer: &Signer,
         url: &str,
-        bucket: &str,
-        since_seconds: u32,
-    ) -> Result<BucketUsage, String> {
+    ) -> Result<FleetServiceClient<InterceptedService<Channel, Signer>>, String> {
         let mut endpoint = Endpoint::from_shared(url.to_owned())
             .map_err(|e| e.to_string())?
             .connect_timeout(PEER_TIMEOUT);
@@ -126,7 +182,20 @@ impl Peers {
             endpoint = endpoint.tls_config(tls).map_err(|e| e.to_string())?;
         }
         let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
-        let mut client = FleetServiceClient::with_interceptor(channel, signer.clone());
+        Ok(FleetServiceClient::with_interceptor(
+            channel,
+            signer.clone(),
+        ))
+    }
+
+    async fn ask(
+        &self,
+        signer: &Signer,
+        url: &str,
+        bucket: &str,
+        since_seconds: u32,
+    ) -> Result<BucketUsage, String> {
+        let mut client = self.client(signer, url).await?;
         let mut req = signed_request(GetUsageRequest {
             bucket: bucket.to_owned(),
             since_seconds,

@@ -225,7 +225,10 @@ pub struct Update {
 /// [`Encodings::MAX`] variants (agents beyond them get theirs encoded for them). A clone
 /// starts empty.
 #[derive(Default)]
-pub struct Encodings(Mutex<Vec<(Vec<String>, Arc<[SharedDelta]>)>>);
+pub struct Encodings(Mutex<Vec<Variant>>);
+
+/// One encoding: the canaries it is for, and its chunks.
+type Variant = (Vec<String>, Arc<[SharedDelta]>);
 
 impl Encodings {
     /// Distinct deltas kept per update.

@@ -186,6 +186,8 @@ impl SyncServer {
             slot,
             usage: self.usage.clone(),
             labels: hello.labels.clone(),
+            node_id: hello.node_id.clone(),
+            index: self.index.clone(),
         };
         self.tasks.spawn(stream.run(start, after).instrument(span));
         Ok(ReceiverStream::new(rx))

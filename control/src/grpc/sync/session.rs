@@ -45,6 +45,9 @@ pub(super) struct SyncSession {
     pub(super) usage: FleetUsage,
     /// The agent's labels: which canaries it is in.
     pub(super) labels: std::collections::BTreeMap<String, String>,
+    pub(super) node_id: String,
+    /// Which buckets have a canary (usage reports are tallied per agent for them).
+    pub(super) index: crate::index::Index,
 }
 
 impl SyncSession {
@@ -79,7 +82,11 @@ impl SyncSession {
                         self.session.nack(revision, errors);
                     }
                     Some(Ok(AgentMessage { kind: Some(agent_message::Kind::Usage(report)) })) => {
-                        record_usage(&self.usage, &report);
+                        let who = Reporter {
+                            node_id: &self.node_id,
+                            canaries: self.index.view().map(|v| v.canaries().clone()),
+                        };
+                        record_usage(&self.usage, &report, &who);
                     }
                     Some(Ok(_)) => {
                         let _ = self.tx.try_send(Err(Status::invalid_argument(
@@ -311,9 +318,16 @@ pub mod counters {
 const MAX_REPORT_WINDOWS: usize = 100;
 const MAX_REPORT_BUCKETS: usize = 1000;
 
+/// Who reported usage, and the buckets whose refusals are kept per agent (those with a
+/// canary: `rollout status --bucket` shows what each canary agent refused).
+struct Reporter<'a> {
+    node_id: &'a str,
+    canaries: Option<imbl::OrdMap<String, Arc<crate::index::canary::CanaryEntry>>>,
+}
+
 /// Records an agent's usage report: bounded, and only for real bucket names (or the agent's
 /// overflow row).
-fn record_usage(usage: &FleetUsage, report: &tlsfleet_proto::v1::UsageReport) {
+fn record_usage(usage: &FleetUsage, report: &tlsfleet_proto::v1::UsageReport, who: &Reporter<'_>) {
     let now = crate::clock::now_ms() / 1000;
     for window in report.windows.iter().take(MAX_REPORT_WINDOWS) {
         for b in window.buckets.iter().take(MAX_REPORT_BUCKETS) {
@@ -324,6 +338,20 @@ fn record_usage(usage: &FleetUsage, report: &tlsfleet_proto::v1::UsageReport) {
             }
             let u = tlsfleet_proto::convert::usage_from_wire(b);
             usage.record(&b.bucket, window.start_unix, &u, now);
+            if who
+                .canaries
+                .as_ref()
+                .is_some_and(|c| c.contains_key(b.bucket.as_str()))
+            {
+                let refused = u.refused.values().fold(0u64, |a, n| a.saturating_add(*n));
+                usage.record_agent_refusals(
+                    &b.bucket,
+                    who.node_id,
+                    window.start_unix,
+                    refused,
+                    now,
+                );
+            }
         }
     }
 }
