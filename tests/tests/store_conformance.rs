@@ -30,7 +30,9 @@ struct Fixture {
 
 fn embedded() -> Fixture {
     let dir = TempDir::new().expect("temporary directory");
-    let store = EmbeddedStore::open(dir.path()).expect("open the embedded store");
+    let store = EmbeddedStore::open(dir.path())
+        .expect("open the embedded store")
+        .with_page_keys(TEST_PAGE_KEYS);
     Fixture {
         store: Arc::new(store),
         _dir: Some(dir),
@@ -197,9 +199,31 @@ mod suite {
                 written
             })
         };
+        // Whole lists and paged ones, alternately.
         let mut lists = Vec::new();
-        while !writer.is_finished() {
-            lists.push(store.list().await.expect("list"));
+        let mut paged = 0;
+        while !writer.is_finished() || paged == 0 {
+            if lists.len() % 2 == 0 {
+                lists.push(store.list().await.expect("list"));
+            } else {
+                let mut items = Vec::new();
+                let mut pages = 0;
+                let revision = store
+                    .list_pages(&mut |page| {
+                        assert!(
+                            !page.is_empty() && page.len() <= TEST_PAGE_KEYS,
+                            "a page of {} keys",
+                            page.len()
+                        );
+                        pages += 1;
+                        items.extend(page);
+                    })
+                    .await
+                    .expect("list pages");
+                assert!(pages > 2, "{} keys in {pages} pages", items.len());
+                lists.push(tlsfleet_control::store::Snapshot { revision, items });
+                paged += 1;
+            }
         }
         let written = writer.await.expect("writer task");
         assert!(!lists.is_empty());

@@ -21,7 +21,7 @@ use std::{
     collections::HashMap,
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicI64, AtomicU64, Ordering},
+        atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex, PoisonError,
     },
     time::{Duration, Instant},
@@ -36,6 +36,11 @@ use crate::store::{
 
 /// The database file inside the store directory.
 pub const FILE_NAME: &str = "tlsfleet.redb";
+
+/// Keys per page of a full read (as the etcd adapter's, `etcd::PAGE_KEYS`).
+pub const PAGE_KEYS: usize = 20_000;
+/// Pages read ahead of the caller.
+const PAGES_QUEUED: usize = 2;
 
 /// Live events buffered per watcher; a watcher further behind re-reads the log.
 const LIVE_BUFFER: usize = 256;
@@ -65,6 +70,8 @@ struct Inner {
     history: AtomicU64,
     /// The revision the log was last compacted at, as known to this process.
     compacted: AtomicI64,
+    /// Keys per page of `list_pages`.
+    page_keys: AtomicUsize,
 }
 
 struct Agent {
@@ -115,6 +122,7 @@ impl EmbeddedStore {
                 identity,
                 history: AtomicU64::new(0),
                 compacted: AtomicI64::new(compacted),
+                page_keys: AtomicUsize::new(PAGE_KEYS),
             }),
         })
     }
@@ -124,6 +132,12 @@ impl EmbeddedStore {
     /// resuming agents from before the kept history get `Compacted` (a relist, a snapshot).
     pub fn with_history(self, revisions: u64) -> Self {
         self.inner.history.store(revisions, Ordering::Relaxed);
+        self
+    }
+
+    /// Keys per page of a full read (default [`PAGE_KEYS`]; small ones make tests span pages).
+    pub fn with_page_keys(self, keys: usize) -> Self {
+        self.inner.page_keys.store(keys.max(1), Ordering::Relaxed);
         self
     }
 
@@ -252,6 +266,27 @@ impl PolicyStore for EmbeddedStore {
 
     async fn list(&self) -> Result<Snapshot, StoreError> {
         self.run(tables::list).await
+    }
+
+    /// Pages read from one read transaction (one revision) on a blocking thread and handed
+    /// over through a queue of [`PAGES_QUEUED`]: at most that many pages are held at once.
+    /// The reader stops if the caller goes away.
+    async fn list_pages(
+        &self,
+        page: &mut (dyn FnMut(Vec<KeyValue>) + Send),
+    ) -> Result<Revision, StoreError> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(PAGES_QUEUED);
+        let db = self.inner.db.clone();
+        let keys = self.inner.page_keys.load(Ordering::Relaxed);
+        let reader = tokio::task::spawn_blocking(move || {
+            tables::list_pages(&db, keys, |items| tx.blocking_send(items).is_ok())
+        });
+        while let Some(items) = rx.recv().await {
+            page(items);
+        }
+        reader
+            .await
+            .map_err(|e| StoreError::Other(format!("embedded store task failed: {e}")))?
     }
 
     async fn watch(&self, after: Revision) -> Result<WatchStream, StoreError> {

@@ -190,6 +190,36 @@ pub(super) fn list(db: &Database) -> Result<Snapshot, StoreError> {
     Ok(Snapshot { revision, items })
 }
 
+/// Every policy at one revision (one read transaction), handed to `page` in pages of
+/// `page_keys` in key order; stops early when `page` says so. Returns that revision.
+pub(super) fn list_pages(
+    db: &Database,
+    page_keys: usize,
+    mut page: impl FnMut(Vec<KeyValue>) -> bool,
+) -> Result<Revision, StoreError> {
+    let txn = db.begin_read().db()?;
+    let revision = meta_in(&txn, REVISION)?;
+    let policies = txn.open_table(POLICIES).db()?;
+    let mut items = Vec::with_capacity(page_keys.min(4096));
+    for entry in policies.iter().db()? {
+        let (key, value) = entry.db()?;
+        let (value, create_revision, mod_revision) = value.value();
+        items.push(KeyValue {
+            key: key.value().to_owned(),
+            value: value.to_vec(),
+            create_revision,
+            mod_revision,
+        });
+        if items.len() >= page_keys && !page(std::mem::take(&mut items)) {
+            return Ok(revision);
+        }
+    }
+    if !items.is_empty() {
+        page(items);
+    }
+    Ok(revision)
+}
+
 pub(super) fn revision(db: &Database) -> Result<Revision, StoreError> {
     meta_in(&db.begin_read().db()?, REVISION)
 }
