@@ -17,7 +17,9 @@ use tracing::{debug, info, warn};
 use super::{admit::Slot, chunks::Chunks, hello::bounded_nack, SyncLimits};
 use crate::{
     grpc::admin::default_wire,
-    index::{canary, DefaultChange, PolicyEntry, Start, Subscription, Update, View},
+    index::{
+        canary, state::Encodings, DefaultChange, PolicyEntry, Start, Subscription, Update, View,
+    },
     registry::Session,
     usage::FleetUsage,
 };
@@ -213,19 +215,25 @@ impl SyncSession {
     /// update starts or where only empty ones followed) is encoded once for every agent that
     /// gets the same delta; the streams share its bytes and add their own `from`.
     async fn send_delta(&self, u: &Update, from: i64, shared: bool) -> Result<(), Ended> {
-        if shared {
-            let deltas = u
-                .encoded
-                .get_or_make(canary::selection(u, &self.labels), || {
-                    counters::DELTAS_ENCODED.fetch_add(1, Ordering::Relaxed);
-                    delta_messages(
-                        &canary::for_agent(u, &self.labels),
-                        0,
-                        self.limits.chunk_bytes,
-                    )
-                    .map(SharedDelta::new)
-                    .collect()
-                });
+        let changes = u.upserts.len() + u.deletes.len() + u.canary_buckets.len();
+        let deltas = match shared && changes <= Encodings::MAX_CHANGES {
+            true => {
+                u.encoded
+                    .get_or_make(canary::selection(u, &self.labels), || {
+                        counters::DELTAS_ENCODED.fetch_add(1, Ordering::Relaxed);
+                        delta_messages(
+                            &canary::for_agent(u, &self.labels),
+                            0,
+                            self.limits.chunk_bytes,
+                        )
+                        .map(SharedDelta::new)
+                        .collect()
+                    })
+                    .await
+            }
+            false => None,
+        };
+        if let Some(deltas) = deltas {
             for d in deltas.iter() {
                 self.send_frame(ControlFrame::delta(from, d.clone()))
                     .await?;
