@@ -480,15 +480,9 @@ fn rollout(r: &GetRolloutStatusResponse) -> String {
     if let Some(c) = &r.canary {
         let labels: Vec<String> = c.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
         f.field(0, "canary on", [labels.join(", ")]);
-        let per_agent = r
-            .refused_by_agent
-            .iter()
-            .map(|(agent, n)| format!("{agent}: {n}"));
-        f.field(
-            0,
-            "refused since",
-            std::iter::once(format!("{} handshakes", r.refused_handshakes)).chain(per_agent),
-        );
+        let total = format!("{} handshakes", r.refused_handshakes);
+        let each = r.refused_by_agent.iter().map(|(a, n)| format!("{a}: {n}"));
+        f.field(0, "refused since", std::iter::once(total).chain(each));
         if !r.unreachable.is_empty() {
             f.field(0, "not counted", r.unreachable.iter().cloned());
         }

@@ -21,6 +21,8 @@ use tracing::{debug, warn};
 use crate::store::{Event, PolicyStore, Revision, StoreError};
 
 pub mod canary;
+mod encodings;
+mod entry;
 pub mod shared;
 pub mod state;
 mod subscription;

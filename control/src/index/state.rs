@@ -4,112 +4,18 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    sync::{Arc, Mutex},
+    sync::Arc,
 };
 
 use imbl::OrdMap;
-use tlsfleet_policy::{BucketName, EffectivePolicy};
-use tlsfleet_proto::frame::SharedDelta;
-use tracing::{info, warn};
+use tracing::info;
 
-use super::{
-    canary::{canary_bucket, CanaryEntry},
-    shared::SharedPolicy,
+use super::canary::{canary_bucket, CanaryEntry};
+pub use super::{
+    encodings::Encodings,
+    entry::{DefaultEntry, PolicyEntry},
 };
-use crate::store::{Event, KeyValue, Revision, StoredPolicy, DEFAULT_POLICY_KEY};
-
-/// One bucket's policy as the index holds it.
-#[derive(Clone, Debug)]
-pub struct PolicyEntry {
-    pub bucket: BucketName,
-    /// The configuration, its effective policy and wire form: shared by every bucket whose
-    /// configuration is equal (`shared`).
-    pub policy: Arc<SharedPolicy>,
-    /// Access key id of the last writer (shared alike).
-    pub updated_by: Arc<str>,
-    pub updated_at_unix_ms: i64,
-    pub create_revision: Revision,
-    pub mod_revision: Revision,
-}
-
-impl PolicyEntry {
-    /// The entry a stored key-value holds; None (and a warning) for a key that is no bucket
-    /// name, a value that does not decode, or a policy that no longer validates.
-    pub fn decode(kv: &KeyValue) -> Option<Arc<Self>> {
-        let bucket: BucketName = match kv.key.parse() {
-            Ok(b) => b,
-            Err(e) => {
-                warn!(key = %kv.key, error = %e, "ignoring a stored key that is no bucket name");
-                return None;
-            }
-        };
-        let stored = match StoredPolicy::decode(&kv.value) {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(bucket = %bucket, error = %e, "ignoring an undecodable stored policy");
-                return None;
-            }
-        };
-        Self::from_stored(bucket, stored, kv)
-    }
-
-    /// The entry of a decoded stored policy (None, with a warning, if it no longer validates).
-    pub fn from_stored(
-        bucket: BucketName,
-        stored: StoredPolicy,
-        kv: &KeyValue,
-    ) -> Option<Arc<Self>> {
-        let policy = match super::shared::policy(stored.config) {
-            Ok(p) => p,
-            Err(e) => {
-                warn!(bucket = %bucket, error = %e, "ignoring a stored policy that no longer validates");
-                return None;
-            }
-        };
-        Some(Arc::new(Self {
-            bucket,
-            policy,
-            updated_by: super::shared::name(stored.updated_by),
-            updated_at_unix_ms: stored.updated_at_unix_ms,
-            create_revision: kv.create_revision,
-            mod_revision: kv.mod_revision,
-        }))
-    }
-}
-
-/// The fleet default policy as the index holds it.
-#[derive(Clone, Debug)]
-pub struct DefaultEntry {
-    pub stored: StoredPolicy,
-    pub effective: EffectivePolicy,
-    pub create_revision: Revision,
-    pub mod_revision: Revision,
-}
-
-impl DefaultEntry {
-    fn decode(kv: &KeyValue) -> Option<Arc<Self>> {
-        let stored = match StoredPolicy::decode(&kv.value) {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %e, "ignoring an undecodable stored default policy");
-                return None;
-            }
-        };
-        let effective = match stored.config.effective() {
-            Ok(e) => e,
-            Err(e) => {
-                warn!(error = %e, "ignoring a stored default policy that no longer validates");
-                return None;
-            }
-        };
-        Some(Arc::new(Self {
-            stored,
-            effective,
-            create_revision: kv.create_revision,
-            mod_revision: kv.mod_revision,
-        }))
-    }
-}
+use crate::store::{Event, KeyValue, Revision, DEFAULT_POLICY_KEY};
 
 /// How an update changes the fleet default policy.
 #[derive(Clone, Debug)]
@@ -217,70 +123,6 @@ pub struct Update {
     pub entries: OrdMap<String, Arc<PolicyEntry>>,
     /// The update as the Sync streams send it, encoded once per distinct content.
     pub encoded: Encodings,
-}
-
-/// An update's encodings as deltas, by the canaries that apply to the agents they go to
-/// (`canary::selection`): every agent that gets the same delta is sent the same bytes. Kept
-/// with the update, so dropped with it once every stream has read it; at most
-/// [`Encodings::MAX`] variants (agents beyond them get theirs encoded for them). A clone
-/// starts empty.
-#[derive(Default)]
-pub struct Encodings(Mutex<Vec<Variant>>);
-
-/// One encoding: the canaries it is for, and its chunks once made.
-type Variant = (Vec<String>, Arc<tokio::sync::OnceCell<Arc<[SharedDelta]>>>);
-
-impl Encodings {
-    /// Distinct deltas kept per update.
-    pub const MAX: usize = 16;
-    /// Updates that change more buckets than this are not kept encoded (all of it would be
-    /// held until the slowest stream has sent it): each stream encodes its own, a chunk at a
-    /// time.
-    pub const MAX_CHANGES: usize = 50_000;
-
-    /// The deltas for the agents whose canaries are `selection`, made by `make` the first
-    /// time (other streams wait for them rather than make their own); None when they are not
-    /// kept (too many variants).
-    pub async fn get_or_make(
-        &self,
-        selection: Vec<String>,
-        make: impl FnOnce() -> Vec<SharedDelta>,
-    ) -> Option<Arc<[SharedDelta]>> {
-        let cell = {
-            let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            match all.iter().find(|(s, _)| *s == selection) {
-                Some((_, cell)) => cell.clone(),
-                None if all.len() < Self::MAX => {
-                    let cell = Arc::new(tokio::sync::OnceCell::new());
-                    all.push((selection, cell.clone()));
-                    cell
-                }
-                None => return None,
-            }
-        };
-        Some(cell.get_or_init(|| async { make().into() }).await.clone())
-    }
-
-    /// How many variants are kept.
-    pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl Clone for Encodings {
-    fn clone(&self) -> Self {
-        Self::default()
-    }
-}
-
-impl std::fmt::Debug for Encodings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Encodings({})", self.len())
-    }
 }
 
 impl Update {
