@@ -67,3 +67,41 @@ impl std::fmt::Debug for Encodings {
         write!(f, "Encodings({})", self.len())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(revision: i64) -> SharedDelta {
+        SharedDelta::new(tlsfleet_proto::v1::Delta {
+            revision,
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn an_update_is_encoded_once_per_selection_and_variants_are_bounded() {
+        let e = Encodings::default();
+        let mut made = 0;
+        for _ in 0..3 {
+            let got = e
+                .get_or_make(vec![], || {
+                    made += 1;
+                    vec![shared(1)]
+                })
+                .await;
+            assert_eq!(got.as_deref(), Some(&[shared(1)][..]));
+        }
+        assert_eq!(made, 1, "encoded once for every stream");
+        for i in 1..Encodings::MAX {
+            let got = e
+                .get_or_make(vec![format!("b{i}")], || vec![shared(2)])
+                .await;
+            assert!(got.is_some());
+        }
+        assert_eq!(e.len(), Encodings::MAX);
+        let beyond = e.get_or_make(vec!["more".into()], || vec![shared(3)]).await;
+        assert!(beyond.is_none(), "past the bound a stream encodes its own");
+        assert!(e.clone().is_empty(), "a clone starts empty");
+    }
+}
