@@ -29,7 +29,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     // Fails only if a provider is already installed, which is then the one in use.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = tlsfleet_policy::tls::provider().install_default();
     let outcome = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

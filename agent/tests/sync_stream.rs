@@ -73,7 +73,7 @@ impl Agent {
 
 /// An empty, not-ready table serving a fresh ECDSA certificate for `oss.test`.
 fn new_table() -> Arc<PolicyTable> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = tlsfleet_policy::tls::provider().install_default();
     let leaf = tlsfleet_testkit::tls::TestCa::new().leaf(
         &["oss.test", "*.oss.test"],
         tlsfleet_testkit::tls::KeyKind::EcdsaP256,
@@ -384,7 +384,7 @@ async fn an_unreachable_endpoint_is_skipped_for_the_next_one() {
 
 #[tokio::test]
 async fn an_https_control_server_is_reached_over_mtls() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = tlsfleet_policy::tls::provider().install_default();
     let ca = TestCa::new();
     let (server_cert, server_key) = ca.issue(&["127.0.0.1"]);
     let (client_cert, client_key) = ca.issue(&["edge-test-1"]);

@@ -13,7 +13,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = tlsfleet_policy::tls::provider().install_default();
     let args = ControlArgs::parse();
     let server = ControlServer::bind(args)
         .await

@@ -4,6 +4,19 @@ use rustls::{crypto::CryptoProvider, SupportedCipherSuite, SupportedProtocolVers
 
 use crate::{effective::PolicyKey, ServedSuite, ServedVersion};
 
+/// The workspace's one crypto provider (`deny.toml` bans the others): every server and
+/// client config is built from it, so changing provider is this line and the features in the
+/// workspace `Cargo.toml`.
+pub fn provider() -> CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+/// A ticketer of [`provider`] (TLS 1.3 tickets and TLS 1.2 session tickets), with a random
+/// key rotated by rustls.
+pub fn ticketer() -> Result<std::sync::Arc<dyn rustls::server::ProducesTickets>, rustls::Error> {
+    rustls::crypto::ring::Ticketer::new()
+}
+
 /// The rustls versions of a key.
 pub fn protocol_versions(key: PolicyKey) -> Vec<&'static SupportedProtocolVersion> {
     key.versions().into_iter().map(rustls_version).collect()
@@ -59,7 +72,7 @@ mod tests {
     use super::*;
 
     fn ring() -> CryptoProvider {
-        rustls::crypto::ring::default_provider()
+        provider()
     }
 
     fn builds(key: PolicyKey) -> Result<(), rustls::Error> {

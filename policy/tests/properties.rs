@@ -198,7 +198,7 @@ proptest! {
             prop_assert!(effective.key.serves_anything());
             let provider = tls::narrowed_provider(
                 effective.key,
-                &rustls::crypto::ring::default_provider(),
+                &tlsfleet_policy::tls::provider(),
             );
             let built = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
                 .with_protocol_versions(&tls::protocol_versions(effective.key));

@@ -198,7 +198,7 @@ impl ClientOffer {
 pub fn connector(ca: &CertificateDer<'static>, offer: &ClientOffer) -> TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.clone()).expect("ca");
-    let mut provider = rustls::crypto::ring::default_provider();
+    let mut provider = tlsfleet_policy::tls::provider();
     if !offer.suites.is_empty() {
         provider
             .cipher_suites

@@ -108,7 +108,7 @@ async fn tls(
 ) -> TlsStream<TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(edge.ca.clone()).expect("ca");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(tlsfleet_policy::tls::provider());
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[version])
         .expect("versions")

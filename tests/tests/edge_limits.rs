@@ -52,13 +52,12 @@ fn edge(extra: &[&str]) -> Edge {
 async fn tls(edge: &Edge, alpn: &[u8]) -> tokio_rustls::client::TlsStream<TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(edge.ca.clone()).expect("ca");
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut cfg =
+        rustls::ClientConfig::builder_with_provider(Arc::new(tlsfleet_policy::tls::provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
     cfg.alpn_protocols = vec![alpn.to_vec()];
     let tcp = TcpStream::connect(edge.agent.tls).await.expect("connect");
     TlsConnector::from(Arc::new(cfg))

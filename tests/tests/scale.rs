@@ -13,9 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, Txn, TxnOp};
-use tlsfleet_control::store::StoredPolicy;
-use tlsfleet_policy::{CipherSuiteConfig, HttpsConfig, TlsConfig, TlsVersion};
+use tlsfleet_bench::data::{bucket, write_policies};
 use tlsfleet_testkit::{
     agent::Agent,
     control::{keys, tlsfleetctl, Control, DOMAIN},
@@ -25,81 +23,11 @@ use tlsfleet_testkit::{
     tls::{s_client, KeyKind, TestCert},
 };
 
-/// etcd's default limit of operations in one transaction.
-const OPS_PER_TXN: usize = 128;
-
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// The mix: most buckets allow TLS 1.2 and 1.3, a quarter TLS 1.3 only, some restrict TLS
-/// 1.2 suites, a few turned management off.
-fn policy(i: usize) -> HttpsConfig {
-    let versions = |v: &[TlsVersion]| TlsConfig {
-        enable: true,
-        tls_versions: v.to_vec(),
-    };
-    match i % 20 {
-        0..=10 => HttpsConfig {
-            tls: versions(&[TlsVersion::Tls12, TlsVersion::Tls13]),
-            cipher_suite: None,
-        },
-        11..=15 => HttpsConfig {
-            tls: versions(&[TlsVersion::Tls13]),
-            cipher_suite: None,
-        },
-        16..=18 => HttpsConfig {
-            tls: versions(&[TlsVersion::Tls12, TlsVersion::Tls13]),
-            cipher_suite: Some(CipherSuiteConfig {
-                enable: Some(true),
-                custom_cipher_suites: vec!["ECDHE-ECDSA-AES128-GCM-SHA256".into()],
-                ..Default::default()
-            }),
-        },
-        _ => HttpsConfig::disabled(),
-    }
-}
-
-fn bucket(i: usize) -> String {
-    format!("bucket-{i:08}")
-}
-
-/// Writes `n` policies into etcd, `OPS_PER_TXN` per transaction, eight at a time.
-async fn write_policies(endpoint: &str, n: usize) {
-    let client = Client::connect([endpoint], None)
-        .await
-        .expect("etcd client");
-    let batches: Vec<(usize, usize)> = (0..n)
-        .step_by(OPS_PER_TXN)
-        .map(|s| (s, (s + OPS_PER_TXN).min(n)))
-        .collect();
-    let mut tasks = tokio::task::JoinSet::new();
-    for chunk in batches.chunks(batches.len().div_ceil(8).max(1)) {
-        let (chunk, mut kv) = (chunk.to_vec(), client.kv_client());
-        tasks.spawn(async move {
-            for (start, end) in chunk {
-                let ops: Vec<TxnOp> = (start..end)
-                    .map(|i| {
-                        let stored = StoredPolicy {
-                            config: policy(i),
-                            updated_by: "scale-test".into(),
-                            updated_at_unix_ms: 0,
-                            ..Default::default()
-                        };
-                        let value = stored.encode().expect("encode");
-                        TxnOp::put(format!("/tlsfleet/policies/{}", bucket(i)), value, None)
-                    })
-                    .collect();
-                kv.txn(Txn::new().and_then(ops)).await.expect("txn");
-            }
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done.expect("writer");
-    }
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -113,7 +41,9 @@ fn policies_load_agents_converge_and_a_change_reaches_every_handshake() {
     let etcd = Etcd::start();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let t = Instant::now();
-    runtime.block_on(write_policies(&etcd.endpoint(), n));
+    runtime
+        .block_on(write_policies(&etcd.endpoint(), n))
+        .expect("write the policies into etcd");
     eprintln!("scale: wrote {n} policies into etcd in {:?}", t.elapsed());
 
     let t = Instant::now();
@@ -217,12 +147,14 @@ fn policies_load_agents_converge_and_a_change_reaches_every_handshake() {
 #[test]
 #[ignore = "benchmark: run with --release -- --ignored --nocapture"]
 fn list_and_decode_timing() {
-    use tlsfleet_control::store::{etcd::EtcdStore, PolicyStore};
+    use tlsfleet_control::store::{etcd::EtcdStore, PolicyStore, StoredPolicy};
     let n = env("TLSFLEET_SCALE_POLICIES", 20_000);
     let etcd = Etcd::start();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        write_policies(&etcd.endpoint(), n).await;
+        write_policies(&etcd.endpoint(), n)
+            .await
+            .expect("write the policies into etcd");
         let store = EtcdStore::connect(&[etcd.endpoint()], "/tlsfleet/")
             .await
             .expect("connect");

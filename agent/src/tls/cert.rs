@@ -82,7 +82,7 @@ impl CertResolver {
         key_pem: &[u8],
         domains: &[String],
     ) -> Result<Self, CertError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(tlsfleet_policy::tls::provider());
         let loaded = parse(cert_pem, key_pem, domains, &provider)?;
         Ok(Self {
             current: ArcSwap::from_pointee(loaded),

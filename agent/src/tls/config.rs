@@ -60,9 +60,9 @@ impl std::fmt::Debug for ConfigFactory {
 impl ConfigFactory {
     /// A factory over `resolver`, with the endpoint config ([`PolicyKey::ALL`]) built.
     pub fn new(resolver: Arc<CertResolver>) -> Result<Self, ConfigError> {
-        let ticketer = rustls::crypto::ring::Ticketer::new()
-            .map_err(|e| ConfigError::Rustls(e.to_string()))?;
-        let base = Arc::new(rustls::crypto::ring::default_provider());
+        let ticketer =
+            tlsfleet_policy::tls::ticketer().map_err(|e| ConfigError::Rustls(e.to_string()))?;
+        let base = Arc::new(tlsfleet_policy::tls::provider());
         let sessions: Arc<dyn StoresServerSessions> =
             ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
         let endpoint = build(&resolver, &base, &sessions, &ticketer, PolicyKey::ALL)?;

@@ -40,7 +40,7 @@ pub const DOMAIN: &str = "oss.test";
 pub fn install_provider() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        let _ = tlsfleet_policy::tls::provider().install_default();
     });
 }
 
@@ -302,7 +302,7 @@ pub fn client_config(
     suites: Option<&[ServedSuite]>,
     alpn: &[&[u8]],
 ) -> ClientConfig {
-    let base = rustls::crypto::ring::default_provider();
+    let base = tlsfleet_policy::tls::provider();
     let cipher_suites: Vec<SupportedCipherSuite> = match suites {
         None => base.cipher_suites.clone(),
         Some(wanted) => base

@@ -209,7 +209,7 @@ async fn stop(server: Server) {
 async fn the_rest_api_over_tls() {
     use std::sync::Arc as StdArc;
 
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = tlsfleet_policy::tls::provider().install_default();
     let ca = tlsfleet_testkit::tls::TestCa::new();
     let leaf = ca.leaf(&["127.0.0.1"], tlsfleet_testkit::tls::KeyKind::EcdsaP256);
     let acceptor =
@@ -217,13 +217,12 @@ async fn the_rest_api_over_tls() {
     let server = start_with(Some(acceptor)).await;
 
     let roots = ca.roots();
-    let client = rustls::ClientConfig::builder_with_provider(StdArc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let client =
+        rustls::ClientConfig::builder_with_provider(StdArc::new(tlsfleet_policy::tls::provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(StdArc::new(client));
     let tcp = TcpStream::connect(server.addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();

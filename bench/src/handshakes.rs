@@ -1,0 +1,344 @@
+//! Handshakes at the edge, side by side: the agent holding N bucket policies, a bare
+//! tokio-rustls server with one static config, nginx and HAProxy configured per name from the
+//! same mix. Every server is pinned to core 0 and the client to core 1; a server's cost is
+//! its own CPU time per handshake (`cpu`), measured around the client's run after a warm-up.
+//! Servers and cases alternate in rounds (the machine is noisy) and medians are reported.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use tlsfleet_testkit::{
+    agent::Agent,
+    control::{Control, DOMAIN},
+    etcd::Etcd,
+    ports::free_port,
+    procs::Proc,
+    tls::{s_client, KeyKind, TestCa},
+};
+
+use crate::{
+    client::Outcome,
+    cpu,
+    data::{bucket, rule, write_policies},
+    peers,
+};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Bucket policies the agent holds.
+    pub policies: usize,
+    /// Names the peers are configured with (and the client spreads over).
+    pub peer_names: usize,
+    pub seconds: f64,
+    pub warmup_seconds: f64,
+    pub rounds: usize,
+    pub concurrency: usize,
+    /// Also nginx and HAProxy.
+    pub peers: bool,
+}
+
+/// One handshake case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Case {
+    pub version: u8,
+    pub resume: bool,
+}
+
+pub const CASES: [Case; 4] = [
+    Case {
+        version: 13,
+        resume: false,
+    },
+    Case {
+        version: 12,
+        resume: false,
+    },
+    Case {
+        version: 13,
+        resume: true,
+    },
+    Case {
+        version: 12,
+        resume: true,
+    },
+];
+
+/// Names resumed over (each gets a session in the warm-up).
+const RESUMED_NAMES: usize = 100;
+
+/// A server under test.
+pub struct Server {
+    pub name: String,
+    pub version: String,
+    pub addr: SocketAddr,
+    pub pids: Vec<u32>,
+    /// Whether it enforces per name (the bare server does not: one config for all).
+    pub per_name: bool,
+}
+
+/// One measurement.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub rate: f64,
+    pub cpu_us: f64,
+    pub resumed_share: f64,
+}
+
+/// What one run measured, by server and case; and what each server enforced.
+pub struct Results {
+    pub servers: Vec<Server>,
+    pub samples: Vec<Vec<Vec<Sample>>>,
+    pub enforced: Vec<Enforcement>,
+    pub settings: Settings,
+}
+
+/// What `openssl s_client` saw a server enforce.
+#[derive(Debug, Clone, Copy)]
+pub struct Enforcement {
+    /// TLS 1.2 refused for a TLS 1.3-only bucket.
+    pub tls13_only: bool,
+    /// A TLS 1.2 suite outside a bucket's custom list refused.
+    pub custom_suites: bool,
+    /// TLS 1.2 still served to a bucket that allows it.
+    pub tls12_allowed: bool,
+}
+
+fn wait_listening(addr: SocketAddr, timeout: Duration) -> bool {
+    tlsfleet_testkit::procs::eventually(timeout, || std::net::TcpStream::connect(addr).is_ok())
+}
+
+/// Runs every server and case.
+pub fn run(s: &Settings) -> anyhow::Result<Results> {
+    let dir = tempfile::tempdir()?;
+    let ca = TestCa::new();
+    let cert = ca.issue(
+        dir.path(),
+        "tls",
+        &[DOMAIN.to_owned(), format!("*.{DOMAIN}")],
+        KeyKind::EcdsaP256,
+    );
+    let ca_pem = ca.write_pem(dir.path());
+
+    eprintln!("bench: writing {} policies into etcd", s.policies);
+    let etcd = Etcd::start();
+    tokio::runtime::Runtime::new()?.block_on(write_policies(&etcd.endpoint(), s.policies))?;
+    let control = Control::on_etcd(&etcd.endpoint());
+    let url = control.grpc_url();
+    let mut agent = Agent::spawn("bench-edge", &[url], &cert.cert, &cert.key, None);
+    agent.wait_ready();
+    let loaded = agent.metric("policies_loaded").unwrap_or(0.0) as usize;
+    anyhow::ensure!(
+        loaded == s.policies,
+        "the agent holds {loaded} policies, not {}",
+        s.policies
+    );
+
+    let mut servers = vec![];
+    let mut keep_procs: Vec<Proc> = vec![];
+    let mut keep_peers: Vec<peers::Peer> = vec![];
+    servers.push(Server {
+        name: format!("tlsfleet-agent ({} policies)", s.policies),
+        version: String::new(),
+        addr: agent.tls,
+        pids: agent.process().pid().into_iter().collect(),
+        per_name: true,
+    });
+    let bare_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg("bare-server")
+        .arg("--cert")
+        .arg(&cert.cert)
+        .arg("--key")
+        .arg(&cert.key)
+        .arg("--listen")
+        .arg(bare_addr.to_string());
+    let bare = Proc::spawn("bare-rustls", &mut cmd);
+    anyhow::ensure!(
+        wait_listening(bare_addr, Duration::from_secs(10)),
+        "the bare server did not listen: {}",
+        bare.log_tail()
+    );
+    servers.push(Server {
+        name: "bare tokio-rustls, one config".into(),
+        version: String::new(),
+        addr: bare_addr,
+        pids: bare.pid().into_iter().collect(),
+        per_name: false,
+    });
+    keep_procs.push(bare);
+    if s.peers {
+        let n = s.peer_names.min(s.policies);
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let nginx = peers::nginx(dir.path(), addr, &cert.cert, &cert.key, n)?;
+        anyhow::ensure!(
+            wait_listening(addr, Duration::from_secs(300)),
+            "nginx did not listen: {}",
+            std::fs::read_to_string(dir.path().join("nginx.out")).unwrap_or_default()
+        );
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let haproxy = peers::haproxy(dir.path(), addr, &cert.cert, &cert.key, n)?;
+        anyhow::ensure!(
+            wait_listening(addr, Duration::from_secs(300)),
+            "haproxy did not listen: {}",
+            std::fs::read_to_string(dir.path().join("haproxy.out")).unwrap_or_default()
+        );
+        for p in [nginx, haproxy] {
+            servers.push(Server {
+                name: format!("{} (one worker, {n} names)", p.name),
+                version: p.version.clone(),
+                addr: p.addr,
+                pids: vec![p.pid()],
+                per_name: true,
+            });
+            keep_peers.push(p);
+        }
+    }
+    // Servers on core 0, clients on the last core.
+    let client_core = cpu::cores().saturating_sub(1);
+    for server in &servers {
+        for pid in &server.pids {
+            cpu::pin(*pid, 0)?;
+        }
+    }
+    let enforced = servers.iter().map(|srv| enforcement(srv.addr)).collect();
+
+    let names = |version: u8, limit: usize| -> Vec<String> {
+        (0..s.peer_names.min(s.policies))
+            .filter(|i| {
+                let r = rule(*i);
+                if version == 12 {
+                    r.tls12 && !r.custom_tls12_suite
+                } else {
+                    r.tls13
+                }
+            })
+            .take(limit)
+            .map(|i| format!("{}.{DOMAIN}", bucket(i)))
+            .collect()
+    };
+    let mut samples = vec![vec![vec![]; CASES.len()]; servers.len()];
+    for round in 0..s.rounds {
+        for k in 0..servers.len() {
+            let si = (k + round) % servers.len();
+            let server = &servers[si];
+            for (ci, case) in CASES.iter().enumerate() {
+                let limit = if case.resume { RESUMED_NAMES } else { 10_000 };
+                let list = dir.path().join(format!("names-{}.txt", case.version));
+                std::fs::write(&list, names(case.version, limit).join("\n"))?;
+                let outcome = client(client_core, &ca_pem, &list, server, *case, s)?;
+                anyhow::ensure!(
+                    outcome.handshakes > 0,
+                    "{} {case:?}: no handshake ({} failed: {})",
+                    server.name,
+                    outcome.failed,
+                    outcome.error.clone().unwrap_or_default()
+                );
+                let cpu_us = outcome.server_cpu_us as f64 / outcome.outcome.handshakes as f64;
+                let sample = Sample {
+                    rate: outcome.outcome.handshakes as f64 / outcome.outcome.seconds,
+                    cpu_us,
+                    resumed_share: outcome.outcome.resumed as f64
+                        / outcome.outcome.handshakes as f64,
+                };
+                eprintln!(
+                    "bench: round {round} {} TLS 1.{} {}: {:.0}/s, {:.0} µs CPU a handshake, {:.0} % resumed",
+                    server.name,
+                    case.version % 10,
+                    if case.resume { "resumed" } else { "full" },
+                    sample.rate,
+                    sample.cpu_us,
+                    sample.resumed_share * 100.0
+                );
+                samples[si][ci].push(sample);
+            }
+        }
+    }
+    drop(keep_peers);
+    drop(keep_procs);
+    Ok(Results {
+        servers,
+        samples,
+        enforced,
+        settings: s.clone(),
+    })
+}
+
+/// What the client process reports: its outcome, and the servers' CPU over the measured part.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct ClientReport {
+    pub outcome: Outcome,
+    pub server_cpu_us: u64,
+}
+
+impl std::ops::Deref for ClientReport {
+    type Target = Outcome;
+    fn deref(&self) -> &Outcome {
+        &self.outcome
+    }
+}
+
+/// Runs the client process on `core` against `server`.
+fn client(
+    core: usize,
+    ca: &Path,
+    names: &PathBuf,
+    server: &Server,
+    case: Case,
+    s: &Settings,
+) -> anyhow::Result<ClientReport> {
+    let pids: Vec<String> = server.pids.iter().map(u32::to_string).collect();
+    let out = Command::new("taskset")
+        .arg("-c")
+        .arg(core.to_string())
+        .arg(std::env::current_exe()?)
+        .arg("client")
+        .args(["--addr", &server.addr.to_string()])
+        .arg("--ca")
+        .arg(ca)
+        .arg("--names")
+        .arg(names)
+        .args(["--version", &case.version.to_string()])
+        .args(if case.resume {
+            &["--resume"][..]
+        } else {
+            &[][..]
+        })
+        .args(["--seconds", &s.seconds.to_string()])
+        .args(["--warmup-seconds", &s.warmup_seconds.to_string()])
+        .args(["--concurrency", &s.concurrency.to_string()])
+        .args(["--server-pids", &pids.join(",")])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "the client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// What `openssl s_client` sees `addr` enforce for the mix's buckets.
+fn enforcement(addr: SocketAddr) -> Enforcement {
+    let first = |pick: fn(&crate::data::Rule) -> bool| {
+        (0..100)
+            .find(|i| pick(&rule(*i)))
+            .map(|i| format!("{}.{DOMAIN}", bucket(i)))
+    };
+    let tls13_only = first(|r| !r.tls12).unwrap_or_default();
+    let custom = first(|r| r.custom_tls12_suite).unwrap_or_default();
+    let both = first(|r| r.tls12 && r.tls13 && !r.custom_tls12_suite).unwrap_or_default();
+    Enforcement {
+        tls13_only: !s_client(addr, &tls13_only, &["-tls1_2"]).0,
+        custom_suites: !s_client(
+            addr,
+            &custom,
+            &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384"],
+        )
+        .0,
+        tls12_allowed: s_client(addr, &both, &["-tls1_2"]).0,
+    }
+}

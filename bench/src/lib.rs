@@ -1,0 +1,17 @@
+//! The benchmark harness behind BENCHMARKS.md: the agent measured side by side with what
+//! operators would use instead, in one run on one machine, reported as ratios. Benchmarks
+//! are not tests: they run on demand (`tlsfleet-bench`, see BENCHMARKS.md for each table's
+//! command); CI runs a tiny smoke of each (`--smoke`).
+//!
+//! * [`data`]: the policy mix, written straight into etcd.
+//! * [`handshakes`]: handshakes at the edge (agent, bare rustls, nginx, HAProxy), [`report`]
+//!   its tables; [`client`] the load client, [`bare`] the bare server, [`peers`] nginx and
+//!   HAProxy, [`cpu`] process CPU accounting and pinning.
+
+pub mod bare;
+pub mod client;
+pub mod cpu;
+pub mod data;
+pub mod handshakes;
+pub mod peers;
+pub mod report;

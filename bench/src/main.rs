@@ -1,0 +1,181 @@
+//! `tlsfleet-bench`: the benchmarks of BENCHMARKS.md, run on demand.
+//!
+//! ```text
+//! tlsfleet-bench handshakes [--policies 100000] [--peer-names 10000] [--seconds 5] [--rounds 3]
+//! tlsfleet-bench handshakes --smoke      # what CI runs: everything, tiny
+//! ```
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tlsfleet_bench::{bare, client, cpu, handshakes, report};
+
+#[derive(Parser)]
+#[command(
+    name = "tlsfleet-bench",
+    about = "tlsfleet's benchmarks against its peers"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Handshakes at the edge: the agent, a bare tokio-rustls server, nginx and HAProxy, side
+    /// by side; prints the markdown tables.
+    Handshakes {
+        /// Bucket policies the agent holds (a realistic mix, written straight into etcd).
+        #[arg(long, default_value_t = 100_000)]
+        policies: usize,
+        /// Names nginx and HAProxy are configured with (one server block / crt-list line each).
+        #[arg(long, default_value_t = 10_000)]
+        peer_names: usize,
+        /// Seconds measured per server and case.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Seconds of warm-up before each measurement (sessions for the resumed cases).
+        #[arg(long, default_value_t = 1.0)]
+        warmup_seconds: f64,
+        /// Rounds; servers alternate in each, medians are reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Connections the client keeps going at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Leave nginx and HAProxy out.
+        #[arg(long)]
+        no_peers: bool,
+        /// A tiny run of everything (what CI runs): 200 policies, one short round.
+        #[arg(long)]
+        smoke: bool,
+    },
+    /// (Internal) the bare tokio-rustls server.
+    BareServer {
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// (Internal) the load client: prints its outcome as JSON.
+    Client {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long)]
+        ca: PathBuf,
+        /// A file of server names, one a line.
+        #[arg(long)]
+        names: PathBuf,
+        #[arg(long, default_value_t = 13)]
+        version: u8,
+        #[arg(long)]
+        resume: bool,
+        #[arg(long)]
+        seconds: f64,
+        #[arg(long, default_value_t = 0.0)]
+        warmup_seconds: f64,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// The server's processes, whose CPU time is measured over the run after warm-up.
+        #[arg(long, value_delimiter = ',')]
+        server_pids: Vec<u32>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    // The agent and control binaries are beside this one (testkit looks in TLSFLEET_BIN_DIR).
+    if std::env::var_os("TLSFLEET_BIN_DIR").is_none() {
+        if let Some(dir) = std::env::current_exe()?.parent() {
+            std::env::set_var("TLSFLEET_BIN_DIR", dir);
+        }
+    }
+    let _ = tlsfleet_policy::tls::provider().install_default();
+    match Args::parse().command {
+        Cmd::Handshakes {
+            policies,
+            peer_names,
+            seconds,
+            warmup_seconds,
+            rounds,
+            concurrency,
+            no_peers,
+            smoke,
+        } => {
+            let settings = if smoke {
+                handshakes::Settings {
+                    policies: 200,
+                    peer_names: 200,
+                    seconds: 0.3,
+                    warmup_seconds: 0.2,
+                    rounds: 1,
+                    concurrency: 4,
+                    peers: !no_peers,
+                }
+            } else {
+                handshakes::Settings {
+                    policies,
+                    peer_names,
+                    seconds,
+                    warmup_seconds,
+                    rounds: rounds.max(1),
+                    concurrency,
+                    peers: !no_peers,
+                }
+            };
+            let results = handshakes::run(&settings)?;
+            println!("{}", report::markdown(&results));
+            Ok(())
+        }
+        Cmd::BareServer { cert, key, listen } => {
+            let cfg = bare::config(&cert, &key)?;
+            tokio::runtime::Runtime::new()?.block_on(bare::serve(listen, cfg))
+        }
+        Cmd::Client {
+            addr,
+            ca,
+            names,
+            version,
+            resume,
+            seconds,
+            warmup_seconds,
+            concurrency,
+            server_pids,
+        } => {
+            let names: Vec<String> = std::fs::read_to_string(&names)
+                .with_context(|| format!("reading {}", names.display()))?
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            let mut load = client::Load {
+                addr,
+                names,
+                version,
+                resume,
+                duration: Duration::from_secs_f64(warmup_seconds),
+                concurrency,
+            };
+            let (cfg, tickets) = client::config(&ca, &load)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            if warmup_seconds > 0.0 {
+                runtime.block_on(client::run(cfg.clone(), tickets.clone(), load.clone()));
+            }
+            load.duration = Duration::from_secs_f64(seconds);
+            let before = cpu::cpu_time_of(&server_pids)?;
+            let outcome = runtime.block_on(client::run(cfg, tickets, load));
+            let after = cpu::cpu_time_of(&server_pids)?;
+            let report = handshakes::ClientReport {
+                outcome,
+                server_cpu_us: u64::try_from(after.saturating_sub(before).as_micros())
+                    .unwrap_or(u64::MAX),
+            };
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+    }
+}
