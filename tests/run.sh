@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what it needs (etcd, protoc, openssl,
-# the official OSS Python SDKs, pytest, cargo-nextest, cargo-machete, cargo-deny, cargo-fuzz),
+# the official OSS Python SDKs, pytest, nginx and HAProxy for the benchmark smoke run,
+# cargo-nextest, cargo-machete, cargo-deny, cargo-fuzz),
 # checks formatting, lints, the module shape (tests/scripts/shape.py) and the dependencies
 # (no unused one; licenses, one crypto provider, no unchosen second major: deny.toml), builds,
 # then runs every Rust test (unit, property, in-process and end-to-end with
-# real etcd and real processes), the official-SDK suite, and a short run of every fuzz target
+# real etcd and real processes), a tiny run of every benchmark, the official-SDK suite, and a
+# short run of every fuzz target
 # over its corpus. CI runs exactly this (.ci/run).
 #
 #   FUZZ_SECONDS=N    seconds per fuzz target (default 10; 0 skips fuzzing)
@@ -18,6 +20,9 @@ command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# The peers of the benchmark smoke run (tlsfleet-bench handshakes --smoke).
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+[ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   as_root apt-get update -qq
@@ -62,6 +67,8 @@ echo "==> build"
 cargo build --workspace --bins --tests
 echo "==> Rust tests (unit, property, end-to-end)"
 cargo nextest run --workspace --no-fail-fast
+echo "==> benchmark smoke: every server and case of tlsfleet-bench, tiny (BENCHMARKS.md for the real runs)"
+target/debug/tlsfleet-bench handshakes --smoke > /dev/null
 echo "==> official SDK tests (pytest)"
 TLSFLEET_BIN_DIR="$PWD/target/debug" python3 -m pytest -q tests/sdk
 if [ "$FUZZ_SECONDS" -gt 0 ]; then

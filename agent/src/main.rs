@@ -19,6 +19,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc: a handshake allocates and frees a few dozen small buffers, and the system
+/// allocator spent about 9 % of the agent's CPU on them (BENCHMARKS.md, "Handshakes").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()

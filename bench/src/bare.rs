@@ -1,12 +1,15 @@
 //! The bare server the agent is measured against: tokio-rustls with one static config (every
 //! version, the provider's suites, the same session cache and ticketer as the agent), one
 //! fixed answer per connection. What a handshake costs with nothing of tlsfleet around it.
+//! Built twice: in `tlsfleet-bench` with the workspace's provider, and with ring in
+//! `bench/bare-ring` (a workspace of its own, so that the main one keeps one provider).
 
 use std::{net::SocketAddr, path::Path, sync::Arc};
 
 use rustls::{
+    crypto::CryptoProvider,
     pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
-    server::ServerSessionMemoryCache,
+    server::{ProducesTickets, ServerSessionMemoryCache},
     ServerConfig,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,17 +18,21 @@ use tokio_rustls::TlsAcceptor;
 /// Sessions the server remembers (as the agent).
 const SESSIONS: usize = 20_000;
 
-/// The static config for `cert` (chain) and `key`.
-pub fn config(cert: &Path, key: &Path) -> anyhow::Result<ServerConfig> {
+/// The static config for `cert` (chain) and `key`, with `provider` and its `ticketer`.
+pub fn config(
+    cert: &Path,
+    key: &Path,
+    provider: CryptoProvider,
+    ticketer: Arc<dyn ProducesTickets>,
+) -> anyhow::Result<ServerConfig> {
     let chain = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
     let key = PrivateKeyDer::from_pem_file(key)?;
-    let provider = Arc::new(tlsfleet_policy::tls::provider());
-    let mut cfg = ServerConfig::builder_with_provider(provider)
+    let mut cfg = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
     cfg.session_storage = ServerSessionMemoryCache::new(SESSIONS);
-    cfg.ticketer = tlsfleet_policy::tls::ticketer()?;
+    cfg.ticketer = ticketer;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
 }

@@ -40,6 +40,8 @@ pub struct Settings {
     pub concurrency: usize,
     /// Also nginx and HAProxy.
     pub peers: bool,
+    /// Also the bare server with ring (built from `bench/bare-ring` first).
+    pub ring: bool,
 }
 
 /// One handshake case.
@@ -164,13 +166,38 @@ pub fn run(s: &Settings) -> anyhow::Result<Results> {
         bare.log_tail()
     );
     servers.push(Server {
-        name: "bare tokio-rustls, one config".into(),
+        name: format!("bare tokio-rustls, one config, {}", PROVIDER),
         version: String::new(),
         addr: bare_addr,
         pids: bare.pid().into_iter().collect(),
         per_name: false,
     });
     keep_procs.push(bare);
+    if s.ring {
+        let binary = build_bare_ring()?;
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let mut cmd = Command::new(binary);
+        cmd.arg("--cert")
+            .arg(&cert.cert)
+            .arg("--key")
+            .arg(&cert.key)
+            .arg("--listen")
+            .arg(addr.to_string());
+        let ring = Proc::spawn("bare-ring", &mut cmd);
+        anyhow::ensure!(
+            wait_listening(addr, Duration::from_secs(10)),
+            "the ring bare server did not listen: {}",
+            ring.log_tail()
+        );
+        servers.push(Server {
+            name: "bare tokio-rustls, one config, ring".into(),
+            version: String::new(),
+            addr,
+            pids: ring.pid().into_iter().collect(),
+            per_name: false,
+        });
+        keep_procs.push(ring);
+    }
     if s.peers {
         let n = s.peer_names.min(s.policies);
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -205,7 +232,12 @@ pub fn run(s: &Settings) -> anyhow::Result<Results> {
             cpu::pin(*pid, 0)?;
         }
     }
-    let enforced = servers.iter().map(|srv| enforcement(srv.addr)).collect();
+    let enforced: Vec<Enforcement> = servers.iter().map(|srv| enforcement(srv.addr)).collect();
+    let agent_enforced = enforced[0];
+    anyhow::ensure!(
+        agent_enforced.tls13_only && agent_enforced.custom_suites && agent_enforced.tls12_allowed,
+        "the agent does not enforce its policies: {agent_enforced:?}"
+    );
 
     let names = |version: u8, limit: usize| -> Vec<String> {
         (0..s.peer_names.min(s.policies))
@@ -319,6 +351,24 @@ fn client(
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// The workspace's crypto provider (`tlsfleet_policy::tls::provider`).
+pub const PROVIDER: &str = "aws-lc-rs";
+
+/// Builds `bench/bare-ring` (release, into `target/bare-ring`) and returns its binary.
+fn build_bare_ring() -> anyhow::Result<PathBuf> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("bare-ring/Cargo.toml");
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bare-ring");
+    eprintln!("bench: building {}", manifest.display());
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--quiet", "--manifest-path"])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target)
+        .status()?;
+    anyhow::ensure!(status.success(), "building {} failed", manifest.display());
+    Ok(target.join("release/bare-ring"))
 }
 
 /// What `openssl s_client` sees `addr` enforce for the mix's buckets.

@@ -47,6 +47,9 @@ enum Cmd {
         /// Leave nginx and HAProxy out.
         #[arg(long)]
         no_peers: bool,
+        /// Leave out the bare server with ring (built from bench/bare-ring when it runs).
+        #[arg(long)]
+        no_ring: bool,
         /// A tiny run of everything (what CI runs): 200 policies, one short round.
         #[arg(long)]
         smoke: bool,
@@ -102,6 +105,7 @@ fn main() -> anyhow::Result<()> {
             rounds,
             concurrency,
             no_peers,
+            no_ring,
             smoke,
         } => {
             let settings = if smoke {
@@ -113,6 +117,9 @@ fn main() -> anyhow::Result<()> {
                     rounds: 1,
                     concurrency: 4,
                     peers: !no_peers,
+                    // The ring server is the same code with another provider, and its own
+                    // build: left to the full runs.
+                    ring: false,
                 }
             } else {
                 handshakes::Settings {
@@ -123,6 +130,7 @@ fn main() -> anyhow::Result<()> {
                     rounds: rounds.max(1),
                     concurrency,
                     peers: !no_peers,
+                    ring: !no_ring,
                 }
             };
             let results = handshakes::run(&settings)?;
@@ -130,7 +138,12 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::BareServer { cert, key, listen } => {
-            let cfg = bare::config(&cert, &key)?;
+            let cfg = bare::config(
+                &cert,
+                &key,
+                tlsfleet_policy::tls::provider(),
+                tlsfleet_policy::tls::ticketer()?,
+            )?;
             tokio::runtime::Runtime::new()?.block_on(bare::serve(listen, cfg))
         }
         Cmd::Client {

@@ -8,13 +8,13 @@ use crate::{effective::PolicyKey, ServedSuite, ServedVersion};
 /// client config is built from it, so changing provider is this line and the features in the
 /// workspace `Cargo.toml`.
 pub fn provider() -> CryptoProvider {
-    rustls::crypto::ring::default_provider()
+    rustls::crypto::aws_lc_rs::default_provider()
 }
 
 /// A ticketer of [`provider`] (TLS 1.3 tickets and TLS 1.2 session tickets), with a random
 /// key rotated by rustls.
 pub fn ticketer() -> Result<std::sync::Arc<dyn rustls::server::ProducesTickets>, rustls::Error> {
-    rustls::crypto::ring::Ticketer::new()
+    rustls::crypto::aws_lc_rs::Ticketer::new()
 }
 
 /// The rustls versions of a key.
@@ -71,26 +71,26 @@ mod tests {
 
     use super::*;
 
-    fn ring() -> CryptoProvider {
+    fn provided() -> CryptoProvider {
         provider()
     }
 
     fn builds(key: PolicyKey) -> Result<(), rustls::Error> {
-        rustls::ServerConfig::builder_with_provider(Arc::new(narrowed_provider(key, &ring())))
+        rustls::ServerConfig::builder_with_provider(Arc::new(narrowed_provider(key, &provided())))
             .with_protocol_versions(&protocol_versions(key))
             .map(drop)
     }
 
     #[test]
-    fn ring_serves_exactly_the_served_suites_in_order() {
-        let ids: Vec<Option<ServedSuite>> = ring()
+    fn the_provider_serves_exactly_the_served_suites_in_order() {
+        let ids: Vec<Option<ServedSuite>> = provided()
             .cipher_suites
             .iter()
             .map(|s| served_suite(s.suite()))
             .collect();
         let expected: Vec<_> = ServedSuite::ALL.into_iter().map(Some).collect();
         assert_eq!(ids, expected);
-        assert_eq!(cipher_suites(PolicyKey::ALL, &ring()).len(), 9);
+        assert_eq!(cipher_suites(PolicyKey::ALL, &provided()).len(), 9);
     }
 
     #[test]
@@ -100,7 +100,7 @@ mod tests {
             [ServedVersion::Tls12, ServedVersion::Tls13],
             [EcdheRsaChacha20Poly1305, Tls13Aes128GcmSha256],
         );
-        let narrowed = narrowed_provider(key, &ring());
+        let narrowed = narrowed_provider(key, &provided());
         let got: Vec<_> = narrowed
             .cipher_suites
             .iter()
@@ -108,7 +108,7 @@ mod tests {
             .collect();
         // Provider order, not the order the key was built in.
         assert_eq!(got, [Tls13Aes128GcmSha256, EcdheRsaChacha20Poly1305]);
-        assert_eq!(narrowed.kx_groups.len(), ring().kx_groups.len());
+        assert_eq!(narrowed.kx_groups.len(), provided().kx_groups.len());
         assert_eq!(
             protocol_versions(key),
             [&rustls::version::TLS12, &rustls::version::TLS13]

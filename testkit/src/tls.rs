@@ -136,7 +136,7 @@ impl TestCa {
     }
 }
 
-/// rcgen cannot generate RSA keys with ring; the openssl CLI can.
+/// rcgen does not generate RSA keys here; the openssl CLI does.
 fn rsa_key_pair() -> Result<rcgen::KeyPair, rcgen::Error> {
     let out = Command::new("openssl")
         .args([
@@ -157,7 +157,7 @@ fn rsa_key_pair() -> Result<rcgen::KeyPair, rcgen::Error> {
 #[derive(Clone, Debug)]
 pub struct ClientOffer {
     pub versions: Vec<&'static rustls::SupportedProtocolVersion>,
-    /// IANA suite ids to offer; empty = all of ring's.
+    /// IANA suite ids to offer; empty = all of the provider's.
     pub suites: Vec<u16>,
     pub alpn: Vec<Vec<u8>>,
 }

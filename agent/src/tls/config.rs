@@ -150,7 +150,7 @@ fn build(
     key: PolicyKey,
 ) -> Result<Arc<ServerConfig>, ConfigError> {
     // Invariant 2 (nothing older than TLS 1.2, only AEAD suites) holds by construction: the
-    // ring provider serves nothing else, and the key narrows it further.
+    // provider serves nothing else, and the key narrows it further.
     let provider = Arc::new(tls::narrowed_provider(key, base));
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&tls::protocol_versions(key))
