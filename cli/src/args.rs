@@ -420,7 +420,7 @@ pub struct RolloutStatusArgs {
     pub revision: i64,
 
     /// A bucket with a canary: its agents (the canary's selector) at the canary's revision,
-    /// and the handshakes refused for the bucket since the canary started.
+    /// and the handshakes each of them refused for the bucket since the canary started.
     #[arg(long, value_name = "BUCKET")]
     pub bucket: Option<String>,
 
