@@ -1,0 +1,187 @@
+//! TLS session resumption at the agent across policy swaps, with a real rustls client:
+//! sessions (TLS 1.3 tickets, TLS 1.2 session ids) of a bucket whose policy did not change
+//! resume after another bucket's change; and a session never lets a client past a policy
+//! tightened since (a TLS 1.2 session of a bucket made TLS 1.3-only is refused, not resumed).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use rustls::{
+    client::{
+        ClientSessionMemoryCache, ClientSessionStore, Resumption, Tls12ClientSessionValue,
+        Tls12Resumption, Tls13ClientSessionValue,
+    },
+    pki_types::ServerName,
+    ClientConfig, HandshakeKind, NamedGroup,
+};
+use tlsfleet_testkit::{
+    agent::Agent,
+    control::{keys, tlsfleetctl, Control, DOMAIN},
+    tls::{KeyKind, TestCert},
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::TlsConnector;
+
+/// A client session store that counts the TLS 1.3 tickets each name was given, so that a
+/// connection can wait for them (they come just after the handshake) instead of sleeping.
+#[derive(Debug)]
+struct Counting {
+    inner: ClientSessionMemoryCache,
+    tickets: Mutex<HashMap<String, u64>>,
+}
+
+impl Counting {
+    fn tickets(&self, name: &str) -> u64 {
+        let t = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
+        t.get(name).copied().unwrap_or(0)
+    }
+}
+
+impl ClientSessionStore for Counting {
+    fn set_kx_hint(&self, n: ServerName<'static>, g: NamedGroup) {
+        self.inner.set_kx_hint(n, g);
+    }
+    fn kx_hint(&self, n: &ServerName<'_>) -> Option<NamedGroup> {
+        self.inner.kx_hint(n)
+    }
+    fn set_tls12_session(&self, n: ServerName<'static>, v: Tls12ClientSessionValue) {
+        self.inner.set_tls12_session(n, v);
+    }
+    fn tls12_session(&self, n: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.inner.tls12_session(n)
+    }
+    fn remove_tls12_session(&self, n: &ServerName<'static>) {
+        self.inner.remove_tls12_session(n);
+    }
+    fn insert_tls13_ticket(&self, n: ServerName<'static>, v: Tls13ClientSessionValue) {
+        let mut t = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
+        *t.entry(n.to_str().into_owned()).or_default() += 1;
+        drop(t);
+        self.inner.insert_tls13_ticket(n, v);
+    }
+    fn take_tls13_ticket(&self, n: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
+        self.inner.take_tls13_ticket(n)
+    }
+}
+
+struct Client {
+    connector: TlsConnector,
+    store: Arc<Counting>,
+    tls13: bool,
+}
+
+impl Client {
+    fn new(cert: &TestCert, version: &'static rustls::SupportedProtocolVersion) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.ca_der.clone()).expect("ca");
+        let store = Arc::new(Counting {
+            inner: ClientSessionMemoryCache::new(256),
+            tickets: Mutex::default(),
+        });
+        let mut cfg =
+            ClientConfig::builder_with_provider(Arc::new(tlsfleet_policy::tls::provider()))
+                .with_protocol_versions(&[version])
+                .expect("version")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        cfg.resumption =
+            Resumption::store(store.clone()).tls12_resumption(Tls12Resumption::SessionIdOnly);
+        Self {
+            connector: TlsConnector::from(Arc::new(cfg)),
+            store,
+            tls13: version == &rustls::version::TLS13,
+        }
+    }
+
+    /// A handshake with `bucket` (waiting for its TLS 1.3 tickets): whether it resumed; an
+    /// error when the agent refused it.
+    async fn connect(&self, agent: &Agent, bucket: &str) -> std::io::Result<bool> {
+        let name = format!("{bucket}.{DOMAIN}");
+        let before = self.store.tickets(&name);
+        let tcp = tokio::net::TcpStream::connect(agent.tls).await?;
+        let sni = ServerName::try_from(name.clone()).map_err(std::io::Error::other)?;
+        let mut tls = self.connector.connect(sni, tcp).await?;
+        let resumed = tls.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
+        if self.tls13 {
+            let until = Instant::now() + Duration::from_secs(5);
+            let mut buf = [0u8; 16];
+            while self.store.tickets(&name) == before {
+                assert!(Instant::now() < until, "no TLS 1.3 ticket from the agent");
+                let _ = tokio::time::timeout(Duration::from_millis(10), tls.read(&mut buf)).await;
+            }
+        }
+        let _ = tls.shutdown().await;
+        Ok(resumed)
+    }
+}
+
+fn put(control: &Control, bucket: &str, versions: &str) {
+    let out = tlsfleetctl(
+        &control.grpc_url(),
+        keys::ADMIN,
+        &[
+            "put",
+            "--bucket",
+            bucket,
+            "--tls-versions",
+            versions,
+            "--allow-downgrade",
+            "--wait",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "put {bucket}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_of_unchanged_buckets_resume_across_a_swap_and_none_outlives_a_tightening() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = TestCert::generate(dir.path(), DOMAIN, KeyKind::EcdsaP256);
+    let control = Control::embedded();
+    let mut agent = Agent::spawn("edge-1", &[control.grpc_url()], &cert.cert, &cert.key, None);
+    agent.wait_ready();
+    put(&control, "keep", "TLSv1.2,TLSv1.3");
+    put(&control, "swap", "TLSv1.2,TLSv1.3");
+
+    let tls13 = Client::new(&cert, &rustls::version::TLS13);
+    let tls12 = Client::new(&cert, &rustls::version::TLS12);
+    for (client, v) in [(&tls13, "1.3"), (&tls12, "1.2")] {
+        for bucket in ["keep", "swap"] {
+            assert!(
+                !client.connect(&agent, bucket).await.expect("full"),
+                "TLS {v} {bucket}: first is full"
+            );
+            assert!(
+                client.connect(&agent, bucket).await.expect("resumed"),
+                "TLS {v} {bucket}: resumes"
+            );
+        }
+    }
+
+    // Another bucket's change swaps the agent's table: "keep" still resumes, in both versions.
+    put(&control, "swap", "TLSv1.3");
+    for (client, v) in [(&tls13, "1.3"), (&tls12, "1.2")] {
+        assert!(
+            client
+                .connect(&agent, "keep")
+                .await
+                .expect("keep after the swap"),
+            "TLS {v}: a session of an unchanged bucket resumes after a swap"
+        );
+    }
+    // "swap" is TLS 1.3 only now: its TLS 1.2 session does not get a client past that.
+    assert!(
+        tls12.connect(&agent, "swap").await.is_err(),
+        "a TLS 1.2 session of a bucket made TLS 1.3-only must be refused, not resumed"
+    );
+    assert!(
+        tls13.connect(&agent, "swap").await.is_ok(),
+        "TLS 1.3 is still served"
+    );
+}
