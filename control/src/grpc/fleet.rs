@@ -168,9 +168,9 @@ impl FleetService for FleetServer {
             last_ack_unix_ms,
         } = self.registry.rollout(revision, &selector).await;
         // Only the canary's agents' refusals (others may have reported the bucket too).
-        refused_by_agent.retain(|agent, _| {
-            enforcing.contains(agent) || pending.contains(agent) || failed.contains(agent)
-        });
+        let selected: std::collections::HashSet<&String> =
+            enforcing.iter().chain(&pending).chain(&failed).collect();
+        refused_by_agent.retain(|agent, _| selected.contains(agent));
         let refused_handshakes = refused_by_agent
             .values()
             .fold(0u64, |a, n| a.saturating_add(*n));
