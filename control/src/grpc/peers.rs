@@ -1,7 +1,7 @@
-//! Fleet-wide usage (and a canary's refusals per agent): a control server answers for the whole fleet by asking the other control
-//! servers that have agents (their URLs are in the agent registry, `--advertise-url`) for
-//! their agents' reports, signed with this server's own key (`--peer-access-key-*`), and
-//! merging them with its own. A question from a peer is marked `x-tlsfleet-local` and answered
+//! Fleet-wide usage and a canary's refusals per agent: a control server answers for the whole
+//! fleet by asking the other control servers that have agents (their URLs are in the agent
+//! registry, `--advertise-url`) for their agents' reports, signed with this server's own key
+//! (`--peer-access-key-*`), and merging them with its own. A question from a peer is marked `x-tlsfleet-local` and answered
 //! from local reports only, so servers never ask each other in a loop.
 //!
 //! Bounded: at most [`MAX_PEERS`] peers, asked at once, each within [`PEER_TIMEOUT`]; a peer
@@ -11,10 +11,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use tlsfleet_proto::{
     signer::{signed_request, Signer},
-    v1::{
-        fleet_service_client::FleetServiceClient, BucketUsage, GetRolloutStatusRequest,
-        GetUsageRequest,
-    },
+    v1::{fleet_service_client::FleetServiceClient, GetRolloutStatusRequest, GetUsageRequest},
 };
 use tonic::{
     codegen::InterceptedService,
@@ -45,13 +42,21 @@ pub struct FleetAnswer {
     pub unreachable: Vec<String>,
 }
 
-/// What the peers answered.
-#[derive(Debug, Default)]
-pub struct PeerUsage {
-    /// (peer URL, its agents' usage).
-    pub answers: Vec<(String, BucketUsage)>,
-    /// Peers that did not answer, with why.
-    pub unreachable: Vec<String>,
+/// What the peers answered: (peer URL, its answer) each, and those that did not, with why.
+struct Answers<T> {
+    answers: Vec<(String, T)>,
+    unreachable: Vec<String>,
+}
+
+/// A client of one peer.
+type Client = FleetServiceClient<InterceptedService<Channel, Signer>>;
+
+/// `message` signed and marked as a peer's question (answered from local reports only).
+fn local<T: prost::Message>(message: T) -> tonic::Request<T> {
+    let mut req = signed_request(message);
+    req.metadata_mut()
+        .insert(LOCAL, tonic::metadata::MetadataValue::from_static("1"));
+    req
 }
 
 impl Peers {
@@ -73,43 +78,28 @@ impl Peers {
         since_seconds: u32,
     ) -> FleetAnswer {
         let urls = registry.peer_urls().await;
-        let answered = self.usage(&urls, bucket, since_seconds).await;
+        let answered = self
+            .ask_all(&urls, |mut client| async move {
+                let req = local(GetUsageRequest {
+                    bucket: bucket.to_owned(),
+                    since_seconds,
+                });
+                client.get_usage(req).await.map(|r| r.into_inner().usage)
+            })
+            .await;
         let mut out = FleetAnswer {
             unreachable: answered.unreachable,
             ..FleetAnswer::default()
         };
         for (url, u) in answered.answers {
+            let Some(u) = u else {
+                out.unreachable
+                    .push(format!("{url}: an answer without usage"));
+                continue;
+            };
             out.usage
                 .merge(&tlsfleet_proto::convert::usage_from_wire(&u));
             out.servers.push(url);
-        }
-        out
-    }
-
-    /// Asks every peer in `urls` (at most [`MAX_PEERS`]) for `bucket`'s usage.
-    pub async fn usage(&self, urls: &[String], bucket: &str, since_seconds: u32) -> PeerUsage {
-        let Some(signer) = &self.signer else {
-            return PeerUsage {
-                answers: vec![],
-                unreachable: urls
-                    .iter()
-                    .map(|u| format!("{u}: this server has no --peer-access-key to ask it"))
-                    .collect(),
-            };
-        };
-        let asks = urls.iter().take(MAX_PEERS).map(|url| async move {
-            let answer =
-                tokio::time::timeout(PEER_TIMEOUT, self.ask(signer, url, bucket, since_seconds))
-                    .await
-                    .unwrap_or_else(|_| Err(format!("no answer within {PEER_TIMEOUT:?}")));
-            (url.clone(), answer)
-        });
-        let mut out = PeerUsage::default();
-        for (url, answer) in futures::future::join_all(asks).await {
-            match answer {
-                Ok(u) => out.answers.push((url, u)),
-                Err(why) => out.unreachable.push(format!("{url}: {why}")),
-            }
         }
         out
     }
@@ -123,54 +113,70 @@ impl Peers {
         bucket: &str,
     ) -> (BTreeMap<String, u64>, Vec<String>) {
         let urls = registry.peer_urls().await;
-        let Some(signer) = &self.signer else {
-            let why = urls
-                .iter()
-                .map(|u| format!("{u}: this server has no --peer-access-key to ask it"))
-                .collect();
-            return (BTreeMap::new(), why);
-        };
-        let asks = urls.iter().take(MAX_PEERS).map(|url| async move {
-            let answer = tokio::time::timeout(PEER_TIMEOUT, async {
-                let mut client = self.client(signer, url).await?;
-                let mut req = signed_request(GetRolloutStatusRequest {
+        let answered = self
+            .ask_all(&urls, |mut client| async move {
+                let req = local(GetRolloutStatusRequest {
                     bucket: bucket.to_owned(),
                     ..Default::default()
                 });
-                req.metadata_mut()
-                    .insert(LOCAL, tonic::metadata::MetadataValue::from_static("1"));
-                client
-                    .get_rollout_status(req)
-                    .await
-                    .map(|r| r.into_inner().refused_by_agent)
-                    .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+                let answer = client.get_rollout_status(req).await?;
+                Ok(answer.into_inner().refused_by_agent)
             })
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {PEER_TIMEOUT:?}")));
-            (url.clone(), answer)
-        });
+            .await;
         let mut merged = BTreeMap::new();
-        let mut unreachable = vec![];
-        for (url, answer) in futures::future::join_all(asks).await {
-            match answer {
-                Ok(per_agent) => {
-                    for (agent, n) in per_agent {
-                        let total: &mut u64 = merged.entry(agent).or_default();
-                        *total = total.saturating_add(n);
-                    }
-                }
-                Err(why) => unreachable.push(format!("{url}: {why}")),
+        for (_, per_agent) in answered.answers {
+            for (agent, n) in per_agent {
+                let total: &mut u64 = merged.entry(agent).or_default();
+                *total = total.saturating_add(n);
             }
         }
-        (merged, unreachable)
+        (merged, answered.unreachable)
+    }
+
+    /// Puts the question `ask` makes of a client to every peer in `urls`: at most
+    /// [`MAX_PEERS`], all at once, each within [`PEER_TIMEOUT`].
+    async fn ask_all<T, Fut>(&self, urls: &[String], ask: impl Fn(Client) -> Fut) -> Answers<T>
+    where
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let Some(signer) = &self.signer else {
+            return Answers {
+                answers: vec![],
+                unreachable: urls
+                    .iter()
+                    .map(|u| format!("{u}: this server has no --peer-access-key to ask it"))
+                    .collect(),
+            };
+        };
+        let asks = urls.iter().take(MAX_PEERS).map(|url| {
+            let ask = &ask;
+            async move {
+                let answer = tokio::time::timeout(PEER_TIMEOUT, async {
+                    let client = self.client(signer, url).await?;
+                    ask(client)
+                        .await
+                        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+                })
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {PEER_TIMEOUT:?}")));
+                (url.clone(), answer)
+            }
+        });
+        let mut out = Answers {
+            answers: vec![],
+            unreachable: vec![],
+        };
+        for (url, answer) in futures::future::join_all(asks).await {
+            match answer {
+                Ok(a) => out.answers.push((url, a)),
+                Err(why) => out.unreachable.push(format!("{url}: {why}")),
+            }
+        }
+        out
     }
 
     /// A client of the control server at `url`, signing with `signer`.
-    async fn client(
-        &self,
-        signer: &Signer,
-        url: &str,
-    ) -> Result<FleetServiceClient<InterceptedService<Channel, Signer>>, String> {
+    async fn client(&self, signer: &Signer, url: &str) -> Result<Client, String> {
         let mut endpoint = Endpoint::from_shared(url.to_owned())
             .map_err(|e| e.to_string())?
             .connect_timeout(PEER_TIMEOUT);
@@ -186,29 +192,5 @@ impl Peers {
             channel,
             signer.clone(),
         ))
-    }
-
-    async fn ask(
-        &self,
-        signer: &Signer,
-        url: &str,
-        bucket: &str,
-        since_seconds: u32,
-    ) -> Result<BucketUsage, String> {
-        let mut client = self.client(signer, url).await?;
-        let mut req = signed_request(GetUsageRequest {
-            bucket: bucket.to_owned(),
-            since_seconds,
-        });
-        req.metadata_mut()
-            .insert(LOCAL, tonic::metadata::MetadataValue::from_static("1"));
-        let answer = client
-            .get_usage(req)
-            .await
-            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
-        answer
-            .into_inner()
-            .usage
-            .ok_or_else(|| "an answer without usage".to_owned())
     }
 }
