@@ -173,20 +173,11 @@ pub(super) fn get(db: &Database, key: &str) -> Result<Option<KeyValue>, StoreErr
 
 /// Every policy and the revision, from one read transaction (one consistent snapshot).
 pub(super) fn list(db: &Database) -> Result<Snapshot, StoreError> {
-    let txn = db.begin_read().db()?;
-    let revision = meta_in(&txn, REVISION)?;
-    let policies = txn.open_table(POLICIES).db()?;
     let mut items = Vec::new();
-    for entry in policies.iter().db()? {
-        let (key, value) = entry.db()?;
-        let (value, create_revision, mod_revision) = value.value();
-        items.push(KeyValue {
-            key: key.value().to_owned(),
-            value: value.to_vec(),
-            create_revision,
-            mod_revision,
-        });
-    }
+    let revision = list_pages(db, usize::MAX, |page| {
+        items.extend(page);
+        true
+    })?;
     Ok(Snapshot { revision, items })
 }
 
