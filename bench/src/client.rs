@@ -92,14 +92,15 @@ pub struct Tickets {
 
 impl Tickets {
     /// `size` sessions: rustls keeps 8 per server name.
-    fn new(size: usize) -> Self {
+    pub fn new(size: usize) -> Self {
         Self {
             inner: ClientSessionMemoryCache::new(size),
             given: Default::default(),
         }
     }
 
-    fn given(&self, name: &ServerName<'_>) -> u64 {
+    /// The TLS 1.3 tickets `name` was given so far.
+    pub fn given(&self, name: &ServerName<'_>) -> u64 {
         let given = self.given.lock().unwrap_or_else(|p| p.into_inner());
         given.get(name.to_str().as_ref()).copied().unwrap_or(0)
     }

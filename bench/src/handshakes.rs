@@ -140,89 +140,81 @@ pub fn run(s: &Settings) -> anyhow::Result<Results> {
         s.policies
     );
 
-    let mut servers = vec![];
-    let mut keep_procs: Vec<Proc> = vec![];
-    let mut keep_peers: Vec<peers::Peer> = vec![];
-    servers.push(Server {
+    let mut servers = vec![Server {
         name: format!("tlsfleet-agent ({} policies)", s.policies),
         version: String::new(),
         addr: agent.tls,
         pids: agent.process().pid().into_iter().collect(),
         per_name: true,
-    });
-    let bare_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.arg("bare-server")
-        .arg("--cert")
-        .arg(&cert.cert)
-        .arg("--key")
-        .arg(&cert.key)
-        .arg("--listen")
-        .arg(bare_addr.to_string());
-    let bare = Proc::spawn("bare-rustls", &mut cmd);
-    anyhow::ensure!(
-        wait_listening(bare_addr, Duration::from_secs(10)),
-        "the bare server did not listen: {}",
-        bare.log_tail()
-    );
-    servers.push(Server {
-        name: format!("bare tokio-rustls, one config, {}", PROVIDER),
-        version: String::new(),
-        addr: bare_addr,
-        pids: bare.pid().into_iter().collect(),
-        per_name: false,
-    });
-    keep_procs.push(bare);
-    if s.ring {
-        let binary = build_bare_ring()?;
+    }];
+    // Every other server, kept running (and killed on drop) until the end.
+    let mut running: Vec<Proc> = vec![];
+    let mut start = |name: String, version: String, mut cmd: Command, addr, per_name, wait| {
+        let proc = Proc::spawn(&name, &mut cmd);
+        anyhow::ensure!(
+            wait_listening(addr, wait),
+            "{name} did not listen: {}",
+            proc.log_tail()
+        );
+        servers.push(Server {
+            name,
+            version,
+            addr,
+            pids: proc.pid().into_iter().collect(),
+            per_name,
+        });
+        running.push(proc);
+        Ok(())
+    };
+    let bare = |mut cmd: Command| {
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let mut cmd = Command::new(binary);
         cmd.arg("--cert")
             .arg(&cert.cert)
             .arg("--key")
             .arg(&cert.key)
             .arg("--listen")
             .arg(addr.to_string());
-        let ring = Proc::spawn("bare-ring", &mut cmd);
-        anyhow::ensure!(
-            wait_listening(addr, Duration::from_secs(10)),
-            "the ring bare server did not listen: {}",
-            ring.log_tail()
-        );
-        servers.push(Server {
-            name: "bare tokio-rustls, one config, ring".into(),
-            version: String::new(),
+        (cmd, addr)
+    };
+    let mut own = Command::new(std::env::current_exe()?);
+    own.arg("bare-server");
+    let (cmd, addr) = bare(own);
+    let name = format!("bare tokio-rustls, one config, {PROVIDER}");
+    start(
+        name,
+        String::new(),
+        cmd,
+        addr,
+        false,
+        Duration::from_secs(10),
+    )?;
+    if s.ring {
+        let (cmd, addr) = bare(Command::new(build_bare_ring()?));
+        let name = "bare tokio-rustls, one config, ring".to_owned();
+        start(
+            name,
+            String::new(),
+            cmd,
             addr,
-            pids: ring.pid().into_iter().collect(),
-            per_name: false,
-        });
-        keep_procs.push(ring);
+            false,
+            Duration::from_secs(10),
+        )?;
     }
     if s.peers {
         let n = s.peer_names.min(s.policies);
-        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let nginx = peers::nginx(dir.path(), addr, &cert.cert, &cert.key, n)?;
-        anyhow::ensure!(
-            wait_listening(addr, Duration::from_secs(300)),
-            "nginx did not listen: {}",
-            std::fs::read_to_string(dir.path().join("nginx.out")).unwrap_or_default()
-        );
-        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let haproxy = peers::haproxy(dir.path(), addr, &cert.cert, &cert.key, n)?;
-        anyhow::ensure!(
-            wait_listening(addr, Duration::from_secs(300)),
-            "haproxy did not listen: {}",
-            std::fs::read_to_string(dir.path().join("haproxy.out")).unwrap_or_default()
-        );
-        for p in [nginx, haproxy] {
-            servers.push(Server {
-                name: format!("{} (one worker, {n} names)", p.name),
-                version: p.version.clone(),
-                addr: p.addr,
-                pids: vec![p.pid()],
-                per_name: true,
-            });
-            keep_peers.push(p);
+        type Make = fn(&Path, SocketAddr, &Path, &Path, usize) -> anyhow::Result<peers::Peer>;
+        for (name, make) in [("nginx", peers::nginx as Make), ("haproxy", peers::haproxy)] {
+            let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+            let peer = make(dir.path(), addr, &cert.cert, &cert.key, n)?;
+            let name = format!("{name} (one worker, {n} names)");
+            start(
+                name,
+                peer.version,
+                peer.command,
+                addr,
+                true,
+                Duration::from_secs(300),
+            )?;
         }
     }
     // Servers on core 0, clients on the last core.
@@ -253,29 +245,38 @@ pub fn run(s: &Settings) -> anyhow::Result<Results> {
             .map(|i| format!("{}.{DOMAIN}", bucket(i)))
             .collect()
     };
+    // Each case's server names, written once.
+    let lists = CASES
+        .iter()
+        .map(|case| {
+            let limit = if case.resume { RESUMED_NAMES } else { 10_000 };
+            let resumed = if case.resume { "-resumed" } else { "" };
+            let list = dir
+                .path()
+                .join(format!("names-{}{resumed}.txt", case.version));
+            std::fs::write(&list, names(case.version, limit).join("\n"))?;
+            Ok(list)
+        })
+        .collect::<anyhow::Result<Vec<PathBuf>>>()?;
     let mut samples = vec![vec![vec![]; CASES.len()]; servers.len()];
     for round in 0..s.rounds {
         for k in 0..servers.len() {
             let si = (k + round) % servers.len();
             let server = &servers[si];
             for (ci, case) in CASES.iter().enumerate() {
-                let limit = if case.resume { RESUMED_NAMES } else { 10_000 };
-                let list = dir.path().join(format!("names-{}.txt", case.version));
-                std::fs::write(&list, names(case.version, limit).join("\n"))?;
-                let outcome = client(client_core, &ca_pem, &list, server, *case, s)?;
+                let report = client(client_core, &ca_pem, &lists[ci], server, *case, s)?;
+                let o = &report.outcome;
                 anyhow::ensure!(
-                    outcome.handshakes > 0,
+                    o.handshakes > 0,
                     "{} {case:?}: no handshake ({} failed: {})",
                     server.name,
-                    outcome.failed,
-                    outcome.error.clone().unwrap_or_default()
+                    o.failed,
+                    o.error.clone().unwrap_or_default()
                 );
-                let cpu_us = outcome.server_cpu_us as f64 / outcome.outcome.handshakes as f64;
                 let sample = Sample {
-                    rate: outcome.outcome.handshakes as f64 / outcome.outcome.seconds,
-                    cpu_us,
-                    resumed_share: outcome.outcome.resumed as f64
-                        / outcome.outcome.handshakes as f64,
+                    rate: o.handshakes as f64 / o.seconds,
+                    cpu_us: report.server_cpu_us as f64 / o.handshakes as f64,
+                    resumed_share: o.resumed as f64 / o.handshakes as f64,
                 };
                 eprintln!(
                     "bench: round {round} {} TLS 1.{} {}: {:.0}/s, {:.0} µs CPU a handshake, {:.0} % resumed",
@@ -290,8 +291,7 @@ pub fn run(s: &Settings) -> anyhow::Result<Results> {
             }
         }
     }
-    drop(keep_peers);
-    drop(keep_procs);
+    drop(running);
     Ok(Results {
         servers,
         samples,
@@ -307,18 +307,11 @@ pub struct ClientReport {
     pub server_cpu_us: u64,
 }
 
-impl std::ops::Deref for ClientReport {
-    type Target = Outcome;
-    fn deref(&self) -> &Outcome {
-        &self.outcome
-    }
-}
-
 /// Runs the client process on `core` against `server`.
 fn client(
     core: usize,
     ca: &Path,
-    names: &PathBuf,
+    names: &Path,
     server: &Server,
     case: Case,
     s: &Settings,

@@ -2,42 +2,21 @@
 //! one `server` block per bucket (`ssl_protocols`, `ssl_ciphers`), HAProxy with a crt-list
 //! line per bucket (`ssl-min-ver`/`ssl-max-ver`, `ciphers`). Both from Debian, one worker
 //! process / one thread, the same certificate, session cache and tickets on. Installed from
-//! the Debian packages when missing.
+//! the Debian packages when missing; the harness starts them (`handshakes`).
 
 use std::{
     fmt::Write as _,
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
 };
 
 use crate::data::{bucket, rule, CUSTOM_TLS12_SUITE};
 
-/// A peer server running (killed when dropped).
-pub struct Peer {
-    pub name: &'static str,
-    pub version: String,
-    pub addr: SocketAddr,
-    child: Child,
-}
-
-impl Peer {
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Installs `packages` with apt-get when `binary` is missing.
-pub fn ensure_installed(binary: &str, packages: &[&str]) -> anyhow::Result<()> {
-    if which(binary).is_some() {
-        return Ok(());
+/// The path of `binary`, installing `packages` with apt-get first when it is missing.
+pub fn installed(binary: &str, packages: &[&str]) -> anyhow::Result<PathBuf> {
+    if let Some(path) = which(binary) {
+        return Ok(path);
     }
     eprintln!("bench: installing {} (for {binary})", packages.join(" "));
     let sudo: &[&str] = if is_root() { &[] } else { &["sudo"] };
@@ -56,12 +35,12 @@ pub fn ensure_installed(binary: &str, packages: &[&str]) -> anyhow::Result<()> {
     let mut install = vec!["apt-get", "install", "-y", "-qq"];
     install.extend_from_slice(packages);
     apt(&install)?;
-    anyhow::ensure!(
-        which(binary).is_some(),
-        "{binary} still missing after installing {}",
-        packages.join(" ")
-    );
-    Ok(())
+    which(binary).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{binary} still missing after installing {}",
+            packages.join(" ")
+        )
+    })
 }
 
 fn is_root() -> bool {
@@ -173,7 +152,13 @@ pub fn haproxy_config(dir: &Path, addr: SocketAddr, pem: &Path, n: usize) -> (St
     (cfg, crt)
 }
 
-/// Starts nginx for buckets `0..n`.
+/// A peer ready to start: its command (configuration written), and its version.
+pub struct Peer {
+    pub command: Command,
+    pub version: String,
+}
+
+/// nginx for buckets `0..n`, configured in `dir`.
 pub fn nginx(
     dir: &Path,
     addr: SocketAddr,
@@ -181,28 +166,18 @@ pub fn nginx(
     key: &Path,
     n: usize,
 ) -> anyhow::Result<Peer> {
-    ensure_installed("nginx", &["nginx"])?;
-    let binary = which("nginx").ok_or_else(|| anyhow::anyhow!("nginx not found"))?;
+    let binary = installed("nginx", &["nginx"])?;
     let conf = dir.join("nginx.conf");
     std::fs::write(&conf, nginx_config(dir, addr, cert, key, n))?;
-    let log = std::fs::File::create(dir.join("nginx.out"))?;
-    let child = Command::new(&binary)
-        .arg("-c")
-        .arg(&conf)
-        .arg("-p")
-        .arg(dir)
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()?;
+    let mut command = Command::new(&binary);
+    command.arg("-c").arg(&conf).arg("-p").arg(dir);
     Ok(Peer {
-        name: "nginx",
+        command,
         version: version_of(&binary, "-v"),
-        addr,
-        child,
     })
 }
 
-/// Starts HAProxy for buckets `0..n`.
+/// HAProxy for buckets `0..n`, configured in `dir`.
 pub fn haproxy(
     dir: &Path,
     addr: SocketAddr,
@@ -210,8 +185,7 @@ pub fn haproxy(
     key: &Path,
     n: usize,
 ) -> anyhow::Result<Peer> {
-    ensure_installed("haproxy", &["haproxy"])?;
-    let binary = which("haproxy").ok_or_else(|| anyhow::anyhow!("haproxy not found"))?;
+    let binary = installed("haproxy", &["haproxy"])?;
     let pem = dir.join("haproxy.pem");
     let mut both = std::fs::read(cert)?;
     both.extend(std::fs::read(key)?);
@@ -220,19 +194,10 @@ pub fn haproxy(
     std::fs::write(dir.join("crt-list.txt"), crt)?;
     let conf = dir.join("haproxy.cfg");
     std::fs::write(&conf, cfg)?;
-    let log = std::fs::File::create(dir.join("haproxy.out"))?;
-    let child = Command::new(&binary)
-        .arg("-db")
-        .arg("-f")
-        .arg(&conf)
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()?;
-    let version = version_of(&binary, "-v");
+    let mut command = Command::new(&binary);
+    command.arg("-db").arg("-f").arg(&conf);
     Ok(Peer {
-        name: "haproxy",
-        version,
-        addr,
-        child,
+        command,
+        version: version_of(&binary, "-v"),
     })
 }

@@ -4,19 +4,18 @@
 //! tightened since (a TLS 1.2 session of a bucket made TLS 1.3-only is refused, not resumed).
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use rustls::{
-    client::{
-        ClientSessionMemoryCache, ClientSessionStore, Resumption, Tls12ClientSessionValue,
-        Tls12Resumption, Tls13ClientSessionValue,
-    },
+    client::{Resumption, Tls12Resumption},
     pki_types::ServerName,
-    ClientConfig, HandshakeKind, NamedGroup,
+    ClientConfig, HandshakeKind,
 };
+// The benchmark's session store, which counts the TLS 1.3 tickets each name was given, so that a
+// connection waits for them (they come just after the handshake) instead of sleeping.
+use tlsfleet_bench::client::Tickets;
 use tlsfleet_testkit::{
     agent::Agent,
     control::{keys, tlsfleetctl, Control, DOMAIN},
@@ -25,51 +24,9 @@ use tlsfleet_testkit::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
 
-/// A client session store that counts the TLS 1.3 tickets each name was given, so that a
-/// connection can wait for them (they come just after the handshake) instead of sleeping.
-#[derive(Debug)]
-struct Counting {
-    inner: ClientSessionMemoryCache,
-    tickets: Mutex<HashMap<String, u64>>,
-}
-
-impl Counting {
-    fn tickets(&self, name: &str) -> u64 {
-        let t = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
-        t.get(name).copied().unwrap_or(0)
-    }
-}
-
-impl ClientSessionStore for Counting {
-    fn set_kx_hint(&self, n: ServerName<'static>, g: NamedGroup) {
-        self.inner.set_kx_hint(n, g);
-    }
-    fn kx_hint(&self, n: &ServerName<'_>) -> Option<NamedGroup> {
-        self.inner.kx_hint(n)
-    }
-    fn set_tls12_session(&self, n: ServerName<'static>, v: Tls12ClientSessionValue) {
-        self.inner.set_tls12_session(n, v);
-    }
-    fn tls12_session(&self, n: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
-        self.inner.tls12_session(n)
-    }
-    fn remove_tls12_session(&self, n: &ServerName<'static>) {
-        self.inner.remove_tls12_session(n);
-    }
-    fn insert_tls13_ticket(&self, n: ServerName<'static>, v: Tls13ClientSessionValue) {
-        let mut t = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
-        *t.entry(n.to_str().into_owned()).or_default() += 1;
-        drop(t);
-        self.inner.insert_tls13_ticket(n, v);
-    }
-    fn take_tls13_ticket(&self, n: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
-        self.inner.take_tls13_ticket(n)
-    }
-}
-
 struct Client {
     connector: TlsConnector,
-    store: Arc<Counting>,
+    store: Arc<Tickets>,
     tls13: bool,
 }
 
@@ -77,10 +34,7 @@ impl Client {
     fn new(cert: &TestCert, version: &'static rustls::SupportedProtocolVersion) -> Self {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(cert.ca_der.clone()).expect("ca");
-        let store = Arc::new(Counting {
-            inner: ClientSessionMemoryCache::new(256),
-            tickets: Mutex::default(),
-        });
+        let store = Arc::new(Tickets::new(256));
         let mut cfg =
             ClientConfig::builder_with_provider(Arc::new(tlsfleet_policy::tls::provider()))
                 .with_protocol_versions(&[version])
@@ -99,16 +53,16 @@ impl Client {
     /// A handshake with `bucket` (waiting for its TLS 1.3 tickets): whether it resumed; an
     /// error when the agent refused it.
     async fn connect(&self, agent: &Agent, bucket: &str) -> std::io::Result<bool> {
-        let name = format!("{bucket}.{DOMAIN}");
-        let before = self.store.tickets(&name);
+        let sni =
+            ServerName::try_from(format!("{bucket}.{DOMAIN}")).map_err(std::io::Error::other)?;
+        let before = self.store.given(&sni);
         let tcp = tokio::net::TcpStream::connect(agent.tls).await?;
-        let sni = ServerName::try_from(name.clone()).map_err(std::io::Error::other)?;
-        let mut tls = self.connector.connect(sni, tcp).await?;
+        let mut tls = self.connector.connect(sni.clone(), tcp).await?;
         let resumed = tls.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
         if self.tls13 {
             let until = Instant::now() + Duration::from_secs(5);
             let mut buf = [0u8; 16];
-            while self.store.tickets(&name) == before {
+            while self.store.given(&sni) == before {
                 assert!(Instant::now() < until, "no TLS 1.3 ticket from the agent");
                 let _ = tokio::time::timeout(Duration::from_millis(10), tls.read(&mut buf)).await;
             }
