@@ -273,6 +273,23 @@ fn spawn(store: &str, creds: &Path, http: SocketAddr, grpc: SocketAddr, extra: &
     )
 }
 
+/// [`tlsfleetctl`] as admin: (exit code, the JSON it printed (`Null` if none), stderr).
+pub fn admin_ctl(url: &str, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let out = tlsfleetctl(url, keys::ADMIN, args);
+    (
+        out.status.code().unwrap_or(-1),
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// [`admin_ctl`], which must succeed: the JSON it printed.
+pub fn admin_ctl_ok(url: &str, args: &[&str]) -> serde_json::Value {
+    let (code, json, err) = admin_ctl(url, args);
+    assert_eq!(code, 0, "tlsfleetctl {args:?}: {err}");
+    json
+}
+
 /// Runs `tlsfleetctl --control URL --output json ARGS…` signed with `key`.
 pub fn tlsfleetctl(url: &str, key: (&str, &str), args: &[&str]) -> std::process::Output {
     Command::new(bin("tlsfleetctl"))

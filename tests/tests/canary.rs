@@ -9,28 +9,12 @@ use std::time::Duration;
 
 use tlsfleet_testkit::{
     agent::Agent,
-    control::{keys, tlsfleetctl, Control, DOMAIN},
+    control::{admin_ctl as ctl, admin_ctl_ok as ok, keys, Control, DOMAIN},
     etcd::Etcd,
     eventually::until_blocking,
     rest,
     tls::{s_client, KeyKind, TestCert},
 };
-
-/// `tlsfleetctl --output json ARGS` as admin: (exit code, JSON, stderr).
-fn ctl(url: &str, args: &[&str]) -> (i32, Value, String) {
-    let out = tlsfleetctl(url, keys::ADMIN, args);
-    (
-        out.status.code().unwrap_or(-1),
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn ok(url: &str, args: &[&str]) -> Value {
-    let (code, v, err) = ctl(url, args);
-    assert_eq!(code, 0, "tlsfleetctl {args:?}: {err}");
-    v
-}
 
 fn agent(name: &str, url: &str, cert: &TestCert, tier: &str) -> Agent {
     let extra = [

@@ -8,23 +8,13 @@ use std::time::Duration;
 use tlsfleet_control::store::{etcd::EtcdStore, PolicyStore, StoreError};
 use tlsfleet_testkit::{
     agent::Agent,
-    control::{keys, tlsfleetctl, Control, DOMAIN},
+    control::{admin_ctl_ok as ctl_ok, Control, DOMAIN},
     etcd::Etcd,
     eventually::until,
     tls::{s_client, KeyKind, TestCert},
 };
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn ctl_ok(url: &str, args: &[&str]) -> serde_json::Value {
-    let out = tlsfleetctl(url, keys::ADMIN, args);
-    assert!(
-        out.status.success(),
-        "tlsfleetctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_default()
-}
 
 fn put(url: &str, bucket: &str, versions: &str) -> i64 {
     let v = ctl_ok(

@@ -18,7 +18,7 @@ use rustls::{
 use tlsfleet_bench::client::Tickets;
 use tlsfleet_testkit::{
     agent::Agent,
-    control::{keys, tlsfleetctl, Control, DOMAIN},
+    control::{admin_ctl_ok, Control, DOMAIN},
     tls::{KeyKind, TestCert},
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -73,9 +73,8 @@ impl Client {
 }
 
 fn put(control: &Control, bucket: &str, versions: &str) {
-    let out = tlsfleetctl(
+    admin_ctl_ok(
         &control.grpc_url(),
-        keys::ADMIN,
         &[
             "put",
             "--bucket",
@@ -85,11 +84,6 @@ fn put(control: &Control, bucket: &str, versions: &str) {
             "--allow-downgrade",
             "--wait",
         ],
-    );
-    assert!(
-        out.status.success(),
-        "put {bucket}: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
 }
 

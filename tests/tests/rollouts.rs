@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tlsfleet_testkit::{
     agent::Agent,
-    control::{keys, tlsfleetctl, Control, DOMAIN},
+    control::{admin_ctl as ctl, Control, DOMAIN},
     etcd::Etcd,
     eventually::until_blocking,
     proxy::Proxy,
@@ -19,17 +19,6 @@ const WAIT: Duration = Duration::from_secs(15);
 
 fn host(bucket: &str) -> String {
     format!("{bucket}.{DOMAIN}")
-}
-
-/// `tlsfleetctl --output json ARGS` as admin: (exit code, stdout JSON, stderr).
-fn ctl(url: &str, args: &[&str]) -> (i32, Value, String) {
-    let out = tlsfleetctl(url, keys::ADMIN, args);
-    let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (
-        out.status.code().unwrap_or(-1),
-        json,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn put_wait(url: &str, bucket: &str, versions: &str, extra: &[&str]) -> (i32, Value, String) {
