@@ -80,11 +80,9 @@ impl FleetUsage {
         {
             self.prune(now_unix);
         }
-        let minute = start_unix.div_euclid(WINDOW_SECS) * WINDOW_SECS;
-        let keep = i64::try_from(RETENTION.as_secs()).unwrap_or(i64::MAX);
-        if minute < now_unix.saturating_sub(keep) {
+        let Some(minute) = window_of(start_unix, now_unix) else {
             return;
-        }
+        };
         let mut all = self.lock();
         if !all.contains_key(bucket) && all.len() >= MAX_BUCKETS {
             warn!(bucket, "usage: too many buckets tracked; report dropped");
@@ -99,20 +97,8 @@ impl FleetUsage {
         }
         let mut counters = usage.clone();
         counters.clients = Default::default();
-        let windows = &mut entry.windows;
-        match windows.iter_mut().find(|(m, _)| *m == minute) {
-            Some((_, u)) => u.merge(&counters),
-            None => {
-                let at = windows.partition_point(|(m, _)| *m < minute);
-                windows.insert(at, (minute, counters));
-            }
-        }
-        while windows
-            .front()
-            .is_some_and(|(m, _)| *m < now_unix.saturating_sub(keep))
-        {
-            windows.pop_front();
-        }
+        add_to_window(&mut entry.windows, minute, counters, |u, c| u.merge(&c));
+        drop_older(&mut entry.windows, now_unix);
     }
 
     /// Adds `refused` handshakes that `agent` counted for `bucket` in the window starting at
@@ -125,11 +111,9 @@ impl FleetUsage {
         refused: u64,
         now_unix: i64,
     ) {
-        let minute = start_unix.div_euclid(WINDOW_SECS) * WINDOW_SECS;
-        let keep = i64::try_from(RETENTION.as_secs()).unwrap_or(i64::MAX);
-        if refused == 0 || minute < now_unix.saturating_sub(keep) {
+        let Some(minute) = window_of(start_unix, now_unix).filter(|_| refused > 0) else {
             return;
-        }
+        };
         let mut all = self.agents.lock().unwrap_or_else(|p| p.into_inner());
         if !all.contains_key(bucket) && all.len() >= MAX_TALLIED_BUCKETS {
             warn!(
@@ -147,19 +131,8 @@ impl FleetUsage {
             return;
         }
         let windows = agents.entry(agent.to_owned()).or_default();
-        match windows.iter_mut().find(|(m, _)| *m == minute) {
-            Some((_, n)) => *n = n.saturating_add(refused),
-            None => {
-                let at = windows.partition_point(|(m, _)| *m < minute);
-                windows.insert(at, (minute, refused));
-            }
-        }
-        while windows
-            .front()
-            .is_some_and(|(m, _)| *m < now_unix.saturating_sub(keep))
-        {
-            windows.pop_front();
-        }
+        add_to_window(windows, minute, refused, |n, r| *n = n.saturating_add(r));
+        drop_older(windows, now_unix);
     }
 
     /// The handshakes each agent refused for `bucket` in the windows that end after
@@ -211,28 +184,16 @@ impl FleetUsage {
 
     /// Drops windows past the retention (called now and then; `record` prunes its bucket).
     pub fn prune(&self, now_unix: i64) {
-        let keep = i64::try_from(RETENTION.as_secs()).unwrap_or(i64::MAX);
         let mut all = self.lock();
         all.retain(|_, b| {
-            while b
-                .windows
-                .front()
-                .is_some_and(|(m, _)| *m < now_unix.saturating_sub(keep))
-            {
-                b.windows.pop_front();
-            }
+            drop_older(&mut b.windows, now_unix);
             !b.windows.is_empty()
         });
         drop(all);
         let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
         agents.retain(|_, per_agent| {
             per_agent.retain(|_, windows| {
-                while windows
-                    .front()
-                    .is_some_and(|(m, _)| *m < now_unix.saturating_sub(keep))
-                {
-                    windows.pop_front();
-                }
+                drop_older(windows, now_unix);
                 !windows.is_empty()
             });
             !per_agent.is_empty()
@@ -246,6 +207,42 @@ impl FleetUsage {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The oldest window start kept at `now_unix`.
+fn oldest_kept(now_unix: i64) -> i64 {
+    now_unix.saturating_sub(i64::try_from(RETENTION.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The start of the window holding `start_unix`; None when that window is past the retention.
+fn window_of(start_unix: i64, now_unix: i64) -> Option<i64> {
+    let minute = start_unix.div_euclid(WINDOW_SECS) * WINDOW_SECS;
+    (minute >= oldest_kept(now_unix)).then_some(minute)
+}
+
+/// Adds `value` to the window starting at `minute` with `add`, or makes that window (windows
+/// stay oldest first).
+fn add_to_window<T>(
+    windows: &mut VecDeque<(i64, T)>,
+    minute: i64,
+    value: T,
+    add: impl FnOnce(&mut T, T),
+) {
+    match windows.iter_mut().find(|(m, _)| *m == minute) {
+        Some((_, w)) => add(w, value),
+        None => {
+            let at = windows.partition_point(|(m, _)| *m < minute);
+            windows.insert(at, (minute, value));
+        }
+    }
+}
+
+/// Drops the windows past the retention at `now_unix`.
+fn drop_older<T>(windows: &mut VecDeque<(i64, T)>, now_unix: i64) {
+    let oldest = oldest_kept(now_unix);
+    while windows.front().is_some_and(|(m, _)| *m < oldest) {
+        windows.pop_front();
     }
 }
 
