@@ -78,33 +78,14 @@ impl CanaryEntry {
     }
 }
 
-/// The buckets `u` touches whose canary selects an agent with `labels`: what `for_agent`
-/// makes of `u` depends on these alone (agents with the same selection get the same delta).
-pub fn selection(u: &Update, labels: &BTreeMap<String, String>) -> Vec<String> {
-    if u.canaries.is_empty() && u.canary_buckets.is_empty() {
-        return vec![];
-    }
-    let touched = u
-        .upserts
-        .iter()
-        .map(|e| e.bucket.as_str())
-        .chain(u.deletes.iter().map(String::as_str))
-        .chain(u.canary_buckets.iter().map(String::as_str));
-    let mut out: Vec<String> = touched
-        .filter(|b| u.canaries.get(*b).is_some_and(|c| c.selects(labels)))
-        .map(str::to_owned)
-        .collect();
-    out.sort_unstable();
-    out.dedup();
-    out
+/// Whether any canary has a say in what `u` is for an agent.
+fn involves_canaries(u: &Update) -> bool {
+    !u.canaries.is_empty() || !u.canary_buckets.is_empty()
 }
 
-/// What an agent with `labels` is sent of `u`: `u` itself when no canary is involved.
-pub fn for_agent<'a>(u: &'a Update, labels: &BTreeMap<String, String>) -> Cow<'a, Update> {
-    if u.canaries.is_empty() && u.canary_buckets.is_empty() {
-        return Cow::Borrowed(u);
-    }
-    let mut touched: BTreeMap<&str, Option<Arc<PolicyEntry>>> = BTreeMap::new();
+/// The buckets `u` touches, each with its stored policy after `u` (None: none or deleted).
+fn touched(u: &Update) -> BTreeMap<&str, Option<Arc<PolicyEntry>>> {
+    let mut touched = BTreeMap::new();
     for e in &u.upserts {
         touched.insert(e.bucket.as_str(), Some(e.clone()));
     }
@@ -114,6 +95,29 @@ pub fn for_agent<'a>(u: &'a Update, labels: &BTreeMap<String, String>) -> Cow<'a
     for b in &u.canary_buckets {
         touched.insert(b.as_str(), u.entries.get(b.as_str()).cloned());
     }
+    touched
+}
+
+/// The buckets `u` touches whose canary selects an agent with `labels`, in order: what
+/// `for_agent` makes of `u` depends on these alone (agents with the same selection get the
+/// same delta).
+pub fn selection(u: &Update, labels: &BTreeMap<String, String>) -> Vec<String> {
+    if !involves_canaries(u) {
+        return vec![];
+    }
+    touched(u)
+        .into_keys()
+        .filter(|b| u.canaries.get(*b).is_some_and(|c| c.selects(labels)))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What an agent with `labels` is sent of `u`: `u` itself when no canary is involved.
+pub fn for_agent<'a>(u: &'a Update, labels: &BTreeMap<String, String>) -> Cow<'a, Update> {
+    if !involves_canaries(u) {
+        return Cow::Borrowed(u);
+    }
+    let touched = touched(u);
     let mut out = u.clone();
     out.upserts.clear();
     out.deletes.clear();
