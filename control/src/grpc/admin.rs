@@ -144,9 +144,18 @@ fn bucket(name: &str) -> Result<BucketName, Status> {
 /// The wire form of an index entry.
 pub(crate) fn bucket_policy(e: &PolicyEntry) -> v1::BucketPolicy {
     v1::BucketPolicy {
+        effective: Some((&e.policy.effective).into()),
+        ..config_only(e)
+    }
+}
+
+/// [`bucket_policy`] without the effective policy: what Sync sends (agents build what they
+/// serve from the config and never read `effective`, half of a policy's bytes).
+pub(crate) fn config_only(e: &PolicyEntry) -> v1::BucketPolicy {
+    v1::BucketPolicy {
         bucket: e.bucket.to_string(),
         config: Some(e.policy.wire.clone()),
-        effective: Some((&e.policy.effective).into()),
+        effective: None,
         mod_revision: e.mod_revision,
         create_revision: e.create_revision,
         canary: None,

@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use super::{admit::Slot, chunks::Chunks, hello::bounded_nack, SyncLimits};
 use crate::{
-    grpc::admin::default_wire,
+    grpc::admin::{config_only, default_wire},
     index::{
         canary, state::Encodings, DefaultChange, PolicyEntry, Start, Subscription, Update, View,
     },
@@ -292,24 +292,15 @@ fn delta_messages(u: &Update, from: i64, chunk_bytes: usize) -> impl Iterator<It
     })
 }
 
-/// The wire form of an index entry (a function, not a closure: the futures that hold the
-/// iterators must be `Send` for every lifetime).
-///
-/// Agents build what they serve from the config and never read `effective`, so it is neither
-/// built nor sent: half of a policy's bytes, and of the work per policy for every stream.
+/// The wire form of an index entry as Sync sends it, without the effective policy (a
+/// function, not a closure: the futures that hold the iterators must be `Send` for every
+/// lifetime).
 fn wire(e: &Arc<PolicyEntry>) -> BucketPolicy {
-    BucketPolicy {
-        bucket: e.bucket.to_string(),
-        config: Some(e.policy.wire.clone()),
-        effective: None,
-        mod_revision: e.mod_revision,
-        create_revision: e.create_revision,
-        canary: None,
-    }
+    config_only(e)
 }
 
 fn wire_owned(e: Arc<PolicyEntry>) -> BucketPolicy {
-    wire(&e)
+    config_only(&e)
 }
 
 /// What the Sync streams did since the server started, for `/-/metrics`.
