@@ -273,6 +273,17 @@ fn spawn(store: &str, creds: &Path, http: SocketAddr, grpc: SocketAddr, extra: &
     )
 }
 
+/// The flags that let a control server ask the other control servers (fleet-wide usage,
+/// canary refusals), signed with the admin key.
+pub fn peer_key_flags() -> [String; 4] {
+    [
+        "--peer-access-key-id".to_owned(),
+        keys::ADMIN.0.to_owned(),
+        "--peer-access-key-secret".to_owned(),
+        keys::ADMIN.1.to_owned(),
+    ]
+}
+
 /// [`tlsfleetctl`] as admin: (exit code, the JSON it printed (`Null` if none), stderr).
 pub fn admin_ctl(url: &str, args: &[&str]) -> (i32, serde_json::Value, String) {
     let out = tlsfleetctl(url, keys::ADMIN, args);

@@ -276,12 +276,7 @@ fn rollout_status_counts_each_canary_agents_refusals_across_control_servers() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cert = TestCert::generate(dir.path(), DOMAIN, KeyKind::EcdsaP256);
     let etcd = Etcd::start();
-    let peer_key = [
-        "--peer-access-key-id".to_owned(),
-        keys::ADMIN.0.to_owned(),
-        "--peer-access-key-secret".to_owned(),
-        keys::ADMIN.1.to_owned(),
-    ];
+    let peer_key = tlsfleet_testkit::control::peer_key_flags();
     let a = Control::on_etcd_with(&etcd.endpoint(), &peer_key);
     let b = Control::on_etcd_with(&etcd.endpoint(), &peer_key);
     let agent = |name: &str, control: &Control, tier: &str| {

@@ -227,12 +227,7 @@ async fn either_control_server_answers_for_the_whole_fleet() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cert = TestCert::generate(dir.path(), DOMAIN, KeyKind::EcdsaP256);
     let etcd = Etcd::start();
-    let peer_key = [
-        "--peer-access-key-id".to_owned(),
-        keys::ADMIN.0.to_owned(),
-        "--peer-access-key-secret".to_owned(),
-        keys::ADMIN.1.to_owned(),
-    ];
+    let peer_key = tlsfleet_testkit::control::peer_key_flags();
     let a = Control::on_etcd_with(&etcd.endpoint(), &peer_key);
     let b = Control::on_etcd_with(&etcd.endpoint(), &peer_key);
     let agent = |name: &str, control: &Control| {
