@@ -7,9 +7,11 @@
 //! * [`handshakes`]: handshakes at the edge (agent, bare rustls, nginx, HAProxy), [`report`]
 //!   its tables; [`client`] the load client, [`bare`] the bare server, [`peers`] nginx and
 //!   HAProxy, [`cpu`] process CPU accounting and pinning.
+//! * [`control_plane`]: PUT and GET through REST and gRPC against raw etcd.
 
 pub mod bare;
 pub mod client;
+pub mod control_plane;
 pub mod cpu;
 pub mod data;
 pub mod handshakes;

@@ -3,13 +3,14 @@
 //! ```text
 //! tlsfleet-bench handshakes [--policies 100000] [--peer-names 10000] [--seconds 5] [--rounds 3]
 //! tlsfleet-bench handshakes --smoke      # what CI runs: everything, tiny
+//! tlsfleet-bench control [--clients 1,16,64] [--seconds 5]
 //! ```
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use tlsfleet_bench::{bare, client, cpu, handshakes, report};
+use tlsfleet_bench::{bare, client, control_plane, cpu, handshakes, report};
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +52,25 @@ enum Cmd {
         #[arg(long)]
         no_ring: bool,
         /// A tiny run of everything (what CI runs): 200 policies, one short round.
+        #[arg(long)]
+        smoke: bool,
+    },
+    /// The control plane against raw etcd: PUT and GET through REST and gRPC at each
+    /// concurrency, beside raw etcd put and get on the same etcd; prints the markdown table.
+    Control {
+        /// Concurrent clients, one measurement each.
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 16, 64])]
+        clients: Vec<usize>,
+        /// Seconds measured per cell.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Seconds of warm-up before each cell.
+        #[arg(long, default_value_t = 1.0)]
+        warmup_seconds: f64,
+        /// Buckets stored before the run (the GETs read them, the PUTs change them).
+        #[arg(long, default_value_t = 10_000)]
+        buckets: usize,
+        /// A tiny run (what CI runs).
         #[arg(long)]
         smoke: bool,
     },
@@ -135,6 +155,42 @@ fn main() -> anyhow::Result<()> {
             };
             let results = handshakes::run(&settings)?;
             println!("{}", report::markdown(&results));
+            Ok(())
+        }
+        Cmd::Control {
+            clients,
+            seconds,
+            warmup_seconds,
+            buckets,
+            smoke,
+        } => {
+            let settings = if smoke {
+                control_plane::Settings {
+                    clients: vec![1, 4],
+                    seconds: 0.3,
+                    warmup_seconds: 0.1,
+                    // Enough that no client names a bucket twice in a second (a V1 signature
+                    // covers the date to the second, and a repeat is a replay).
+                    buckets: 2_000,
+                }
+            } else {
+                anyhow::ensure!(
+                    !clients.is_empty() && !clients.contains(&0),
+                    "--clients: at least one number of clients, each at least 1"
+                );
+                control_plane::Settings {
+                    clients,
+                    seconds,
+                    warmup_seconds,
+                    buckets: buckets.max(1),
+                }
+            };
+            let results = control_plane::run(&settings)?;
+            println!("{}", control_plane::markdown(&results));
+            anyhow::ensure!(
+                results.measured.iter().all(|m| m.errors == 0 && m.ops > 0),
+                "some calls failed or none completed (see the table)"
+            );
             Ok(())
         }
         Cmd::BareServer { cert, key, listen } => {

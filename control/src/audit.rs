@@ -4,10 +4,15 @@
 //!
 //! Each record is written as one JSON log line (target `tlsfleet::audit`) and kept in the store
 //! ([`AuditLog`]) under `<unix ms, 13 digits>-<request id>`, so the trail reads in time order.
+//! A PUT's record is stored in the same store write as its change
+//! (`PolicyStore::put_if_recorded`): an applied PUT always has its record, at no extra round
+//! trip. Other records (refused changes, deletes, canaries) go through the writer below.
 //! Records older than the retention (`--audit-retention`, default 90 days) are trimmed every
 //! ten minutes. A record is handed to one writer task right after the change commits (or is
 //! refused); the caller waits for it to be stored for at most [`WAIT_STORED`], so a dead store
-//! delays an answer by at most that. The writer retries a record a few times and keeps at
+//! delays an answer by at most that. The writer stores what is queued together, up to
+//! [`AUDIT_BATCH`] records in one write, so concurrent changes do not wait for each other's
+//! records one by one. The writer retries a record a few times and keeps at
 //! most [`QUEUE`] waiting; a record it cannot store is logged as an error (the JSON line is
 //! there in any case). A server that dies between a change and its record loses the record,
 //! never the change.
@@ -28,7 +33,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     clock::now_ms,
-    store::{AuditLog, StoreError},
+    store::{AuditLog, AuditWrite, StoreError, AUDIT_BATCH},
 };
 
 /// How long records are kept by default.
@@ -182,6 +187,30 @@ impl Audit {
         (Self { log, queue }, task)
     }
 
+    /// What the store writes with an applied change (`PolicyStore::put_if_recorded`):
+    /// `record` as applied, with the change's revision when the store knows it.
+    pub fn with_change(record: &AuditRecord) -> AuditWrite {
+        let mut record = record.clone();
+        record.outcome = Outcome::Applied;
+        record.revision = 0;
+        AuditWrite {
+            key: record.key(),
+            value: Box::new(move |revision| {
+                record.revision = revision;
+                // Plain data always serializes; an empty value would still mark the change.
+                serde_json::to_vec(&record).unwrap_or_default()
+            }),
+        }
+    }
+
+    /// Logs the JSON line of a record already stored with its change.
+    pub fn stored_with_change(&self, record: &AuditRecord) {
+        match serde_json::to_string(record) {
+            Ok(json) => info!(target: "tlsfleet::audit", "{json}"),
+            Err(e) => error!(error = %e, "audit record does not serialize"),
+        }
+    }
+
     /// Logs `record` as a JSON line and has it stored, waiting at most [`WAIT_STORED`].
     pub async fn record(&self, record: AuditRecord) {
         let json = match serde_json::to_string(&record) {
@@ -217,11 +246,17 @@ impl Audit {
         loop {
             let batch = self.log.list_audit(&from, cursor.as_deref(), SCAN).await?;
             let full_batch = batch.len() == SCAN;
-            for (key, bytes) in batch {
+            for entry in batch {
                 scanned += 1;
-                cursor = Some(key);
-                match serde_json::from_slice::<AuditRecord>(&bytes) {
-                    Ok(r) if visible(&r) => page.records.push(r),
+                cursor = Some(entry.key);
+                match serde_json::from_slice::<AuditRecord>(&entry.value) {
+                    Ok(mut r) if visible(&r) => {
+                        // A record stored with its change (etcd) learns its revision here.
+                        if r.outcome == Outcome::Applied && r.revision == 0 {
+                            r.revision = entry.revision;
+                        }
+                        page.records.push(r)
+                    }
                     Ok(_) => {}
                     Err(e) => warn!(error = %e, "skipping an undecodable audit record"),
                 }
@@ -249,12 +284,15 @@ async fn writer(
     shutdown: CancellationToken,
 ) {
     let mut trim = tokio::time::interval(TRIM_EVERY);
+    let mut batch = Vec::with_capacity(AUDIT_BATCH);
     loop {
         tokio::select! {
-            job = jobs.recv() => match job {
-                Some(job) => store(&*log, job).await,
-                None => return,
-            },
+            n = jobs.recv_many(&mut batch, AUDIT_BATCH) => {
+                if n == 0 {
+                    return;
+                }
+                store(&*log, std::mem::take(&mut batch)).await;
+            }
             _ = trim.tick() => {
                 let keep = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
                 let before = time_key(now_ms().saturating_sub(keep));
@@ -270,8 +308,8 @@ async fn writer(
     // What is queued at shutdown is stored, for a bounded time.
     jobs.close();
     let drain = async {
-        while let Some(job) = jobs.recv().await {
-            store(&*log, job).await;
+        while jobs.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
+            store(&*log, std::mem::take(&mut batch)).await;
         }
     };
     if tokio::time::timeout(Duration::from_secs(5), drain)
@@ -282,19 +320,30 @@ async fn writer(
     }
 }
 
-async fn store(log: &dyn AuditLog, (record, json, done): Job) {
-    let key = record.key();
+/// Stores the records queued together in one write (so a burst of changes costs one store
+/// round trip, not one each), then answers each waiting change.
+async fn store(log: &dyn AuditLog, jobs: Vec<Job>) {
+    let records: Vec<(String, Vec<u8>)> = jobs
+        .iter()
+        .map(|(record, json, _)| (record.key(), json.clone().into_bytes()))
+        .collect();
     for attempt in 0..3u32 {
-        match log.append_audit(&key, json.clone().into_bytes()).await {
+        match log.append_audit(records.clone()).await {
             Ok(()) => {
-                let _ = done.send(());
+                for (_, _, done) in jobs {
+                    let _ = done.send(());
+                }
                 return;
             }
             Err(e) if attempt < 2 => {
-                warn!(error = %e, "storing an audit record failed; retrying");
+                warn!(error = %e, records = records.len(), "storing audit records failed; retrying");
                 tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
             }
-            Err(e) => error!(error = %e, record = %json, "audit record NOT stored"),
+            Err(e) => {
+                for (_, json, _) in &jobs {
+                    error!(error = %e, record = %json, "audit record NOT stored");
+                }
+            }
         }
     }
 }

@@ -148,6 +148,14 @@ pub struct Policies {
     read_your_writes: Duration,
 }
 
+/// Whether a PUT's audit record went into the store with its write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Recorded {
+    No,
+    /// The write was sent with its record (applied: the record is stored; failed: it may be).
+    Attempted,
+}
+
 impl Policies {
     pub fn new(store: Arc<dyn PolicyStore>, index: Index) -> Self {
         Self {
@@ -278,9 +286,27 @@ impl Policies {
         change: &Change,
     ) -> Result<PutOutcome, PolicyError> {
         let mut record = AuditRecord::new(change, operation, target.label());
-        let result = self.put_inner(target, config, change, &mut record).await;
-        self.finish(record, &result.as_ref().map(|o| (o.revision, o.downgrade)))
+        let mut recorded = Recorded::No;
+        let result = self
+            .put_inner(target, config, change, &mut record, &mut recorded)
             .await;
+        match (&result, recorded, &self.audit) {
+            // Stored with the change: only its log line is left to write.
+            (Ok(outcome), Recorded::Attempted, Some(audit)) => {
+                record.outcome = Outcome::Applied;
+                record.revision = outcome.revision;
+                audit.stored_with_change(&record);
+            }
+            _ => {
+                if recorded == Recorded::Attempted {
+                    // A write that failed may still have stored its applied record (an
+                    // unknown outcome): the refusal gets a key of its own, never overwriting it.
+                    record.time_unix_ms = now_ms().max(record.time_unix_ms + 1);
+                }
+                self.finish(record, &result.as_ref().map(|o| (o.revision, o.downgrade)))
+                    .await;
+            }
+        }
         result
     }
 
@@ -290,6 +316,7 @@ impl Policies {
         mut config: HttpsConfig,
         change: &Change,
         record: &mut AuditRecord,
+        recorded: &mut Recorded,
     ) -> Result<PutOutcome, PolicyError> {
         let effective = self.prepare(&mut config).await;
         // As asked (normalised once it passed the bounds), refused or not.
@@ -310,11 +337,22 @@ impl Policies {
             let (before, expected, baseline) = self.current(target).await?;
             record.before = before;
             let downgraded = self.guard(&baseline, &config, change, record)?;
-            match self
-                .store
-                .put_if(target.key(), bytes.clone(), expected)
-                .await
-            {
+            let written = match &self.audit {
+                // The record goes in the same write: one round trip, never a change without it.
+                Some(_) => {
+                    *recorded = Recorded::Attempted;
+                    let audit = crate::audit::Audit::with_change(record);
+                    self.store
+                        .put_if_recorded(target.key(), bytes.clone(), expected, audit)
+                        .await
+                }
+                None => {
+                    self.store
+                        .put_if(target.key(), bytes.clone(), expected)
+                        .await
+                }
+            };
+            match written {
                 Ok(revision) => {
                     self.index.wait_for(revision, self.read_your_writes).await;
                     return Ok(PutOutcome {

@@ -86,6 +86,11 @@ impl Etcd {
         format!("http://{}", self.endpoint())
     }
 
+    /// etcd's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills etcd with SIGKILL and reaps it. Does nothing if it is not running.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

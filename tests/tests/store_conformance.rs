@@ -98,6 +98,7 @@ conformance!(
     conditional_writes_happen_only_on_the_revision_expected,
     audit_records_list_in_key_order_page_and_trim,
     audit_records_are_not_policies,
+    a_recorded_put_stores_its_record_with_it_or_neither,
 );
 
 /// The cases, each over any `Store`.
@@ -553,17 +554,23 @@ mod suite {
     }
 
     pub async fn audit_records_list_in_key_order_page_and_trim(store: Arc<dyn Store>) {
-        for key in ["0003-c", "0001-a", "0002-b", "0004-d"] {
-            store
-                .append_audit(key, key.as_bytes().to_vec())
-                .await
-                .expect("append");
-        }
-        let keys = |page: Vec<(String, Vec<u8>)>| -> Vec<String> {
+        // One record alone, then three in one write.
+        store
+            .append_audit(vec![("0003-c".into(), b"0003-c".to_vec())])
+            .await
+            .expect("append");
+        let batch = ["0001-a", "0002-b", "0004-d"].map(|k| (k.to_owned(), k.as_bytes().to_vec()));
+        store.append_audit(batch.to_vec()).await.expect("append");
+        // More than one write holds is refused whole.
+        let too_many: Vec<(String, Vec<u8>)> = (0..=tlsfleet_control::store::AUDIT_BATCH)
+            .map(|i| (format!("0009-{i:04}"), b"{}".to_vec()))
+            .collect();
+        assert!(store.append_audit(too_many).await.is_err());
+        let keys = |page: Vec<tlsfleet_control::store::AuditEntry>| -> Vec<String> {
             page.into_iter()
-                .map(|(k, v)| {
-                    assert_eq!(k.as_bytes(), v.as_slice(), "value of {k}");
-                    k
+                .map(|e| {
+                    assert_eq!(e.key.as_bytes(), e.value.as_slice(), "value of {}", e.key);
+                    e.key
                 })
                 .collect()
         };
@@ -582,10 +589,46 @@ mod suite {
         assert_eq!(keys(left), ["0003-c", "0004-d"]);
     }
 
+    pub async fn a_recorded_put_stores_its_record_with_it_or_neither(store: Arc<dyn Store>) {
+        use tlsfleet_control::store::AuditWrite;
+        let record = |key: &str| AuditWrite {
+            key: key.to_owned(),
+            value: Box::new(|revision| format!("rev={revision}").into_bytes()),
+        };
+        let r1 = store
+            .put_if_recorded("rec", b"v1".to_vec(), 0, record("0001-applied"))
+            .await
+            .expect("put");
+        assert_eq!(
+            store.get("rec").await.expect("get").expect("stored").value,
+            b"v1"
+        );
+        // A conflict writes neither the change nor its record.
+        assert!(matches!(
+            store
+                .put_if_recorded("rec", b"v2".to_vec(), 0, record("0002-conflict"))
+                .await,
+            Err(StoreError::Conflict { current }) if current == r1
+        ));
+        assert_eq!(
+            store.get("rec").await.expect("get").expect("stored").value,
+            b"v1"
+        );
+        let trail = store.list_audit("", None, 10).await.expect("list");
+        assert_eq!(trail.len(), 1, "{trail:?}");
+        let entry = &trail[0];
+        assert_eq!(entry.key, "0001-applied");
+        // The record learns its change's revision: in its value (a store that knows it
+        // before committing), or from the store when read back (etcd).
+        let in_value = entry.value == format!("rev={r1}").into_bytes();
+        let from_store = entry.value == b"rev=0" && entry.revision == r1;
+        assert!(in_value || from_store, "{entry:?} for revision {r1}");
+    }
+
     pub async fn audit_records_are_not_policies(store: Arc<dyn Store>) {
         let before = store.list().await.expect("list");
         store
-            .append_audit("0001-x", b"{}".to_vec())
+            .append_audit(vec![("0001-x".into(), b"{}".to_vec())])
             .await
             .expect("append");
         let after = store.list().await.expect("list");

@@ -58,7 +58,15 @@ struct Inner {
     local: Mutex<HashMap<String, Entry>>,
     changed: Notify,
     sessions: AtomicU64,
+    /// The store's records as last read for [`Registry::key_types`], and when.
+    stored: tokio::sync::Mutex<Option<(tokio::time::Instant, StoredRecords)>>,
 }
+
+/// The agent records read from the store: (node id, encoded record).
+type StoredRecords = Arc<Vec<(String, Vec<u8>)>>;
+
+/// How long the store's records are reused for [`Registry::key_types`] (every PUT asks).
+pub const KEY_TYPES_FRESH: Duration = Duration::from_secs(1);
 
 /// Handle to the registry; cheap to clone.
 #[derive(Clone)]
@@ -88,6 +96,7 @@ impl Registry {
                 local: Mutex::new(HashMap::new()),
                 changed: Notify::new(),
                 sessions: AtomicU64::new(1),
+                stored: tokio::sync::Mutex::new(None),
             }),
         }
     }
@@ -154,11 +163,19 @@ impl Registry {
 
     /// Every known agent, sorted by node id: this server's, then the store's for the rest.
     pub async fn list(&self) -> Vec<AgentRecord> {
+        let stored = self.inner.store.list_agents().await.map(Arc::new);
+        self.merged(stored)
+    }
+
+    /// The store's records (`entries`, or why they could not be read) with this server's own
+    /// agents over them.
+    fn merged(&self, entries: Result<StoredRecords, crate::store::StoreError>) -> Vec<AgentRecord> {
         let mut all: BTreeMap<String, AgentRecord> = BTreeMap::new();
-        match self.inner.store.list_agents().await {
+        match entries {
             Ok(entries) => {
-                for (node, bytes) in entries {
-                    match AgentRecord::decode(&bytes) {
+                for (node, bytes) in entries.iter() {
+                    let node = node.clone();
+                    match AgentRecord::decode(bytes) {
                         Ok(s) => {
                             all.insert(node, s);
                         }
@@ -176,9 +193,27 @@ impl Registry {
 
     /// The certificate key types of the connected agents, each with the agents that have it:
     /// what the fleet can serve. Agents that report none are left out.
+    ///
+    /// Every PUT asks, so the other servers' agents are read from the store at most once per
+    /// [`KEY_TYPES_FRESH`] (one read at a time); this server's own agents are always current.
+    /// An agent that joined another server within that second may be missed: it then refuses
+    /// (NACKs) a policy it cannot serve, keeping the bucket's previous config.
     pub async fn key_types(&self) -> BTreeMap<CertKeyType, Vec<String>> {
+        let stored = {
+            let mut cached = self.inner.stored.lock().await;
+            match &*cached {
+                Some((at, entries)) if at.elapsed() < KEY_TYPES_FRESH => Ok(entries.clone()),
+                _ => {
+                    let read = self.inner.store.list_agents().await.map(Arc::new);
+                    if let Ok(entries) = &read {
+                        *cached = Some((tokio::time::Instant::now(), entries.clone()));
+                    }
+                    read
+                }
+            }
+        };
         let mut out: BTreeMap<CertKeyType, Vec<String>> = BTreeMap::new();
-        for a in self.list().await {
+        for a in self.merged(stored) {
             if !a.is_connected() {
                 continue;
             }

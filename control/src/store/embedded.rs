@@ -31,7 +31,8 @@ use redb::{Database, DatabaseError};
 use tokio::sync::broadcast;
 
 use crate::store::{
-    AgentLeases, AuditLog, KeyValue, PolicyStore, Revision, Snapshot, StoreError, WatchStream,
+    AgentLeases, AuditEntry, AuditLog, AuditWrite, KeyValue, PolicyStore, Revision, Snapshot,
+    StoreError, WatchStream,
 };
 
 /// The database file inside the store directory.
@@ -246,6 +247,21 @@ impl PolicyStore for EmbeddedStore {
         .await
     }
 
+    async fn put_if_recorded(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+        record: AuditWrite,
+    ) -> Result<Revision, StoreError> {
+        let key = key.to_owned();
+        self.write(move |db| {
+            let event = tables::put_recorded(db, &key, &value, Some(expected), Some(record))?;
+            Ok((event.revision(), Some(event)))
+        })
+        .await
+    }
+
     async fn delete_if(
         &self,
         key: &str,
@@ -386,10 +402,15 @@ impl AgentLeases for EmbeddedStore {
 
 #[async_trait::async_trait]
 impl AuditLog for EmbeddedStore {
-    async fn append_audit(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
-        let key = key.to_owned();
-        self.run(move |db| tables::append_audit(db, &key, &value))
-            .await
+    async fn append_audit(&self, records: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
+        if records.len() > super::AUDIT_BATCH {
+            return Err(StoreError::Other(format!(
+                "{} audit records in one write (at most {})",
+                records.len(),
+                super::AUDIT_BATCH
+            )));
+        }
+        self.run(move |db| tables::append_audit(db, &records)).await
     }
 
     async fn list_audit(
@@ -397,7 +418,7 @@ impl AuditLog for EmbeddedStore {
         from: &str,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<AuditEntry>, StoreError> {
         let (from, after) = (from.to_owned(), after.map(str::to_owned));
         self.run(move |db| tables::list_audit(db, &from, after.as_deref(), limit))
             .await

@@ -50,7 +50,9 @@ use etcd_client::{
 use tokio::time::Instant;
 use tonic::Code;
 
-use crate::store::{KeyValue, PolicyStore, Revision, Snapshot, StoreError, WatchStream};
+use crate::store::{
+    AuditWrite, KeyValue, PolicyStore, Revision, Snapshot, StoreError, WatchStream,
+};
 
 /// The key prefix used when none is configured.
 pub const DEFAULT_PREFIX: &str = "/tlsfleet/";
@@ -401,6 +403,20 @@ impl PolicyStore for EtcdStore {
     ) -> Result<Revision, StoreError> {
         let key = self.policy_key(key);
         self.conditional_write("put", &key, Write::Put(value), Some(expected))
+            .await
+            .map(|(revision, _)| revision)
+    }
+
+    async fn put_if_recorded(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+        record: AuditWrite,
+    ) -> Result<Revision, StoreError> {
+        let key = self.policy_key(key);
+        let record = (format!("{}{}", self.audit, record.key), (record.value)(0));
+        self.conditional_write_with("put", &key, Write::Put(value), Some(expected), Some(record))
             .await
             .map(|(revision, _)| revision)
     }

@@ -140,6 +140,16 @@ pub trait PolicyStore: Send + Sync + 'static {
         expected: Revision,
     ) -> Result<(Revision, bool), StoreError>;
 
+    /// [`PolicyStore::put_if`], storing the change's audit trail `record` in the same write:
+    /// both or neither, in one round trip (so an applied change always has its record).
+    async fn put_if_recorded(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+        record: AuditWrite,
+    ) -> Result<Revision, StoreError>;
+
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
 
     /// Every policy at one revision, sorted by key.
@@ -217,11 +227,43 @@ pub trait AgentLeases: Send + Sync + 'static {
     async fn list_agents(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 }
 
+/// An audit trail record written with a change ([`PolicyStore::put_if_recorded`]).
+pub struct AuditWrite {
+    /// Its key in the trail ([`AuditLog::list_audit`] order).
+    pub key: String,
+    /// Its value, given the change's revision when the store knows it before committing (the
+    /// embedded store), else 0 (etcd: [`AuditEntry::revision`] tells it when read back).
+    pub value: Box<dyn FnOnce(Revision) -> Vec<u8> + Send>,
+}
+
+impl std::fmt::Debug for AuditWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditWrite")
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+/// An audit record read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// The revision of the write that stored it, when the store tells (etcd: the key's create
+    /// revision; a record written with its change has its change's revision), else 0.
+    pub revision: Revision,
+}
+
+/// Audit records stored in one write at most (etcd's default limit of operations in one
+/// transaction, `--max-txn-ops`).
+pub const AUDIT_BATCH: usize = 128;
+
 /// The audit trail: opaque records under unique keys that sort chronologically.
 #[async_trait::async_trait]
 pub trait AuditLog: Send + Sync + 'static {
-    /// Stores `value` under `key`; acknowledged once durable, like a policy write.
-    async fn append_audit(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError>;
+    /// Stores each `(key, value)` of `records` (at most [`AUDIT_BATCH`]), all in one write:
+    /// acknowledged once durable, like a policy write, all or none.
+    async fn append_audit(&self, records: Vec<(String, Vec<u8>)>) -> Result<(), StoreError>;
 
     /// Up to `limit` records, in key order, with key >= `from` and key > `after`.
     async fn list_audit(
@@ -229,7 +271,7 @@ pub trait AuditLog: Send + Sync + 'static {
         from: &str,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    ) -> Result<Vec<AuditEntry>, StoreError>;
 
     /// Deletes every record with key < `before`; returns how many went.
     async fn trim_audit(&self, before: &str) -> Result<u64, StoreError>;

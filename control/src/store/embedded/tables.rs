@@ -11,7 +11,7 @@ use redb::{
     WriteTransaction,
 };
 
-use crate::store::{Event, KeyValue, Revision, Snapshot, StoreError};
+use crate::store::{AuditEntry, AuditWrite, Event, KeyValue, Revision, Snapshot, StoreError};
 
 /// bucket -> (value, create_revision, mod_revision)
 const POLICIES: TableDefinition<&str, (&[u8], i64, i64)> = TableDefinition::new("policies");
@@ -88,6 +88,17 @@ pub(super) fn put(
     value: &[u8],
     expected: Option<Revision>,
 ) -> Result<Event, StoreError> {
+    put_recorded(db, key, value, expected, None)
+}
+
+/// [`put`], also storing `record` in the audit table in the same transaction.
+pub(super) fn put_recorded(
+    db: &Database,
+    key: &str,
+    value: &[u8],
+    expected: Option<Revision>,
+    record: Option<AuditWrite>,
+) -> Result<Event, StoreError> {
     let txn = begin_write(db)?;
     let event = {
         let mut meta = txn.open_table(META).db()?;
@@ -105,6 +116,13 @@ pub(super) fn put(
         log.insert(revision, (key, Some((value, create_revision))))
             .db()?;
         meta.insert(REVISION, revision).db()?;
+        if let Some(record) = record {
+            let value = (record.value)(revision);
+            txn.open_table(AUDIT)
+                .db()?
+                .insert(record.key.as_str(), value.as_slice())
+                .db()?;
+        }
         Event::Put(KeyValue {
             key: key.to_owned(),
             value: value.to_vec(),
@@ -330,9 +348,14 @@ pub(super) fn changes_since(
 }
 
 /// Stores an audit record (one durable write transaction).
-pub(super) fn append_audit(db: &Database, key: &str, value: &[u8]) -> Result<(), StoreError> {
+pub(super) fn append_audit(db: &Database, records: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
     let txn = begin_write(db)?;
-    txn.open_table(AUDIT).db()?.insert(key, value).db()?;
+    {
+        let mut table = txn.open_table(AUDIT).db()?;
+        for (key, value) in records {
+            table.insert(key.as_str(), value.as_slice()).db()?;
+        }
+    }
     txn.commit().db()
 }
 
@@ -342,7 +365,7 @@ pub(super) fn list_audit(
     from: &str,
     after: Option<&str>,
     limit: usize,
-) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+) -> Result<Vec<AuditEntry>, StoreError> {
     let txn = db.begin_read().db()?;
     let table = txn.open_table(AUDIT).db()?;
     let mut out = Vec::new();
@@ -352,7 +375,12 @@ pub(super) fn list_audit(
         if after.is_some_and(|a| key <= a) {
             continue;
         }
-        out.push((key.to_owned(), v.value().to_vec()));
+        // The record carries its revision itself (see `put_recorded`).
+        out.push(AuditEntry {
+            key: key.to_owned(),
+            value: v.value().to_vec(),
+            revision: 0,
+        });
         if out.len() >= limit {
             break;
         }

@@ -1,10 +1,10 @@
 //! The audit trail in etcd: one key per record under `{prefix}audit/`, so a range read in key
 //! order is a read in time order, and trimming is one range delete.
 
-use etcd_client::{DeleteOptions, GetOptions};
+use etcd_client::{DeleteOptions, GetOptions, Txn, TxnOp};
 
 use super::EtcdStore;
-use crate::store::{AuditLog, StoreError};
+use crate::store::{AuditEntry, AuditLog, StoreError, AUDIT_BATCH};
 
 /// The smallest key greater than every key starting with `prefix`.
 fn range_end(prefix: &str) -> Vec<u8> {
@@ -20,12 +20,26 @@ fn range_end(prefix: &str) -> Vec<u8> {
 
 #[async_trait::async_trait]
 impl AuditLog for EtcdStore {
-    async fn append_audit(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
-        let key = format!("{}{key}", self.audit);
+    async fn append_audit(&self, records: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
+        if records.len() > AUDIT_BATCH {
+            return Err(StoreError::Other(format!(
+                "{} audit records in one write (at most {AUDIT_BATCH})",
+                records.len()
+            )));
+        }
+        let records: Vec<(String, Vec<u8>)> = records
+            .into_iter()
+            .map(|(key, value)| (format!("{}{key}", self.audit), value))
+            .collect();
+        // A record is put, never compared: sending the transaction again is harmless.
         self.call("append_audit", || {
-            let (mut kv, key, value) = (self.kv(), key.clone(), value.clone());
+            let mut kv = self.kv();
+            let ops: Vec<TxnOp> = records
+                .iter()
+                .map(|(key, value)| TxnOp::put(key.clone(), value.clone(), None))
+                .collect();
             async move {
-                kv.put(key, value, None).await?;
+                kv.txn(Txn::new().and_then(ops)).await?;
                 Ok(())
             }
         })
@@ -37,7 +51,7 @@ impl AuditLog for EtcdStore {
         from: &str,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<AuditEntry>, StoreError> {
         let mut start = format!("{}{from}", self.audit).into_bytes();
         if let Some(after) = after {
             // The first key after `after`: `after` followed by a NUL.
@@ -61,7 +75,11 @@ impl AuditLog for EtcdStore {
             .iter()
             .filter_map(|kv| {
                 let key = kv.key_str().ok()?.strip_prefix(self.audit.as_str())?;
-                Some((key.to_owned(), kv.value().to_vec()))
+                Some(AuditEntry {
+                    key: key.to_owned(),
+                    value: kv.value().to_vec(),
+                    revision: kv.create_revision(),
+                })
             })
             .collect())
     }

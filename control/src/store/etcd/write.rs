@@ -94,7 +94,26 @@ impl EtcdStore {
         write: Write,
         expected: Option<Revision>,
     ) -> Result<(Revision, bool), StoreError> {
-        let (mut base, present) = self.current(key).await?;
+        self.conditional_write_with(what, key, write, expected, None)
+            .await
+    }
+
+    /// [`Self::conditional_write`], also putting `extra` (a full key and its value) in the
+    /// same transaction when the write applies.
+    pub(super) async fn conditional_write_with(
+        &self,
+        what: &str,
+        key: &str,
+        write: Write,
+        expected: Option<Revision>,
+        extra: Option<(String, Vec<u8>)>,
+    ) -> Result<(Revision, bool), StoreError> {
+        // A conditional put goes straight to the transaction, which compares with `expected`
+        // itself (one round trip, not two); a moved key comes back as `Moved`, a conflict.
+        let (mut base, present) = match (expected, &write) {
+            (Some(e), Write::Put(_)) => (e, e > 0),
+            _ => self.current(key).await?,
+        };
         if expected.is_some_and(|e| e != base) {
             return Err(StoreError::Conflict { current: base });
         }
@@ -112,7 +131,7 @@ impl EtcdStore {
             let member = self.members.pick();
             let attempt = tokio::time::timeout(
                 left.min(WRITE_ATTEMPT_TIMEOUT),
-                self.write_once(key, &guard, &write, base),
+                self.write_once(key, &guard, &write, extra.as_ref(), base),
             )
             .await;
             if matches!(attempt, Ok(Ok(_) | Err(Attempt::Fail(_)))) {
@@ -175,6 +194,7 @@ impl EtcdStore {
         key: &str,
         guard: &str,
         write: &Write,
+        extra: Option<&(String, Vec<u8>)>,
         base: Revision,
     ) -> Result<Outcome, Attempt> {
         let lease = self.guard_lease().await?;
@@ -182,15 +202,19 @@ impl EtcdStore {
             Write::Put(value) => TxnOp::put(key, value.clone(), None),
             Write::Delete => TxnOp::delete(key, None),
         };
+        let mut then = vec![
+            op,
+            TxnOp::put(guard, key, Some(PutOptions::new().with_lease(lease))),
+        ];
+        if let Some((extra_key, value)) = extra {
+            then.push(TxnOp::put(extra_key.as_str(), value.clone(), None));
+        }
         let txn = Txn::new()
             .when([
                 Compare::mod_revision(key, CompareOp::Equal, base),
                 Compare::create_revision(guard, CompareOp::Equal, 0),
             ])
-            .and_then([
-                op,
-                TxnOp::put(guard, key, Some(PutOptions::new().with_lease(lease))),
-            ])
+            .and_then(then)
             .or_else([TxnOp::get(key, None), TxnOp::get(guard, None)]);
         let resp = match self.kv().txn(txn).await {
             Ok(resp) => resp,
