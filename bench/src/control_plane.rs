@@ -48,16 +48,19 @@ pub struct Settings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {
     Etcd,
+    /// A raw etcd transaction of the shape a control PUT commits (PUTs only).
+    EtcdTxn,
     Rest,
     Grpc,
 }
 
 impl Api {
-    pub const ALL: [Api; 3] = [Api::Etcd, Api::Rest, Api::Grpc];
+    pub const ALL: [Api; 4] = [Api::Etcd, Api::EtcdTxn, Api::Rest, Api::Grpc];
 
     pub fn label(self) -> &'static str {
         match self {
             Api::Etcd => "raw etcd",
+            Api::EtcdTxn => "raw etcd guarded txn",
             Api::Rest => "REST (OSS V1)",
             Api::Grpc => "gRPC (signed)",
         }
@@ -126,13 +129,23 @@ pub fn run(s: &Settings) -> anyhow::Result<Results> {
     runtime.block_on(write_policies(&etcd.endpoint(), s.buckets))?;
     let control = Control::on_etcd_with(
         &etcd.endpoint(),
-        &["--rest-downgrades".to_owned(), "allow".to_owned()],
+        &[
+            "--rest-downgrades".to_owned(),
+            "allow".to_owned(),
+            // One access key at more than 10,000 signed calls a second (the default bound of
+            // its replay cache) would be refused: room for a minute of them.
+            "--replay-cache-per-key".to_owned(),
+            "1000000".to_owned(),
+        ],
     );
     let etcd_version = etcd_version();
     let mut measured = Vec::new();
     for &clients in &s.clients {
         for put in [true, false] {
             for api in Api::ALL {
+                if api == Api::EtcdTxn && !put {
+                    continue;
+                }
                 let m = runtime.block_on(measure(s, &etcd, &control, api, put, clients))?;
                 eprintln!(
                     "{} {} x{}: {:.0}/s p50 {} µs p99 {} µs ({} errors)",
@@ -171,7 +184,8 @@ fn etcd_version() -> String {
 
 /// One client's connection.
 enum Conn {
-    Etcd(Box<etcd_client::KvClient>),
+    /// With a tag (for its guard keys), a PUT is the control server's transaction, not a put.
+    Etcd(Box<etcd_client::KvClient>, Option<u128>),
     Rest(
         hyper::client::conn::http1::SendRequest<Full<Bytes>>,
         SocketAddr,
@@ -184,7 +198,16 @@ type GrpcClient =
 
 async fn connect(api: Api, etcd: &etcd_client::Client, control: &Control) -> anyhow::Result<Conn> {
     Ok(match api {
-        Api::Etcd => Conn::Etcd(Box::new(etcd.kv_client())),
+        Api::Etcd => Conn::Etcd(Box::new(etcd.kv_client()), None),
+        // Guard keys unique to this connection (and run).
+        Api::EtcdTxn => Conn::Etcd(
+            Box::new(etcd.kv_client()),
+            Some(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            ),
+        ),
         Api::Rest => {
             let stream = TcpStream::connect(control.http).await?;
             stream.set_nodelay(true)?;
@@ -204,6 +227,9 @@ async fn connect(api: Api, etcd: &etcd_client::Client, control: &Control) -> any
         }
     })
 }
+
+/// About the size of a PUT's audit record (JSON with the policy before and after).
+const AUDIT_RECORD_BYTES: usize = 700;
 
 /// A stored policy's bytes, what a raw etcd put writes.
 fn raw_value(i: u64) -> Vec<u8> {
@@ -225,7 +251,32 @@ fn raw_value(i: u64) -> Vec<u8> {
 impl Conn {
     async fn call(&mut self, put: bool, bucket: &str, i: u64) -> anyhow::Result<()> {
         match self {
-            Conn::Etcd(kv) => {
+            Conn::Etcd(kv, Some(tag)) => {
+                // What a control PUT commits: the key compared with its revision and a fresh
+                // guard key absent; the policy, the guard and the audit record written; the
+                // key and the guard read back otherwise.
+                use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+                let key = format!("/bench/raw/{bucket}");
+                let guard = format!("/bench/writes/{tag:x}-{bucket}-{i}");
+                let audit = format!("/bench/audit/{:013}-{bucket}-{i}", i);
+                let txn = Txn::new()
+                    .when([
+                        Compare::mod_revision(key.as_str(), CompareOp::NotEqual, -1),
+                        Compare::create_revision(guard.as_str(), CompareOp::Equal, 0),
+                    ])
+                    .and_then([
+                        TxnOp::put(key.as_str(), raw_value(i), None),
+                        TxnOp::put(guard.as_str(), key.as_str(), None),
+                        TxnOp::put(audit, vec![b'x'; AUDIT_RECORD_BYTES], None),
+                    ])
+                    .or_else([
+                        TxnOp::get(key.as_str(), None),
+                        TxnOp::get(guard.as_str(), None),
+                    ]);
+                let resp = kv.txn(txn).await?;
+                anyhow::ensure!(resp.succeeded(), "the transaction's comparisons failed");
+            }
+            Conn::Etcd(kv, None) => {
                 let key = format!("/bench/raw/{bucket}");
                 if put {
                     kv.put(key, raw_value(i), None).await?;
@@ -394,7 +445,11 @@ async fn measure(
         put,
         clients,
         etcd_cpu_us: per_op(0),
-        control_cpu_us: if api == Api::Etcd { 0.0 } else { per_op(1) },
+        control_cpu_us: if matches!(api, Api::Etcd | Api::EtcdTxn) {
+            0.0
+        } else {
+            per_op(1)
+        },
         ops: all.len() as u64,
         errors,
         first_error,
@@ -416,9 +471,9 @@ pub fn markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "| operation | clients | raw etcd /s (p50 / p99 ms) | REST /s (p50 / p99 ms) | vs etcd | gRPC /s (p50 / p99 ms) | vs etcd | CPU µs per op: etcd raw / REST / gRPC, control REST / gRPC |"
+        "| operation | clients | raw etcd put or get /s (p50 / p99 ms) | raw etcd guarded txn /s (p50 / p99 ms) | REST /s (p50 / p99 ms) | vs etcd (put, txn) | gRPC /s (p50 / p99 ms) | vs etcd (put, txn) | CPU µs per op: etcd for raw / txn / REST / gRPC; control for REST / gRPC |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     let cell = |m: &Measured| {
         let mut c = format!(
             "{:.0} ({:.2} / {:.2})",
@@ -443,23 +498,27 @@ pub fn markdown(r: &Results) -> String {
             else {
                 continue;
             };
-            let ratio = |m: &Measured| {
-                if e.per_second > 0.0 {
-                    format!("{:.2}x", m.per_second / e.per_second)
-                } else {
-                    "–".into()
-                }
+            let txn = find(Api::EtcdTxn);
+            let over = |m: &Measured, base: Option<&Measured>| match base {
+                Some(b) if b.per_second > 0.0 => format!("{:.2}x", m.per_second / b.per_second),
+                _ => "–".into(),
+            };
+            let ratio = |m: &Measured| match txn {
+                Some(_) => format!("{}, {}", over(m, Some(e)), over(m, txn)),
+                None => over(m, Some(e)),
             };
             let _ = writeln!(
                 out,
-                "| {} | {clients} | {} | {} | {} | {} | {} | {:.0} / {:.0} / {:.0}, {:.0} / {:.0} |",
+                "| {} | {clients} | {} | {} | {} | {} | {} | {} | {:.0} / {} / {:.0} / {:.0}; {:.0} / {:.0} |",
                 if put { "PUT" } else { "GET" },
                 cell(e),
+                txn.map_or("–".into(), cell),
                 cell(rest),
                 ratio(rest),
                 cell(grpc),
                 ratio(grpc),
                 e.etcd_cpu_us,
+                txn.map_or("–".into(), |t| format!("{:.0}", t.etcd_cpu_us)),
                 rest.etcd_cpu_us,
                 grpc.etcd_cpu_us,
                 rest.control_cpu_us,
@@ -529,6 +588,6 @@ mod tests {
         let md = markdown(&r);
         assert!(md.contains("**3 errors**"), "{md}");
         assert!(md.contains("first error: refused"), "{md}");
-        assert!(md.contains("| PUT | 1 | 100 (1.00 / 2.00) |"), "{md}");
+        assert!(md.contains("| PUT | 1 | 100 (1.00 / 2.00) | – |"), "{md}");
     }
 }

@@ -5,6 +5,12 @@ use clap::Parser;
 use tlsfleet_control::{config::ControlArgs, server::ControlServer};
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc: every request allocates and frees many small buffers (HTTP, XML, JSON, etcd
+/// messages), and the system allocator spent about a quarter of the server's CPU on them
+/// under concurrent PUTs (BENCHMARKS.md, "Control plane against raw etcd").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()

@@ -94,7 +94,7 @@ conformance!(
     agents_expire_after_their_ttl,
     agents_live_while_kept_alive_then_expire,
     conditional_agent_writes_need_a_live_entry,
-    concurrent_puts_get_distinct_revisions,
+    concurrent_puts_are_each_visible_at_their_revision,
     conditional_writes_happen_only_on_the_revision_expected,
     audit_records_list_in_key_order_page_and_trim,
     audit_records_are_not_policies,
@@ -637,7 +637,10 @@ mod suite {
         assert_eq!(before.items, after.items);
     }
 
-    pub async fn concurrent_puts_get_distinct_revisions(store: Arc<dyn Store>) {
+    /// Concurrent writes of distinct keys may share a revision (etcd commits writes queued
+    /// together in one transaction: `store/etcd/batch.rs`); each is stored at the revision it
+    /// was answered with, and the store is at the newest.
+    pub async fn concurrent_puts_are_each_visible_at_their_revision(store: Arc<dyn Store>) {
         let tasks: Vec<_> = (0..20)
             .map(|i| {
                 let store = store.clone();
@@ -647,10 +650,7 @@ mod suite {
         let mut revisions = BTreeSet::new();
         for task in tasks {
             let (i, revision) = task.await.expect("put task");
-            assert!(
-                revisions.insert(revision),
-                "revision {revision} given twice"
-            );
+            revisions.insert(revision);
             let stored = store
                 .get(&format!("key{i}"))
                 .await
@@ -658,7 +658,7 @@ mod suite {
                 .expect("stored");
             assert_eq!(stored.mod_revision, revision);
         }
-        assert_eq!(revisions.len(), 20);
+        assert!(!revisions.is_empty() && revisions.len() <= 20);
         let last = revisions.last().copied();
         assert_eq!(Some(store.revision().await.expect("revision")), last);
     }
@@ -751,15 +751,24 @@ async fn next_events(watch: &mut WatchStream, n: usize) -> Vec<Event> {
                 "a batch's revision is its last event's"
             );
         }
-        for event in batch.events {
-            if let Some(previous) = events.last() {
+        // Revisions grow; writes committed together share one, and a revision is never
+        // split over two batches.
+        let before = events.last().map(Event::revision);
+        for (i, event) in batch.events.iter().enumerate() {
+            if let Some(before) = before {
                 assert!(
-                    event.revision() > previous.revision(),
+                    event.revision() > before,
+                    "out of order or split: {event:?}"
+                );
+            }
+            if i > 0 {
+                assert!(
+                    event.revision() >= batch.events[i - 1].revision(),
                     "out of order: {event:?}"
                 );
             }
-            events.push(event);
         }
+        events.extend(batch.events);
     }
     assert_eq!(events.len(), n, "more events than expected: {events:?}");
     events

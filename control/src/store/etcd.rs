@@ -26,6 +26,7 @@
 //! entries end with it, within the TTL.
 
 mod audit;
+mod batch;
 mod leases;
 mod members;
 mod watch;
@@ -111,9 +112,12 @@ pub struct EtcdStore {
     page_keys: i64,
     /// The registry leases this handle holds (TTL seconds -> lease id); shared by clones.
     registry_leases: Arc<std::sync::Mutex<BTreeMap<i64, i64>>>,
+    /// Group commit of conditional writes (see `batch`).
+    batcher: batch::Batcher,
 }
 
 /// How one attempt of a call ended, when it did not succeed.
+#[derive(Clone)]
 enum Attempt {
     /// etcd could not be reached or had no leader: try again while the deadline allows.
     Retry(String),
@@ -175,9 +179,10 @@ impl EtcdStore {
             // A member cut off from its leader fails calls and watches at once instead of
             // serving them late: the caller retries, another member answers.
             .with_require_leader(true);
-        let members = members::Members::connect(endpoints, options).await?;
+        let members = Arc::new(members::Members::connect(endpoints, options).await?);
         Ok(EtcdStore {
-            members: Arc::new(members),
+            batcher: batch::Batcher::spawn(members.clone()),
+            members,
             policies: format!("{prefix}policies/"),
             agents: format!("{prefix}agents/"),
             audit: format!("{prefix}audit/"),

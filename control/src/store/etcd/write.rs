@@ -20,12 +20,13 @@
 
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{PutOptions, TxnOp};
 
 use tokio::time::Instant;
 
 use super::{
-    header_revision, leases::is_lease_not_found, retry_backoff, Attempt, EtcdStore, CALL_DEADLINE,
+    batch::{Failure, Pending},
+    retry_backoff, Attempt, EtcdStore, CALL_DEADLINE,
 };
 use crate::store::{PolicyStore, Revision, StoreError};
 
@@ -45,7 +46,7 @@ pub(super) enum Write {
 }
 
 /// How an attempt of a write ended.
-enum Outcome {
+pub(super) enum Outcome {
     /// Committed at this revision (by this attempt, or by an earlier one whose answer was lost).
     Done(Revision),
     /// The key changed since `base` by another writer, and this write has not applied: `base`
@@ -202,46 +203,37 @@ impl EtcdStore {
             Write::Put(value) => TxnOp::put(key, value.clone(), None),
             Write::Delete => TxnOp::delete(key, None),
         };
-        let mut then = vec![
+        let mut ops = vec![
             op,
             TxnOp::put(guard, key, Some(PutOptions::new().with_lease(lease))),
         ];
         if let Some((extra_key, value)) = extra {
-            then.push(TxnOp::put(extra_key.as_str(), value.clone(), None));
+            ops.push(TxnOp::put(extra_key.as_str(), value.clone(), None));
         }
-        let txn = Txn::new()
-            .when([
-                Compare::mod_revision(key, CompareOp::Equal, base),
-                Compare::create_revision(guard, CompareOp::Equal, 0),
-            ])
-            .and_then(then)
-            .or_else([TxnOp::get(key, None), TxnOp::get(guard, None)]);
-        let resp = match self.kv().txn(txn).await {
-            Ok(resp) => resp,
-            Err(e) if is_lease_not_found(&e) => {
+        // The transaction is `key at base and no guard yet: the ops; else read both`, shared
+        // with the writes queued beside it (`batch`).
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.batcher
+            .submit(Pending {
+                key: key.to_owned(),
+                guard: guard.to_owned(),
+                base,
+                ops,
+                reply,
+            })
+            .await?;
+        match answer.await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(Failure::LeaseNotFound)) => {
                 // The guard lease expired early (etcd was unreachable for minutes): a new one.
                 *self.guard.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                return Err(Attempt::Retry("the write guard lease expired".into()));
+                Err(Attempt::Retry("the write guard lease expired".into()))
             }
-            Err(e) => return Err(e.into()),
-        };
-        let revision = header_revision(resp.header())?;
-        if resp.succeeded() {
-            return Ok(Outcome::Done(revision));
+            Ok(Err(Failure::Attempt(attempt))) => Err(attempt),
+            Err(_) => Err(Attempt::Retry(
+                "no answer in time from the transaction".into(),
+            )),
         }
-        let mut gets = resp.op_responses().into_iter().filter_map(|op| match op {
-            TxnOpResponse::Get(get) => Some(get.kvs().first().map(|kv| kv.mod_revision())),
-            _ => None,
-        });
-        let (key_now, guard_now) = (gets.next().flatten(), gets.next().flatten());
-        Ok(match guard_now {
-            // An earlier attempt committed, at the guard's revision.
-            Some(committed) => Outcome::Done(committed),
-            None => Outcome::Moved {
-                base: key_now.unwrap_or(0),
-                absent: key_now.is_none(),
-            },
-        })
     }
 }
 
