@@ -70,6 +70,7 @@ cargo nextest run --workspace --no-fail-fast
 echo "==> benchmark smoke: every server and case of tlsfleet-bench, tiny (BENCHMARKS.md for the real runs)"
 target/debug/tlsfleet-bench handshakes --smoke > /dev/null
 target/debug/tlsfleet-bench control --smoke > /dev/null
+target/debug/tlsfleet-bench convergence --smoke > /dev/null
 echo "==> official SDK tests (pytest)"
 TLSFLEET_BIN_DIR="$PWD/target/debug" python3 -m pytest -q tests/sdk
 if [ "$FUZZ_SECONDS" -gt 0 ]; then

@@ -8,10 +8,13 @@
 //!   its tables; [`client`] the load client, [`bare`] the bare server, [`peers`] nginx and
 //!   HAProxy, [`cpu`] process CPU accounting and pinning.
 //! * [`control_plane`]: PUT and GET through REST and gRPC against raw etcd.
+//! * [`convergence`]: from a PUT's answer to every agent's ACK, for fleets of processes and
+//!   simulated agents; nginx and HAProxy reloading the same change.
 
 pub mod bare;
 pub mod client;
 pub mod control_plane;
+pub mod convergence;
 pub mod cpu;
 pub mod data;
 pub mod handshakes;

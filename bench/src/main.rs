@@ -4,13 +4,14 @@
 //! tlsfleet-bench handshakes [--policies 100000] [--peer-names 10000] [--seconds 5] [--rounds 3]
 //! tlsfleet-bench handshakes --smoke      # what CI runs: everything, tiny
 //! tlsfleet-bench control [--clients 1,16,64] [--seconds 5]
+//! tlsfleet-bench convergence [--processes 10,100] [--simulated 1000] [--puts 100] [--bursts 5]
 //! ```
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use tlsfleet_bench::{bare, client, control_plane, cpu, handshakes, report};
+use tlsfleet_bench::{bare, client, control_plane, convergence, cpu, handshakes, report};
 
 #[derive(Parser)]
 #[command(
@@ -70,6 +71,38 @@ enum Cmd {
         /// Buckets stored before the run (the GETs read them, the PUTs change them).
         #[arg(long, default_value_t = 10_000)]
         buckets: usize,
+        /// A tiny run (what CI runs).
+        #[arg(long)]
+        smoke: bool,
+    },
+    /// Fleet convergence: from a PUT's answer to every agent's ACK, for fleets of agent
+    /// processes and of agents simulated in this process, single PUTs and bursts; nginx and
+    /// HAProxy reloading one name's change beside it. Prints the markdown tables.
+    Convergence {
+        /// Fleets of agent processes, one measurement each.
+        #[arg(long, value_delimiter = ',', default_values_t = [10, 100])]
+        processes: Vec<usize>,
+        /// Agents simulated in this process (their sync client and policy table; 0: none).
+        #[arg(long, default_value_t = 1000)]
+        simulated: usize,
+        /// Policies stored before the fleets start (the realistic mix).
+        #[arg(long, default_value_t = 10_000)]
+        policies: usize,
+        /// Single PUTs per fleet, one at a time.
+        #[arg(long, default_value_t = 100)]
+        puts: usize,
+        /// Bursts per fleet.
+        #[arg(long, default_value_t = 5)]
+        bursts: usize,
+        /// PUTs per burst.
+        #[arg(long, default_value_t = 1000)]
+        burst_size: usize,
+        /// Names nginx and HAProxy are configured with for their reloads (0: leave them out).
+        #[arg(long, default_value_t = 10_000)]
+        peer_names: usize,
+        /// Reloads per peer.
+        #[arg(long, default_value_t = 10)]
+        reloads: usize,
         /// A tiny run (what CI runs).
         #[arg(long)]
         smoke: bool,
@@ -191,6 +224,44 @@ fn main() -> anyhow::Result<()> {
                 results.measured.iter().all(|m| m.errors == 0 && m.ops > 0),
                 "some calls failed or none completed (see the table)"
             );
+            Ok(())
+        }
+        Cmd::Convergence {
+            processes,
+            simulated,
+            policies,
+            puts,
+            bursts,
+            burst_size,
+            peer_names,
+            reloads,
+            smoke,
+        } => {
+            let settings = if smoke {
+                convergence::Settings {
+                    processes: vec![2],
+                    simulated: 5,
+                    policies: 200,
+                    puts: 3,
+                    bursts: 1,
+                    burst_size: 32,
+                    peer_names: 200,
+                    reloads: 2,
+                }
+            } else {
+                convergence::Settings {
+                    processes,
+                    simulated,
+                    policies,
+                    puts,
+                    bursts,
+                    burst_size,
+                    peer_names,
+                    reloads,
+                }
+            };
+            let results = convergence::run(&settings)?;
+            println!("{}", convergence::markdown(&results));
             Ok(())
         }
         Cmd::BareServer { cert, key, listen } => {

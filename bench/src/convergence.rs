@@ -1,0 +1,707 @@
+//! Fleet convergence: from a PUT's answer to the last agent's ACK of its revision, for fleets
+//! of agent processes and of agents simulated in this process (the agent's own sync client
+//! and policy table, without a listener), for single PUTs and bursts; and, beside it, nginx
+//! and HAProxy applying one change to a configuration of many names (rewrite and reload).
+//!
+//! The ACK times are the control server's (`GetRolloutStatus.last_ack_unix_ms`, the moment
+//! it received the last ACK), compared with the moment this process got the PUT's answer, on
+//! the same machine's clock: the polling of the status adds nothing to them. For fleets of
+//! processes, every PUT is also checked with a real handshake at one agent (TLS 1.2 refused
+//! once the bucket is TLS 1.3 only), timed from the same answer.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context as _;
+use rustls::pki_types::CertificateDer;
+use tlsfleet_proto::{
+    signer::{signed_request, AccessKey, Signer},
+    v1::{
+        fleet_service_client::FleetServiceClient,
+        https_config_service_client::HttpsConfigServiceClient, GetRolloutStatusRequest, PutRequest,
+    },
+};
+use tlsfleet_testkit::{
+    agent::Agent,
+    control::{keys, Control, DOMAIN},
+    etcd::Etcd,
+    procs::Proc,
+    tls::{handshake, ClientOffer, KeyKind, TestCa, TestCert},
+};
+use tokio_util::sync::CancellationToken;
+use tonic::{service::interceptor::InterceptedService, transport::Channel};
+
+use crate::{data::write_policies, peers};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Fleets of agent processes, one measurement each.
+    pub processes: Vec<usize>,
+    /// Agents simulated in this process (0: none).
+    pub simulated: usize,
+    /// Policies stored before the fleets start.
+    pub policies: usize,
+    /// Single PUTs per fleet, one at a time.
+    pub puts: usize,
+    /// Bursts per fleet, and PUTs per burst (sent by [`BURST_CLIENTS`] clients at once).
+    pub bursts: usize,
+    pub burst_size: usize,
+    /// Also nginx and HAProxy reloading, with this many names (0: not).
+    pub peer_names: usize,
+    /// Reloads per peer.
+    pub reloads: usize,
+}
+
+/// Clients sending a burst's PUTs at once.
+pub const BURST_CLIENTS: usize = 16;
+/// How often the rollout status is asked while waiting for the ACKs.
+const POLL: Duration = Duration::from_millis(2);
+/// Longest wait for a fleet to converge on one revision.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One fleet's figures, in milliseconds.
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    pub label: String,
+    pub agents: usize,
+    /// Single PUTs: answer to the last ACK.
+    pub single: Vec<f64>,
+    /// Single PUTs: commit (the control server's clock) to the last ACK.
+    pub single_from_commit: Vec<f64>,
+    /// Single PUTs: answer to a handshake at one agent refused by the new rule.
+    pub handshake: Vec<f64>,
+    /// Bursts: the last answer to the last ACK of the burst's newest revision.
+    pub burst: Vec<f64>,
+    /// Bursts: first PUT sent to the last answer.
+    pub burst_sending: Vec<f64>,
+    /// How long the fleet took to be ready (every agent enforcing the current revision).
+    pub ready_s: f64,
+}
+
+/// A peer's figures, in milliseconds: signal to the first handshake that sees the change.
+#[derive(Debug, Clone)]
+pub struct Reload {
+    pub server: String,
+    pub names: usize,
+    pub samples: Vec<f64>,
+}
+
+pub struct Results {
+    pub settings: Settings,
+    pub fleets: Vec<Fleet>,
+    pub reloads: Vec<Reload>,
+}
+
+type Admin = HttpsConfigServiceClient<InterceptedService<Channel, Signer>>;
+type FleetClient = FleetServiceClient<InterceptedService<Channel, Signer>>;
+
+/// The clients the measurement uses.
+#[derive(Clone)]
+struct Clients {
+    admin: Admin,
+    fleet: FleetClient,
+}
+
+impl Clients {
+    async fn connect(url: &str) -> anyhow::Result<Self> {
+        let channel = Channel::from_shared(url.to_owned())?.connect().await?;
+        let signer = || AccessKey::new(keys::ADMIN.0, keys::ADMIN.1).map(Signer::new);
+        Ok(Self {
+            admin: HttpsConfigServiceClient::with_interceptor(channel.clone(), signer()?),
+            fleet: FleetServiceClient::with_interceptor(channel, signer()?),
+        })
+    }
+
+    /// PUTs `bucket` TLS 1.3 only; its revision, and when its answer came (Unix ms).
+    async fn put_tls13_only(&mut self, bucket: &str) -> anyhow::Result<(i64, f64)> {
+        let (revision, answered, _) = self.put_timed(bucket).await?;
+        Ok((revision, answered))
+    }
+
+    /// [`Self::put_tls13_only`], also with when the control server committed it (Unix ms).
+    async fn put_timed(&mut self, bucket: &str) -> anyhow::Result<(i64, f64, f64)> {
+        let config = tlsfleet_testkit::grpc::https_config(&["TLSv1.3"], &[], &[]);
+        let resp = self
+            .admin
+            .put(signed_request(PutRequest {
+                bucket: bucket.to_owned(),
+                config: Some(config),
+                allow_downgrade: true,
+                ..Default::default()
+            }))
+            .await
+            .with_context(|| format!("PUT {bucket}"))?
+            .into_inner();
+        Ok((resp.revision, unix_ms(), resp.committed_unix_ms as f64))
+    }
+
+    /// Waits until every agent of `selector` (`agents` of them) enforces `revision`; when
+    /// the last ACK came (Unix ms, the control server's clock).
+    async fn converged(
+        &mut self,
+        revision: i64,
+        selector: &BTreeMap<String, String>,
+        agents: usize,
+    ) -> anyhow::Result<f64> {
+        let deadline = Instant::now() + CONVERGE_TIMEOUT;
+        loop {
+            let status = self
+                .fleet
+                .get_rollout_status(signed_request(GetRolloutStatusRequest {
+                    revision,
+                    selector: selector.clone().into_iter().collect(),
+                    bucket: String::new(),
+                }))
+                .await?
+                .into_inner();
+            anyhow::ensure!(
+                status.failed.is_empty(),
+                "agents refused revision {revision}: {:?}",
+                status.failures
+            );
+            if status.enforcing.len() >= agents && status.pending.is_empty() {
+                return Ok(status.last_ack_unix_ms as f64);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "revision {revision}: {} of {agents} agents enforcing after {CONVERGE_TIMEOUT:?}",
+                status.enforcing.len()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+fn unix_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// Agents simulated in this process: each the agent's sync client and policy table.
+struct Simulated {
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Simulated {
+    fn start(n: usize, url: &str, cert: &TestCert, label: &str) -> anyhow::Result<Self> {
+        use tlsfleet_agent::{
+            metrics::Metrics,
+            readiness::Readiness,
+            sync::{Credentials, SyncClient, SyncConfig},
+            table::PolicyTable,
+            tls::{cert::CertResolver, config::ConfigFactory},
+        };
+        let resolver = Arc::new(CertResolver::from_pem(
+            &std::fs::read(&cert.cert)?,
+            &std::fs::read(&cert.key)?,
+            &[DOMAIN.to_owned()],
+        )?);
+        let shutdown = CancellationToken::new();
+        let mut tasks = Vec::with_capacity(n);
+        for i in 0..n {
+            let table = Arc::new(PolicyTable::new(ConfigFactory::new(resolver.clone())?));
+            let mut cfg = SyncConfig::new(vec![url.to_owned()], format!("{label}-{i}"));
+            cfg.labels.insert("fleet".into(), label.into());
+            cfg.credentials = Some(Credentials {
+                access_key_id: keys::AGENT.0.into(),
+                secret: keys::AGENT.1.into(),
+            });
+            let client = SyncClient::new(
+                cfg,
+                table,
+                Arc::new(Metrics::new()),
+                Arc::new(Readiness::default()),
+            )?;
+            tasks.push(tokio::spawn(client.run(None, shutdown.clone())));
+        }
+        Ok(Self { shutdown, tasks })
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Runs every fleet, then the peers.
+pub fn run(s: &Settings) -> anyhow::Result<Results> {
+    let dir = tempfile::tempdir()?;
+    let ca = TestCa::new();
+    let cert = ca.issue(
+        dir.path(),
+        "tls",
+        &[DOMAIN.to_owned(), format!("*.{DOMAIN}")],
+        KeyKind::EcdsaP256,
+    );
+    let etcd = Etcd::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    eprintln!("bench: writing {} policies into etcd", s.policies);
+    runtime.block_on(write_policies(&etcd.endpoint(), s.policies))?;
+    let control = Control::on_etcd_with(
+        &etcd.endpoint(),
+        &[
+            "--replay-cache-per-key".to_owned(),
+            "1000000".to_owned(),
+            "--max-sync-streams-per-key".to_owned(),
+            "100000".to_owned(),
+        ],
+    );
+    let url = control.grpc_url();
+    let clients = runtime.block_on(Clients::connect(&url))?;
+    let mut fleets = Vec::new();
+    for &n in &s.processes {
+        let label = format!("p{n}");
+        eprintln!("bench: {n} agent processes");
+        let started = Instant::now();
+        let mut agents: Vec<Agent> = (0..n)
+            .map(|i| {
+                Agent::spawn_with(
+                    &format!("{label}-{i}"),
+                    std::slice::from_ref(&url),
+                    &cert.cert,
+                    &cert.key,
+                    None,
+                    &["--label".to_owned(), format!("fleet={label}")],
+                )
+            })
+            .collect();
+        for a in &mut agents {
+            a.wait_ready();
+        }
+        let sample = agents.first().map(|a| a.tls);
+        let fleet = runtime.block_on(measure(
+            s,
+            clients.clone(),
+            &label,
+            format!("{n} agent processes"),
+            n,
+            sample,
+            ca.der(),
+            started,
+        ))?;
+        fleets.push(fleet);
+        drop(agents);
+    }
+    if s.simulated > 0 {
+        let n = s.simulated;
+        let label = format!("s{n}");
+        eprintln!("bench: {n} agents simulated in one process");
+        let started = Instant::now();
+        let sim = runtime.block_on(async { Simulated::start(n, &url, &cert, &label) })?;
+        let fleet = runtime.block_on(measure(
+            s,
+            clients.clone(),
+            &label,
+            format!("{n} agents in one process"),
+            n,
+            None,
+            ca.der(),
+            started,
+        ));
+        runtime.block_on(sim.stop());
+        fleets.push(fleet?);
+    }
+    let mut reloads = Vec::new();
+    if s.peer_names > 0 {
+        reloads.push(nginx_reload(dir.path(), &cert, &ca, s)?);
+        reloads.push(haproxy_reload(dir.path(), &cert, &ca, s)?);
+    }
+    Ok(Results {
+        settings: s.clone(),
+        fleets,
+        reloads,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn measure(
+    s: &Settings,
+    mut clients: Clients,
+    label: &str,
+    name: String,
+    agents: usize,
+    sample: Option<SocketAddr>,
+    ca: CertificateDer<'static>,
+    started: Instant,
+) -> anyhow::Result<Fleet> {
+    let selector: BTreeMap<String, String> = [("fleet".to_owned(), label.to_owned())].into();
+    // Ready: every agent enforces what is stored now.
+    clients.converged(0, &selector, agents).await?;
+    let ready_s = started.elapsed().as_secs_f64();
+    let mut fleet = Fleet {
+        label: name,
+        agents,
+        single: vec![],
+        single_from_commit: vec![],
+        handshake: vec![],
+        burst: vec![],
+        burst_sending: vec![],
+        ready_s,
+    };
+    for k in 0..s.puts {
+        // A bucket of its own, without a policy: it serves TLS 1.2 until this PUT.
+        let bucket = format!("conv-{label}-{k}");
+        let (revision, answered, committed) = clients.put_timed(&bucket).await?;
+        let at = Instant::now();
+        let probe = sample.map(|addr| {
+            let ca = ca.clone();
+            let sni = format!("{bucket}.{DOMAIN}");
+            tokio::spawn(async move { refused_from(addr, &sni, &ca, at).await })
+        });
+        let last_ack = clients.converged(revision, &selector, agents).await?;
+        // The ACK times have a resolution of 1 ms; an ACK can come before the answer.
+        fleet.single.push((last_ack - answered).max(0.0));
+        fleet
+            .single_from_commit
+            .push((last_ack - committed).max(0.0));
+        if let Some(probe) = probe {
+            fleet.handshake.push(probe.await??);
+        }
+    }
+    for b in 0..s.bursts {
+        let sent = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for c in 0..BURST_CLIENTS {
+            let mut clients = clients.clone();
+            let per = s.burst_size / BURST_CLIENTS + usize::from(c < s.burst_size % BURST_CLIENTS);
+            let label = label.to_owned();
+            tasks.spawn(async move {
+                let mut newest = (0, 0.0);
+                for k in 0..per {
+                    let bucket = format!("conv-{label}-b{b}-{c}-{k}");
+                    let (revision, answered) = clients.put_tls13_only(&bucket).await?;
+                    newest = (newest.0.max(revision), f64::max(newest.1, answered));
+                }
+                Ok::<_, anyhow::Error>(newest)
+            });
+        }
+        let (mut revision, mut answered) = (0, 0.0);
+        while let Some(done) = tasks.join_next().await {
+            let (r, a) = done??;
+            revision = revision.max(r);
+            answered = f64::max(answered, a);
+        }
+        fleet
+            .burst_sending
+            .push(sent.elapsed().as_secs_f64() * 1000.0);
+        let last_ack = clients.converged(revision, &selector, agents).await?;
+        fleet.burst.push((last_ack - answered).max(0.0));
+    }
+    Ok(fleet)
+}
+
+/// Milliseconds from `since` until a TLS 1.2 handshake with `sni` at `addr` is refused.
+async fn refused_from(
+    addr: SocketAddr,
+    sni: &str,
+    ca: &CertificateDer<'static>,
+    since: Instant,
+) -> anyhow::Result<f64> {
+    let deadline = since + CONVERGE_TIMEOUT;
+    let offer = ClientOffer::tls12();
+    loop {
+        if handshake(addr, sni, ca, &offer).await.is_err() {
+            return Ok(since.elapsed().as_secs_f64() * 1000.0);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{sni}: TLS 1.2 still served after {CONVERGE_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Milliseconds from `since` until a handshake with `sni` at `addr` offering only the TLS 1.2
+/// suite `suite` (IANA id) is refused.
+async fn suite_refused_from(
+    addr: SocketAddr,
+    sni: &str,
+    ca: &CertificateDer<'static>,
+    suite: u16,
+    since: Instant,
+) -> anyhow::Result<f64> {
+    let deadline = since + CONVERGE_TIMEOUT;
+    let offer = ClientOffer::tls12().with_suites(&[suite]);
+    loop {
+        if handshake(addr, sni, ca, &offer).await.is_err() {
+            return Ok(since.elapsed().as_secs_f64() * 1000.0);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{sni}: the suite is still served after {CONVERGE_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// ECDHE-ECDSA-AES256-GCM-SHA384: a TLS 1.2 suite every name serves until its ciphers are
+/// restricted to [`crate::data::CUSTOM_TLS12_SUITE`].
+const OTHER_TLS12_SUITE: u16 = 0xc02c;
+
+/// Bucket `i` whose rule a reload changes: one of the plain ones (both versions, every
+/// suite), restricted to the custom TLS 1.2 suite by rewriting its lines.
+fn reload_target(names: usize, round: usize) -> usize {
+    // i % 20 == 0 is always a plain bucket in the mix (`data::rule`).
+    (round * 20 + 20) % names.max(20) / 20 * 20
+}
+
+fn wait_listening(addr: SocketAddr) -> bool {
+    tlsfleet_testkit::procs::eventually(Duration::from_secs(300), || {
+        std::net::TcpStream::connect(addr).is_ok()
+    })
+}
+
+/// nginx (a master and one worker) with `peer_names` server blocks: for each reload, one
+/// name's `ssl_ciphers` restricted in the file, then SIGHUP.
+fn nginx_reload(dir: &Path, cert: &TestCert, ca: &TestCa, s: &Settings) -> anyhow::Result<Reload> {
+    let dir = dir.join("nginx-reload");
+    std::fs::create_dir_all(&dir)?;
+    let addr: SocketAddr = ([127, 0, 0, 1], tlsfleet_testkit::ports::free_port()).into();
+    let n = s.peer_names;
+    let peer = peers::nginx(&dir, addr, &cert.cert, &cert.key, n)?;
+    let conf = dir.join("nginx.conf");
+    // A reload needs the master process.
+    let with_master = |text: String| text.replace("master_process off;", "master_process on;");
+    let base = std::fs::read_to_string(&conf)?;
+    std::fs::write(&conf, with_master(base.clone()))?;
+    let mut command = peer.command;
+    let proc = Proc::spawn("nginx", &mut command);
+    anyhow::ensure!(
+        wait_listening(addr),
+        "nginx did not listen: {}",
+        proc.log_tail()
+    );
+    let master = proc.pid().context("nginx exited")?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let mut samples = Vec::new();
+    let mut text = with_master(base);
+    for round in 0..s.reloads {
+        let i = reload_target(n, round);
+        let line = format!(
+            "server_name {}.{DOMAIN}; ssl_protocols TLSv1.2 TLSv1.3;",
+            crate::data::bucket(i)
+        );
+        anyhow::ensure!(text.contains(&line), "no server block for bucket {i}");
+        text = text.replace(
+            &line,
+            &format!("{line} ssl_ciphers {};", crate::data::CUSTOM_TLS12_SUITE),
+        );
+        let since = Instant::now();
+        std::fs::write(&conf, &text)?;
+        signal(master, "HUP")?;
+        let sni = format!("{}.{DOMAIN}", crate::data::bucket(i));
+        let seen = runtime.block_on(suite_refused_from(
+            addr,
+            &sni,
+            &ca.der(),
+            OTHER_TLS12_SUITE,
+            since,
+        ));
+        samples.push(seen.with_context(|| {
+            format!(
+                "nginx reload; its error log:\n{}",
+                std::fs::read_to_string(dir.join("nginx-error.log")).unwrap_or_default()
+            )
+        })?);
+    }
+    Ok(Reload {
+        server: format!("nginx {} (SIGHUP)", version_word(&peer.version)),
+        names: n,
+        samples,
+    })
+}
+
+/// HAProxy with `peer_names` crt-list lines: for each reload, one line restricted to the
+/// custom suite, then a new process started with `-sf` (the classic soft reload: it binds
+/// beside the old one, which finishes its connections and exits).
+fn haproxy_reload(
+    dir: &Path,
+    cert: &TestCert,
+    ca: &TestCa,
+    s: &Settings,
+) -> anyhow::Result<Reload> {
+    let dir = dir.join("haproxy-reload");
+    std::fs::create_dir_all(&dir)?;
+    let addr: SocketAddr = ([127, 0, 0, 1], tlsfleet_testkit::ports::free_port()).into();
+    let n = s.peer_names;
+    let peer = peers::haproxy(&dir, addr, &cert.cert, &cert.key, n)?;
+    let list: PathBuf = dir.join("crt-list.txt");
+    let binary = peers::which("haproxy").context("haproxy is not installed")?;
+    let start = |previous: Option<u32>| {
+        let mut command = Command::new(&binary);
+        command.arg("-db").arg("-f").arg(dir.join("haproxy.cfg"));
+        if let Some(pid) = previous {
+            command.arg("-sf").arg(pid.to_string());
+        }
+        Proc::spawn("haproxy", &mut command)
+    };
+    let mut procs = vec![start(None)];
+    anyhow::ensure!(
+        wait_listening(addr),
+        "haproxy did not listen: {}",
+        procs[0].log_tail()
+    );
+    let runtime = tokio::runtime::Runtime::new()?;
+    let mut samples = Vec::new();
+    let mut text = std::fs::read_to_string(&list)?;
+    for round in 0..s.reloads {
+        let i = reload_target(n, round);
+        let old = format!(
+            "[ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3] {}.{DOMAIN}\n",
+            crate::data::bucket(i)
+        );
+        anyhow::ensure!(text.contains(&old), "no crt-list line for bucket {i}");
+        text = text.replace(
+            &old,
+            &format!(
+                "[ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3 ciphers {}] {}.{DOMAIN}\n",
+                crate::data::CUSTOM_TLS12_SUITE,
+                crate::data::bucket(i)
+            ),
+        );
+        let since = Instant::now();
+        std::fs::write(&list, &text)?;
+        let previous = procs.last().and_then(Proc::pid);
+        procs.push(start(previous));
+        let sni = format!("{}.{DOMAIN}", crate::data::bucket(i));
+        let seen = runtime.block_on(suite_refused_from(
+            addr,
+            &sni,
+            &ca.der(),
+            OTHER_TLS12_SUITE,
+            since,
+        ));
+        let last = procs.last().map(Proc::log_tail).unwrap_or_default();
+        samples.push(seen.with_context(|| format!("haproxy reload; it printed:\n{last}"))?);
+    }
+    Ok(Reload {
+        server: format!("HAProxy {} (new process, -sf)", version_word(&peer.version)),
+        names: n,
+        samples,
+    })
+}
+
+/// The version in a `-v` line ("nginx version: nginx/1.22.1" → "1.22.1").
+fn version_word(line: &str) -> String {
+    line.split_whitespace()
+        .map(|w| w.rsplit('/').next().unwrap_or(w))
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))
+        .unwrap_or(line)
+        .to_owned()
+}
+
+fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()?;
+    anyhow::ensure!(status.success(), "kill -{name} {pid} failed");
+    Ok(())
+}
+
+/// p50, p99 and max of `v` (0 when empty).
+pub fn percentiles(v: &[f64]) -> (f64, f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let at = |p: f64| v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1];
+    (at(0.50), at(0.99), v[v.len() - 1])
+}
+
+/// The markdown tables.
+pub fn markdown(r: &Results) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let s = &r.settings;
+    let _ = writeln!(
+        out,
+        "{} policies stored; {} single PUTs and {} bursts of {} PUTs ({BURST_CLIENTS} clients) per fleet.\n",
+        s.policies, s.puts, s.bursts, s.burst_size
+    );
+    let _ = writeln!(
+        out,
+        "| fleet | ready (s) | single PUT: answer to last ACK, p50 / p99 / max ms | single PUT: commit to last ACK, p50 / p99 / max ms | answer to a refusing handshake at one agent, p50 / p99 / max ms | burst: last answer to last ACK, p50 / p99 / max ms | burst: sending it, p50 ms |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    let ppm = |v: &[f64]| {
+        if v.is_empty() {
+            return "–".to_owned();
+        }
+        let (p50, p99, max) = percentiles(v);
+        format!("{p50:.1} / {p99:.1} / {max:.1}")
+    };
+    for f in &r.fleets {
+        let _ = writeln!(
+            out,
+            "| {} | {:.1} | {} | {} | {} | {} | {} |",
+            f.label,
+            f.ready_s,
+            ppm(&f.single),
+            ppm(&f.single_from_commit),
+            ppm(&f.handshake),
+            ppm(&f.burst),
+            if f.burst_sending.is_empty() {
+                "–".to_owned()
+            } else {
+                format!("{:.0}", percentiles(&f.burst_sending).0)
+            }
+        );
+    }
+    if !r.reloads.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n| peer | names | one name's change: signal to the first refusing handshake, p50 / p99 / max ms |"
+        );
+        let _ = writeln!(out, "|---|---|---|");
+        for p in &r.reloads {
+            let _ = writeln!(out, "| {} | {} | {} |", p.server, p.names, ppm(&p.samples));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_a_hundred() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentiles(&v), (50.0, 99.0, 100.0));
+        assert_eq!(percentiles(&[]), (0.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn version_words() {
+        assert_eq!(version_word("nginx version: nginx/1.22.1"), "1.22.1");
+        assert_eq!(
+            version_word("HAProxy version 2.6.12-1+deb12u4 2026/10/17 - https://haproxy.org/"),
+            "2.6.12-1+deb12u4"
+        );
+    }
+
+    #[test]
+    fn reload_targets_are_plain_buckets_in_range() {
+        for round in 0..50 {
+            let i = reload_target(200, round);
+            assert!(i < 200 && i.is_multiple_of(20), "{i}");
+            let r = crate::data::rule(i);
+            assert!(r.tls12 && r.tls13 && !r.custom_tls12_suite);
+        }
+    }
+}
