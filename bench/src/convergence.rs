@@ -65,6 +65,8 @@ pub const BURST_CLIENTS: usize = 16;
 const POLL: Duration = Duration::from_millis(2);
 /// Longest wait for a fleet to converge on one revision.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest wait for a fleet to load its snapshots.
+const READY_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// One fleet's figures, in milliseconds.
 #[derive(Debug, Clone)]
@@ -150,7 +152,18 @@ impl Clients {
         selector: &BTreeMap<String, String>,
         agents: usize,
     ) -> anyhow::Result<f64> {
-        let deadline = Instant::now() + CONVERGE_TIMEOUT;
+        self.converged_within(revision, selector, agents, CONVERGE_TIMEOUT)
+            .await
+    }
+
+    async fn converged_within(
+        &mut self,
+        revision: i64,
+        selector: &BTreeMap<String, String>,
+        agents: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<f64> {
+        let deadline = Instant::now() + timeout;
         loop {
             let status = self
                 .fleet
@@ -171,10 +184,19 @@ impl Clients {
             }
             anyhow::ensure!(
                 Instant::now() < deadline,
-                "revision {revision}: {} of {agents} agents enforcing after {CONVERGE_TIMEOUT:?}",
+                "revision {revision}: {} of {agents} agents enforcing after {timeout:?}",
                 status.enforcing.len()
             );
-            tokio::time::sleep(POLL).await;
+            // Each answer lists the fleet from the store: ask a large fleet less often (the
+            // figures are the server's own ACK times, whatever the polling).
+            let poll = if timeout > CONVERGE_TIMEOUT {
+                Duration::from_millis(100)
+            } else if agents >= 1000 {
+                POLL * 5
+            } else {
+                POLL
+            };
+            tokio::time::sleep(poll).await;
         }
     }
 }
@@ -257,6 +279,9 @@ pub fn run(s: &Settings) -> anyhow::Result<Results> {
             "1000000".to_owned(),
             "--max-sync-streams-per-key".to_owned(),
             "100000".to_owned(),
+            // The simulated agents all connect from 127.0.0.1.
+            "--grpc-max-connections-per-source".to_owned(),
+            "100000".to_owned(),
         ],
     );
     let url = control.grpc_url();
@@ -292,6 +317,7 @@ pub fn run(s: &Settings) -> anyhow::Result<Results> {
             ca.der(),
             started,
         ))?;
+        eprintln!("{}", markdown_fleet(&fleet));
         fleets.push(fleet);
         drop(agents);
     }
@@ -312,7 +338,9 @@ pub fn run(s: &Settings) -> anyhow::Result<Results> {
             started,
         ));
         runtime.block_on(sim.stop());
-        fleets.push(fleet?);
+        let fleet = fleet?;
+        eprintln!("{}", markdown_fleet(&fleet));
+        fleets.push(fleet);
     }
     let mut reloads = Vec::new();
     if s.peer_names > 0 {
@@ -339,7 +367,9 @@ async fn measure(
 ) -> anyhow::Result<Fleet> {
     let selector: BTreeMap<String, String> = [("fleet".to_owned(), label.to_owned())].into();
     // Ready: every agent enforces what is stored now.
-    clients.converged(0, &selector, agents).await?;
+    clients
+        .converged_within(0, &selector, agents, READY_TIMEOUT)
+        .await?;
     let ready_s = started.elapsed().as_secs_f64();
     let mut fleet = Fleet {
         label: name,
@@ -433,7 +463,9 @@ async fn suite_refused_from(
     suite: u16,
     since: Instant,
 ) -> anyhow::Result<f64> {
-    let deadline = since + CONVERGE_TIMEOUT;
+    // A peer re-reads every name's configuration (nginx builds one SSL context per server
+    // block): minutes at 10,000 names.
+    let deadline = since + READY_TIMEOUT;
     let offer = ClientOffer::tls12().with_suites(&[suite]);
     loop {
         if handshake(addr, sni, ca, &offer).await.is_err() {
@@ -441,7 +473,7 @@ async fn suite_refused_from(
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "{sni}: the suite is still served after {CONVERGE_TIMEOUT:?}"
+            "{sni}: the suite is still served after {READY_TIMEOUT:?}"
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -623,6 +655,32 @@ pub fn percentiles(v: &[f64]) -> (f64, f64, f64) {
     (at(0.50), at(0.99), v[v.len() - 1])
 }
 
+fn ppm(v: &[f64]) -> String {
+    if v.is_empty() {
+        return "–".to_owned();
+    }
+    let (p50, p99, max) = percentiles(v);
+    format!("{p50:.1} / {p99:.1} / {max:.1}")
+}
+
+/// One fleet's row.
+fn markdown_fleet(f: &Fleet) -> String {
+    format!(
+        "| {} | {:.1} | {} | {} | {} | {} | {} |",
+        f.label,
+        f.ready_s,
+        ppm(&f.single),
+        ppm(&f.single_from_commit),
+        ppm(&f.handshake),
+        ppm(&f.burst),
+        if f.burst_sending.is_empty() {
+            "–".to_owned()
+        } else {
+            format!("{:.0}", percentiles(&f.burst_sending).0)
+        }
+    )
+}
+
 /// The markdown tables.
 pub fn markdown(r: &Results) -> String {
     use std::fmt::Write as _;
@@ -638,29 +696,8 @@ pub fn markdown(r: &Results) -> String {
         "| fleet | ready (s) | single PUT: answer to last ACK, p50 / p99 / max ms | single PUT: commit to last ACK, p50 / p99 / max ms | answer to a refusing handshake at one agent, p50 / p99 / max ms | burst: last answer to last ACK, p50 / p99 / max ms | burst: sending it, p50 ms |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|");
-    let ppm = |v: &[f64]| {
-        if v.is_empty() {
-            return "–".to_owned();
-        }
-        let (p50, p99, max) = percentiles(v);
-        format!("{p50:.1} / {p99:.1} / {max:.1}")
-    };
     for f in &r.fleets {
-        let _ = writeln!(
-            out,
-            "| {} | {:.1} | {} | {} | {} | {} | {} |",
-            f.label,
-            f.ready_s,
-            ppm(&f.single),
-            ppm(&f.single_from_commit),
-            ppm(&f.handshake),
-            ppm(&f.burst),
-            if f.burst_sending.is_empty() {
-                "–".to_owned()
-            } else {
-                format!("{:.0}", percentiles(&f.burst_sending).0)
-            }
-        );
+        let _ = writeln!(out, "{}", markdown_fleet(f));
     }
     if !r.reloads.is_empty() {
         let _ = writeln!(

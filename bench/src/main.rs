@@ -250,7 +250,8 @@ fn main() -> anyhow::Result<()> {
                 }
             } else {
                 convergence::Settings {
-                    processes,
+                    // `--processes 0`: no fleet of processes.
+                    processes: processes.into_iter().filter(|&n| n > 0).collect(),
                     simulated,
                     policies,
                     puts,

@@ -88,6 +88,19 @@ fn policies_load_agents_converge_and_a_change_reaches_every_handshake() {
         .map(|a| a.process().rss_bytes().unwrap_or(0))
         .collect();
     let control_after = control.process().rss_bytes().unwrap_or(0);
+    // One rustls ServerConfig per distinct effective policy, not per bucket: the mix has
+    // four (both versions, TLS 1.3 only, a custom TLS 1.2 suite, management off).
+    let distinct: Vec<usize> = agents
+        .iter()
+        .map(|a| a.metric("distinct_configs").unwrap_or(0.0) as usize)
+        .collect();
+    for (a, d) in agents.iter().zip(&distinct) {
+        assert!(
+            (1..=8).contains(d),
+            "{} holds {d} distinct configs for {n} policies",
+            a.node_id
+        );
+    }
 
     // One change: a TLS 1.2 bucket goes TLS 1.3 only, and every agent refuses TLS 1.2 to it.
     let changed = bucket(0);
@@ -130,8 +143,8 @@ fn policies_load_agents_converge_and_a_change_reaches_every_handshake() {
     eprintln!(
         "scale: {n} policies, {m} agents | control ready {control_ready:.1?}, RSS {:.0} MiB \
          ({} B/policy), peak while serving {:.0} MiB, after {:.0} MiB ({} B/policy) | agents \
-         ready {agents_ready:.1?}, RSS max {:.0} MiB ({} B/policy) | one change enforced \
-         everywhere (put --wait) in {change_enforced:.1?}",
+         ready {agents_ready:.1?}, RSS max {:.0} MiB ({} B/policy), distinct ServerConfigs \
+         {distinct:?} | one change enforced everywhere (put --wait) in {change_enforced:.1?}",
         mib(control_rss),
         control_rss / n as u64,
         mib(control_peak),
