@@ -9,7 +9,7 @@
 //!   HAProxy, [`cpu`] process CPU accounting and pinning.
 //! * [`control_plane`]: PUT and GET through REST and gRPC against raw etcd.
 //! * [`convergence`]: from a PUT's answer to every agent's ACK, for fleets of processes and
-//!   simulated agents; nginx and HAProxy reloading the same change.
+//!   simulated agents; [`reloads`] nginx and HAProxy reloading the same change.
 
 pub mod bare;
 pub mod client;
@@ -19,4 +19,5 @@ pub mod cpu;
 pub mod data;
 pub mod handshakes;
 pub mod peers;
+pub mod reloads;
 pub mod report;
