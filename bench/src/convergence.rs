@@ -29,7 +29,7 @@ use tlsfleet_testkit::{
     agent::Agent,
     control::{keys, Control, DOMAIN},
     etcd::Etcd,
-    tls::{handshake, ClientOffer, KeyKind, TestCa, TestCert},
+    tls::{ClientOffer, TestCert},
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
@@ -251,13 +251,7 @@ impl Simulated {
 /// Runs every fleet, then the peers.
 pub fn run(s: &Settings) -> anyhow::Result<Results> {
     let dir = tempfile::tempdir()?;
-    let ca = TestCa::new();
-    let cert = ca.issue(
-        dir.path(),
-        "tls",
-        &[DOMAIN.to_owned(), format!("*.{DOMAIN}")],
-        KeyKind::EcdsaP256,
-    );
+    let (ca, cert) = crate::handshakes::edge_certificate(dir.path());
     let etcd = Etcd::start();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -382,7 +376,10 @@ async fn measure(
         let probe = sample.map(|addr| {
             let ca = ca.clone();
             let sni = format!("{bucket}.{DOMAIN}");
-            tokio::spawn(async move { refused_from(addr, &sni, &ca, at).await })
+            tokio::spawn(async move {
+                let offer = (&ClientOffer::tls12(), "TLS 1.2 is");
+                reloads::refused_after(addr, &sni, &ca, offer, at, CONVERGE_TIMEOUT).await
+            })
         });
         let last_ack = clients.converged(revision, &selector, agents).await?;
         // The ACK times have a resolution of 1 ms; an ACK can come before the answer.
@@ -424,27 +421,6 @@ async fn measure(
         fleet.burst.push((last_ack - answered).max(0.0));
     }
     Ok(fleet)
-}
-
-/// Milliseconds from `since` until a TLS 1.2 handshake with `sni` at `addr` is refused.
-async fn refused_from(
-    addr: SocketAddr,
-    sni: &str,
-    ca: &CertificateDer<'static>,
-    since: Instant,
-) -> anyhow::Result<f64> {
-    let deadline = since + CONVERGE_TIMEOUT;
-    let offer = ClientOffer::tls12();
-    loop {
-        if handshake(addr, sni, ca, &offer).await.is_err() {
-            return Ok(since.elapsed().as_secs_f64() * 1000.0);
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{sni}: TLS 1.2 still served after {CONVERGE_TIMEOUT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
 }
 
 /// p50, p99 and max of `v` (0 when empty).

@@ -114,16 +114,23 @@ fn wait_listening(addr: SocketAddr, timeout: Duration) -> bool {
     tlsfleet_testkit::procs::eventually(timeout, || std::net::TcpStream::connect(addr).is_ok())
 }
 
-/// Runs every server and case.
-pub fn run(s: &Settings) -> anyhow::Result<Results> {
-    let dir = tempfile::tempdir()?;
+/// A test CA and the certificate every server under test presents (ECDSA P-256, the domain
+/// and its wildcard), written into `dir`.
+pub fn edge_certificate(dir: &Path) -> (TestCa, tlsfleet_testkit::tls::TestCert) {
     let ca = TestCa::new();
     let cert = ca.issue(
-        dir.path(),
+        dir,
         "tls",
         &[DOMAIN.to_owned(), format!("*.{DOMAIN}")],
         KeyKind::EcdsaP256,
     );
+    (ca, cert)
+}
+
+/// Runs every server and case.
+pub fn run(s: &Settings) -> anyhow::Result<Results> {
+    let dir = tempfile::tempdir()?;
+    let (ca, cert) = edge_certificate(dir.path());
     let ca_pem = ca.write_pem(dir.path());
 
     eprintln!("bench: writing {} policies into etcd", s.policies);

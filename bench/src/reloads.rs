@@ -31,8 +31,31 @@ pub struct Reload {
 /// builds one SSL context per server block), minutes at 10,000 names.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(900);
 
-/// Milliseconds from `since` until a handshake with `sni` at `addr` offering only the TLS 1.2
-/// suite `suite` (IANA id) is refused.
+/// Milliseconds from `since` until a handshake with `sni` at `addr` offering `offer` is
+/// refused (`what` it offers names it in the error after `timeout`).
+pub async fn refused_after(
+    addr: SocketAddr,
+    sni: &str,
+    ca: &CertificateDer<'static>,
+    (offer, what): (&ClientOffer, &str),
+    since: Instant,
+    timeout: Duration,
+) -> anyhow::Result<f64> {
+    let deadline = since + timeout;
+    loop {
+        if handshake(addr, sni, ca, offer).await.is_err() {
+            return Ok(since.elapsed().as_secs_f64() * 1000.0);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{sni}: {what} still served after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// [`refused_after`] for a TLS 1.2 handshake offering only `suite` (IANA id), within
+/// [`RELOAD_TIMEOUT`].
 async fn suite_refused_from(
     addr: SocketAddr,
     sni: &str,
@@ -40,18 +63,16 @@ async fn suite_refused_from(
     suite: u16,
     since: Instant,
 ) -> anyhow::Result<f64> {
-    let deadline = since + RELOAD_TIMEOUT;
     let offer = ClientOffer::tls12().with_suites(&[suite]);
-    loop {
-        if handshake(addr, sni, ca, &offer).await.is_err() {
-            return Ok(since.elapsed().as_secs_f64() * 1000.0);
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{sni}: the suite is still served after {RELOAD_TIMEOUT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    refused_after(
+        addr,
+        sni,
+        ca,
+        (&offer, "the suite is"),
+        since,
+        RELOAD_TIMEOUT,
+    )
+    .await
 }
 
 /// ECDHE-ECDSA-AES256-GCM-SHA384: a TLS 1.2 suite every name serves until its ciphers are

@@ -125,12 +125,7 @@ async fn commit(mut kv: KvClient, mut batch: Vec<Pending>) {
                     })
                     .collect::<Vec<_>>(),
             )
-            .and_then(
-                batch
-                    .iter_mut()
-                    .flat_map(|p| p.ops.clone())
-                    .collect::<Vec<_>>(),
-            )
+            .and_then(batch.iter().flat_map(|p| p.ops.clone()).collect::<Vec<_>>())
             .or_else(
                 batch
                     .iter()
