@@ -199,8 +199,10 @@ fn unix_ms() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
-/// Agents simulated in this process: each the agent's sync client and policy table.
+/// Agents simulated in this process: each the agent's sync client and policy table, on a
+/// runtime of their own (the PUT clients and the rollout polling do not queue behind them).
 struct Simulated {
+    runtime: tokio::runtime::Runtime,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -219,6 +221,10 @@ impl Simulated {
             &std::fs::read(&cert.key)?,
             &[DOMAIN.to_owned()],
         )?);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("simulated-agents")
+            .build()?;
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::with_capacity(n);
         for i in 0..n {
@@ -229,22 +235,30 @@ impl Simulated {
                 access_key_id: keys::AGENT.0.into(),
                 secret: keys::AGENT.1.into(),
             });
-            let client = SyncClient::new(
-                cfg,
-                table,
-                Arc::new(Metrics::new()),
-                Arc::new(Readiness::default()),
-            )?;
-            tasks.push(tokio::spawn(client.run(None, shutdown.clone())));
+            let client = runtime.block_on(async {
+                SyncClient::new(
+                    cfg,
+                    table,
+                    Arc::new(Metrics::new()),
+                    Arc::new(Readiness::default()),
+                )
+            })?;
+            tasks.push(runtime.spawn(client.run(None, shutdown.clone())));
         }
-        Ok(Self { shutdown, tasks })
+        Ok(Self {
+            runtime,
+            shutdown,
+            tasks,
+        })
     }
 
-    async fn stop(self) {
+    fn stop(self) {
         self.shutdown.cancel();
-        for t in self.tasks {
-            let _ = t.await;
-        }
+        self.runtime.block_on(async {
+            for t in self.tasks {
+                let _ = t.await;
+            }
+        });
     }
 }
 
@@ -312,7 +326,7 @@ pub fn run(s: &Settings) -> anyhow::Result<Results> {
         let label = format!("s{n}");
         eprintln!("bench: {n} agents simulated in one process");
         let started = Instant::now();
-        let sim = runtime.block_on(async { Simulated::start(n, &url, &cert, &label) })?;
+        let sim = Simulated::start(n, &url, &cert, &label)?;
         let fleet = runtime.block_on(measure(
             s,
             clients.clone(),
@@ -323,7 +337,7 @@ pub fn run(s: &Settings) -> anyhow::Result<Results> {
             ca.der(),
             started,
         ));
-        runtime.block_on(sim.stop());
+        sim.stop();
         let fleet = fleet?;
         eprintln!("{}", markdown_fleet(&fleet));
         fleets.push(fleet);

@@ -295,14 +295,20 @@ impl Session<'_> {
         };
         let (n_up, n_del) = (upserts.len(), deletes.len());
         let table = self.shared.table.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
+        let apply = move || {
             merge(
                 table.apply_delta_refusing(revision, upserts, deletes, &bad, default),
                 bad,
             )
-        })
-        .await
-        .map_err(panicked)?;
+        };
+        // A small delta applies here: handing it to a blocking thread costs more than it.
+        let outcome = if n_up + n_del <= INLINE_CHANGES {
+            apply()
+        } else {
+            tokio::task::spawn_blocking(apply)
+                .await
+                .map_err(panicked)?
+        };
         debug!(
             revision,
             upserts = n_up,
@@ -313,6 +319,10 @@ impl Session<'_> {
         Ok(outcome)
     }
 }
+
+/// Deltas with at most this many changes are applied on the stream's task; larger ones (and
+/// snapshots) on a blocking thread, so that building their TLS configs holds up no other task.
+const INLINE_CHANGES: usize = 16;
 
 /// The table is left as it was published before the panicking apply (it publishes only
 /// finished tables); starting over from our revision is the one sensible retry.

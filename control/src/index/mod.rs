@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 use crate::store::{Event, PolicyStore, Revision, StoreError};
 
 pub mod canary;
+mod coalesce;
 mod encodings;
 mod entry;
 pub mod shared;
@@ -29,7 +30,7 @@ mod subscription;
 mod writer;
 
 pub use state::{DefaultChange, DefaultEntry, PolicyEntry, Start, Update, View};
-pub use subscription::{Resync, Subscription};
+pub use subscription::{Resync, Subscription, MAX_COALESCED};
 
 /// Updates buffered per subscriber before it is considered lagging (it then resyncs).
 const UPDATE_BUFFER: usize = 4096;

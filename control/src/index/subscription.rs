@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast::{
+    self,
+    error::{RecvError, TryRecvError},
+};
 
 use super::{Index, NotLoaded, Start, Update};
 use crate::store::Revision;
@@ -14,6 +17,9 @@ use crate::store::Revision;
 pub struct Resync {
     pub skipped: u64,
 }
+
+/// Updates a lagging subscriber takes as one, at most.
+pub const MAX_COALESCED: usize = 1024;
 
 /// Every update after a subscriber's start, in order, with no gap.
 pub struct Subscription {
@@ -30,6 +36,24 @@ impl Subscription {
             // The sender lives as long as the index this subscription holds.
             Err(RecvError::Closed) => std::future::pending().await,
         }
+    }
+
+    /// `first` and the updates already queued behind it (at most [`MAX_COALESCED`] in all),
+    /// as one update: a subscriber that fell behind catches up in one step. Without a queue
+    /// it is `first` itself (whose encoding the subscribers share).
+    pub fn coalesce(&mut self, first: Arc<Update>) -> Result<Arc<Update>, Resync> {
+        let mut rest = Vec::new();
+        while rest.len() + 1 < MAX_COALESCED {
+            match self.updates.try_recv() {
+                Ok(u) => rest.push(u),
+                Err(TryRecvError::Lagged(skipped)) => return Err(Resync { skipped }),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            }
+        }
+        if rest.is_empty() {
+            return Ok(first);
+        }
+        Ok(Arc::new(super::coalesce::coalesce(&first, &rest)))
     }
 
     /// Starts again from `after` (the revision the subscriber has applied): the start to

@@ -1,7 +1,11 @@
 //! One agent's stream, on its own task: the start (snapshot or deltas), then every update as a
-//! delta, while recording the agent's ACKs and NACKs in the registry.
+//! delta (the updates that queued up while the agent was slow as one delta), while recording
+//! the agent's ACKs and NACKs in the registry.
 
-use std::sync::{atomic::Ordering, Arc};
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
 
 use futures::StreamExt;
 use prost::Message as _;
@@ -9,7 +13,7 @@ use tlsfleet_proto::{
     frame::{ControlFrame, SharedDelta},
     v1::{agent_message, control_message, AgentMessage, BucketPolicy, Delta, Snapshot},
 };
-use tokio::sync::mpsc;
+use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 use tracing::{debug, info, warn};
@@ -23,6 +27,11 @@ use crate::{
     registry::Session,
     usage::FleetUsage,
 };
+
+/// How long a stream waits for its agent to answer a revision before it sends the next one
+/// anyway (an agent applying a large snapshot answers late; one that never answers is not
+/// held up for longer than this).
+pub const ACK_WAIT: Duration = Duration::from_secs(1);
 
 /// Why a stream ended early.
 #[derive(Debug)]
@@ -60,7 +69,12 @@ impl SyncSession {
             Err(e) => return self.end(&e),
         };
         self.session.sent(sent);
+        // At most one revision in flight: the next goes once the agent answered this one (or
+        // after ACK_WAIT), so a slow agent gets what queued up meanwhile as one delta.
+        let mut answered = after;
+        let mut ack_deadline = Instant::now() + ACK_WAIT;
         let outcome = loop {
+            let waiting = answered < sent && Instant::now() < ack_deadline;
             tokio::select! {
                 () = self.shutdown.cancelled() => {
                     debug!("server shutting down; ending the stream");
@@ -77,10 +91,13 @@ impl SyncSession {
                 msg = self.inbound.next() => match msg {
                     Some(Ok(AgentMessage { kind: Some(agent_message::Kind::Ack(a)) })) => {
                         // An agent cannot claim more than it was sent.
-                        self.session.ack(a.revision.min(sent));
+                        let revision = a.revision.min(sent);
+                        answered = answered.max(revision);
+                        self.session.ack(revision);
                     }
                     Some(Ok(AgentMessage { kind: Some(agent_message::Kind::Nack(n)) })) => {
                         let (revision, errors) = bounded_nack(n, sent);
+                        answered = answered.max(revision);
                         self.session.nack(revision, errors);
                     }
                     Some(Ok(AgentMessage { kind: Some(agent_message::Kind::Usage(report)) })) => {
@@ -102,13 +119,16 @@ impl SyncSession {
                     }
                     None => break Err(Ended::Gone),
                 },
-                update = self.sub.next() => match update {
+                () = tokio::time::sleep_until(ack_deadline), if waiting => {}
+                // What queued up while the agent was busy goes as one delta.
+                update = self.sub.next(), if !waiting => match update.and_then(|u| self.sub.coalesce(u)) {
                     Ok(u) if u.revision <= sent || u.is_empty() => {}
                     Ok(u) => {
                         if let Err(e) = self.send_delta(&u, sent, true).await {
                             break Err(e);
                         }
                         sent = u.revision;
+                        ack_deadline = Instant::now() + ACK_WAIT;
                         self.session.sent(sent);
                     }
                     Err(resync) => {
@@ -119,6 +139,7 @@ impl SyncSession {
                         match self.send_start(start, sent).await {
                             Ok(rev) => {
                                 sent = rev;
+                                ack_deadline = Instant::now() + ACK_WAIT;
                                 self.session.sent(sent);
                             }
                             Err(e) => break Err(e),
