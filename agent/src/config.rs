@@ -19,6 +19,10 @@ use crate::{
     about = "tlsfleet edge agent: follows the control plane and enforces per-bucket TLS policies"
 )]
 pub struct Args {
+    /// Log lines as text (for people) or JSON (one object per line, for log pipelines).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = tlsfleet_settings::LogFormat::Text)]
+    pub log_format: tlsfleet_settings::LogFormat,
+
     /// Control server URL (http://HOST:PORT, or https://HOST:PORT with --control-ca);
     /// repeat for several. The agent stays connected to one at a time, starting at a
     /// random one and moving to the next when the stream fails.

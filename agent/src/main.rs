@@ -1,10 +1,9 @@
 //! `tlsfleet-agent`: parse the flags, install the crypto provider, start the data plane and the
 //! sync client, run until SIGINT or SIGTERM, map the outcome to an exit code.
 
-use std::{io::IsTerminal, process::ExitCode, sync::Arc};
+use std::{process::ExitCode, sync::Arc};
 
 use anyhow::Context;
-use clap::Parser;
 use tlsfleet_agent::{
     cache::Cache,
     config::Args,
@@ -17,7 +16,6 @@ use tlsfleet_agent::{
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
-use tracing_subscriber::EnvFilter;
 
 /// mimalloc: a handshake allocates and frees a few dozen small buffers, and the system
 /// allocator spent about 9 % of the agent's CPU on them (BENCHMARKS.md, "Handshakes").
@@ -25,14 +23,21 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let sources = tlsfleet_settings::Sources {
+        config_env: "TLSFLEET_AGENT_CONFIG",
+        default_file: None,
+        print_config: true,
+    };
+    let loaded = tlsfleet_settings::load::<Args>(&sources).unwrap_or_else(|e| e.exit());
+    if let Some(text) = loaded.print {
+        print!("{text}");
+        return ExitCode::SUCCESS;
+    }
+    tlsfleet_settings::logs::init(loaded.args.log_format);
+    for w in &loaded.warnings {
+        warn!("{w}");
+    }
+    let args = loaded.args;
     // Fails only if a provider is already installed, which is then the one in use.
     let _ = tlsfleet_policy::tls::provider().install_default();
     let outcome = tokio::runtime::Builder::new_multi_thread()

@@ -26,8 +26,14 @@ Exit codes:
      agents are named)
   7  --wait: an agent refused (NACKed) the revision (the agents and their reasons are named)
 
-Environment:
-  TLSFLEET_CONTROL, TLSFLEET_ACCESS_KEY_ID, TLSFLEET_ACCESS_KEY_SECRET (see the flags).
+Settings (flags first, then the environment, then the file):
+  Every global option is also TLSFLEET_<OPTION> (TLSFLEET_CONTROL, TLSFLEET_ACCESS_KEY_ID,
+  TLSFLEET_ACCESS_KEY_SECRET, ...) and a key of the settings file: --config FILE, else
+  $TLSFLEET_CLI_CONFIG, else ~/.config/tlsfleet/tlsfleetctl.toml if it exists, e.g.
+    control = \"https://control.example:7443\"
+    ca = \"/etc/tlsfleet/ca.pem\"
+    access-key-id = \"AKID...\"
+    access-key-secret = \"...\"   # keep the file chmod 600
 
 Examples:
   tlsfleetctl put --bucket logs --tls-versions TLSv1.2,TLSv1.3 --strong
@@ -35,6 +41,17 @@ Examples:
   tlsfleetctl put --bucket logs --tls-versions TLSv1.3 --wait
   tlsfleetctl rollout status --wait --timeout 2m --selector zone=eu-1
   tlsfleetctl rollout";
+
+/// The per-user settings file: `$XDG_CONFIG_HOME/tlsfleet/tlsfleetctl.toml`, else
+/// `~/.config/tlsfleet/tlsfleetctl.toml` (read when it exists; `--config` or
+/// `TLSFLEET_CLI_CONFIG` name another).
+pub fn default_config_file() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("tlsfleet").join("tlsfleetctl.toml"))
+}
 
 /// Operate a tlsfleet control plane: set, read, list and delete per-bucket TLS policies,
 /// and watch the fleet of edge agents apply them.

@@ -4,13 +4,21 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
 use tlsfleetctl::{app, args, error};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     // Exits 2 on usage errors, 0 for --help and --version.
-    let cli = args::Cli::parse();
+    let sources = tlsfleet_settings::Sources {
+        config_env: "TLSFLEET_CLI_CONFIG",
+        default_file: args::default_config_file(),
+        print_config: false,
+    };
+    let loaded = tlsfleet_settings::load::<args::Cli>(&sources).unwrap_or_else(|e| e.exit());
+    for w in &loaded.warnings {
+        eprintln!("tlsfleetctl: warning: {w}");
+    }
+    let cli = loaded.args;
     match app::run(cli).await {
         Ok(out) => match std::io::stdout().lock().write_all(out.as_bytes()) {
             Ok(()) => ExitCode::SUCCESS,

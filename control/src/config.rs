@@ -4,6 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 use clap::Parser;
 use tlsfleet_net::parse_duration;
+use tlsfleet_settings::LogFormat;
 
 /// Where policies are stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +64,10 @@ pub struct ControlArgs {
         default_value = "file:./tlsfleet-data"
     )]
     pub store: StoreUrl,
+
+    /// Log lines as text (for people) or JSON (one object per line, for log pipelines).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 
     /// Key prefix of tlsfleet's data in etcd.
     #[arg(long, value_name = "PREFIX", default_value = "/tlsfleet/")]

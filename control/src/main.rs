@@ -1,7 +1,7 @@
-//! `tlsfleet-control`: parse flags, start, stop on SIGINT/SIGTERM.
+//! `tlsfleet-control`: read the settings (flags, environment, `--config` file), start, stop
+//! on SIGINT/SIGTERM.
 
 use anyhow::Context;
-use clap::Parser;
 use tlsfleet_control::{config::ControlArgs, server::ControlServer};
 use tokio_util::sync::CancellationToken;
 
@@ -12,15 +12,33 @@ use tokio_util::sync::CancellationToken;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+async fn main() -> std::process::ExitCode {
+    let sources = tlsfleet_settings::Sources {
+        config_env: "TLSFLEET_CONTROL_CONFIG",
+        default_file: None,
+        print_config: true,
+    };
+    let loaded = tlsfleet_settings::load::<ControlArgs>(&sources).unwrap_or_else(|e| e.exit());
+    if let Some(text) = loaded.print {
+        print!("{text}");
+        return std::process::ExitCode::SUCCESS;
+    }
+    tlsfleet_settings::logs::init(loaded.args.log_format);
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
     let _ = tlsfleet_policy::tls::provider().install_default();
-    let args = ControlArgs::parse();
+    match run(loaded.args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // In the log's own format (a JSON line with --log-format json).
+            tracing::error!("{e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: ControlArgs) -> anyhow::Result<()> {
     let server = ControlServer::bind(args)
         .await
         .context("starting tlsfleet-control")?;

@@ -17,7 +17,7 @@ import re
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-CRATES = ["policy", "proto", "net", "control", "agent", "cli", "testkit", "bench"]
+CRATES = ["policy", "proto", "net", "settings", "control", "agent", "cli", "testkit", "bench"]
 MAX_LINES = 600
 
 TEST_MOD = re.compile(r"^#\[cfg\(test\)\]\s*\n\s*mod \w+\s*\{", re.M)

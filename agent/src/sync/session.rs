@@ -305,9 +305,7 @@ impl Session<'_> {
         let outcome = if n_up + n_del <= INLINE_CHANGES {
             apply()
         } else {
-            tokio::task::spawn_blocking(apply)
-                .await
-                .map_err(panicked)?
+            tokio::task::spawn_blocking(apply).await.map_err(panicked)?
         };
         debug!(
             revision,
