@@ -33,7 +33,7 @@ fn main() -> ExitCode {
         print!("{text}");
         return ExitCode::SUCCESS;
     }
-    tlsfleet_settings::logs::init(loaded.args.log_format);
+    let _logs = tlsfleet_settings::logs::init(loaded.args.log_format);
     for w in &loaded.warnings {
         warn!("{w}");
     }

@@ -23,7 +23,7 @@ async fn main() -> std::process::ExitCode {
         print!("{text}");
         return std::process::ExitCode::SUCCESS;
     }
-    tlsfleet_settings::logs::init(loaded.args.log_format);
+    let _logs = tlsfleet_settings::logs::init(loaded.args.log_format);
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }

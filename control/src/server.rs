@@ -225,6 +225,8 @@ impl ControlServer {
             GRPC_FIRST_BYTES,
         );
         let grpc_server = builder
+            // One log line per call, with the request id it answers with.
+            .layer(crate::grpc::requests::layer())
             // Tags each call with its entry of the method table (what it needs, what it signs).
             .layer(calls::layer())
             .add_service(health_service)

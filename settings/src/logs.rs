@@ -1,5 +1,10 @@
 //! `--log-format`: how the servers write their logs (to stderr, filtered by `RUST_LOG`,
 //! `info` by default).
+//!
+//! Lines are handed to a writer thread through a queue of [`QUEUE_LINES`] lines, so that a
+//! request never waits on stderr; when the queue is full (stderr stopped reading) further
+//! lines are dropped and counted, not waited for. The returned guard flushes what is queued
+//! when the binary drops it on the way out.
 
 use std::io::IsTerminal;
 
@@ -16,12 +21,24 @@ pub enum LogFormat {
     Json,
 }
 
+/// Lines queued for the writer thread, at most.
+pub const QUEUE_LINES: usize = 65_536;
+
+/// Flushes the queued lines when dropped: hold it until the binary exits.
+#[must_use = "dropping the guard stops the log writer"]
+pub struct LogGuard(#[allow(dead_code)] tracing_appender::non_blocking::WorkerGuard);
+
 /// Installs the process's log writer. Call once, before anything logs.
-pub fn init(format: LogFormat) {
+pub fn init(format: LogFormat) -> LogGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(QUEUE_LINES)
+        .lossy(true)
+        .thread_name("tlsfleet-log-writer")
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder
@@ -31,4 +48,5 @@ pub fn init(format: LogFormat) {
             .with_span_list(true)
             .init(),
     }
+    LogGuard(guard)
 }

@@ -3,6 +3,7 @@ get `403 AccessDenied` naming the setting for a change that lets in what the buc
 keeps out; tightening is applied; nothing refused is stored."""
 
 import json
+import time
 
 import oss2
 import pytest
@@ -76,6 +77,17 @@ def audit_lines(server):
     return records
 
 
+def audit_lines_of(server, bucket, count, timeout=10.0):
+    """The audit records of `bucket`, once `count` of them are written (the server's log
+    writer runs beside its requests), or what there is at the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        mine = [r for r in audit_lines(server) if r["bucket"] == bucket]
+        if len(mine) >= count or time.monotonic() > deadline:
+            return mine
+        time.sleep(0.02)
+
+
 def test_every_change_and_refusal_is_a_json_log_line(strict, bucket):
     b = oss2_bucket(strict.endpoint, bucket, "v4")
     b.put_bucket_https_config(oss2.models.BucketTlsVersion(True, ["TLSv1.3"]))
@@ -83,7 +95,7 @@ def test_every_change_and_refusal_is_a_json_log_line(strict, bucket):
     with pytest.raises(oss2.exceptions.ServerError) as info:
         b.put_bucket_https_config(oss2.models.BucketTlsVersion(True, ["TLSv1.2", "TLSv1.3"]))
     refused_id = info.value.request_id
-    mine = [r for r in audit_lines(strict) if r["bucket"] == bucket]
+    mine = audit_lines_of(strict, bucket, 2)
     assert [(r["outcome"], r["downgrade"]) for r in mine] == [("applied", False),
                                                             ("refused", True)], mine
     refusal = mine[1]

@@ -15,7 +15,7 @@ use super::{
     status,
 };
 use crate::{
-    audit::{request_id, AuditRecord, Change, Via},
+    audit::{AuditRecord, Change, Via},
     auth::Authenticator,
     index::{DefaultEntry, PolicyEntry},
     service::Policies,
@@ -65,7 +65,7 @@ fn change<T>(req: &Request<T>, who: &Caller, allow_downgrade: bool) -> Change {
     Change {
         actor: who.who.key.id.clone(),
         peer: req.remote_addr(),
-        request_id: request_id(),
+        request_id: who.request_id(),
         via: Via::Grpc,
         allow_downgrade,
     }

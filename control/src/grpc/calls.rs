@@ -6,9 +6,12 @@
 //! signature over that path (never one the handler names) and returns the caller with the
 //! action to authorize. A handler reached without a tag (the layer missing) refuses the call.
 
+use std::sync::Arc;
+
 use tlsfleet_proto::{auth::Digest, v1::methods};
 use tonic::{Extensions, Status};
 
+use super::requests::CallLog;
 use crate::auth::{Action, AuthError, Authenticator, Principal};
 
 /// Every gRPC method and the action it needs.
@@ -97,12 +100,24 @@ pub fn layer<B>() -> tower::util::MapRequestLayer<fn(http::Request<B>) -> http::
 pub struct Caller {
     pub who: Principal,
     pub action: Action,
+    /// The call's log line (the bucket is written into it when the call is authorized).
+    pub log: Option<Arc<CallLog>>,
 }
 
 impl Caller {
     /// `Ok` when the key may do this call's action (on `bucket`, for bucket actions).
     pub fn authorize(&self, bucket: Option<&str>) -> Result<(), Status> {
+        if let (Some(log), Some(bucket)) = (&self.log, bucket) {
+            log.set_bucket(bucket);
+        }
         Ok(self.who.authorize(self.action, bucket)?)
+    }
+
+    /// The call's request id (its log line's, its response's `x-tlsfleet-request-id`).
+    pub fn request_id(&self) -> String {
+        self.log
+            .as_ref()
+            .map_or_else(crate::audit::request_id, |l| l.request_id.clone())
     }
 }
 
@@ -120,9 +135,14 @@ pub fn authenticate(
     let who = auth
         .grpc(metadata, call.path, digest)
         .map_err(Status::from)?;
+    let log = extensions.get::<Arc<CallLog>>().cloned();
+    if let Some(log) = &log {
+        log.set_key(&who.key.id);
+    }
     Ok(Caller {
         who,
         action: call.action,
+        log,
     })
 }
 

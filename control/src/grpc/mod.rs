@@ -10,6 +10,7 @@ pub mod calls;
 pub mod fleet;
 mod listener;
 pub mod peers;
+pub mod requests;
 pub mod sync;
 
 pub use admin::AdminService;

@@ -30,7 +30,7 @@ use tlsfleet_policy::{names::Domains, xml, HttpsConfig};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::{
     audit::{Change, Via},
@@ -137,15 +137,19 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         .or_else(|| parts.uri.authority().map(|a| a.as_str()))
         .map(str::to_owned);
     let mut body = Some(body);
-    let outcome = dispatch(&shared, &parts, host.as_deref(), &mut body, framing).await;
+    let Outcome {
+        result,
+        bucket,
+        key_id,
+    } = dispatch(&shared, &parts, host.as_deref(), &mut body, framing).await;
 
-    let (mut response, error) = match outcome.result {
+    let (mut response, error) = match result {
         Ok(r) => (r, None),
         Err(e) => {
             let host_id = host_id(host.as_deref(), &shared.domains);
             let summary = (e.status, e.code, e.message.clone());
             (
-                e.into_response(&request_id, &host_id, outcome.bucket.as_deref()),
+                e.into_response(&request_id, &host_id, bucket.as_deref()),
                 Some(summary),
             )
         }
@@ -163,24 +167,40 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         response.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
 
-    let path: String = parts.uri.path().chars().take(120).collect();
-    let elapsed_ms = started.elapsed().as_millis();
-    let key = outcome.key_id.as_deref().unwrap_or("-");
-    match error {
-        None => debug!(
-            method = %parts.method, path, status = response.status().as_u16(), key,
-            request_id, elapsed_ms, "REST request"
-        ),
-        Some((status, code, message)) if status.is_server_error() => warn!(
-            method = %parts.method, path, status = status.as_u16(), code, message, key,
-            request_id, elapsed_ms, "REST request failed"
-        ),
-        Some((status, code, message)) => info!(
-            method = %parts.method, path, status = status.as_u16(), code, message, key,
-            request_id, elapsed_ms, "REST request refused"
-        ),
-    }
+    let who = (key_id.as_deref(), bucket.as_deref());
+    log_request(&parts, who, &request_id, response.status(), error, started);
     response
+}
+
+/// The request's one log line (target `tlsfleet::request`, as every gRPC call's): its id (the
+/// `x-oss-request-id` answered), key, peer, method, bucket, status and duration; for an error
+/// its OSS code and message.
+fn log_request(
+    parts: &Parts,
+    (key, bucket): (Option<&str>, Option<&str>),
+    request_id: &str,
+    status: http::StatusCode,
+    error: Option<(http::StatusCode, &'static str, String)>,
+    started: tokio::time::Instant,
+) {
+    let path: String = parts.uri.path().chars().take(120).collect();
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let key = key.unwrap_or("-");
+    let bucket = bucket.unwrap_or("-");
+    let peer = parts
+        .extensions
+        .get::<Peer>()
+        .map_or_else(|| "-".to_owned(), |p| p.0.to_string());
+    let method = parts.method.as_str();
+    let status = status.as_u16();
+    let (code, message) = error.map_or(("", String::new()), |(_, c, m)| (c, m));
+    if status >= 500 {
+        warn!(target: "tlsfleet::request", via = "rest", request_id, key, peer, method, bucket,
+            path, status, code, message, duration_ms, "request");
+    } else {
+        info!(target: "tlsfleet::request", via = "rest", request_id, key, peer, method, bucket,
+            path, status, code, message, duration_ms, "request");
+    }
 }
 
 async fn dispatch(

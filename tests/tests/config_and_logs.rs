@@ -1,6 +1,6 @@
 //! Both servers' settings from a TOML file (`--config`), the environment (`TLSFLEET_<FLAG>`)
-//! and the command line, in that order of precedence, with the real binaries; `--print-config`
-//! and `--log-format json`.
+//! and the command line, in that order of precedence, with the real binaries; `--print-config`;
+//! `--log-format json`, and the one log line of every REST and gRPC request.
 
 use std::{
     net::{SocketAddr, TcpStream},
@@ -144,6 +144,9 @@ fn control_takes_the_command_line_over_the_environment_over_the_file() {
         );
     }
     // log-format = "json" from the file: every line is one JSON object.
+    eventually(Duration::from_secs(10), || {
+        server.log().contains("tlsfleet-control serving")
+    });
     let log = server.log();
     let lines: Vec<&str> = log.lines().collect();
     assert!(!lines.is_empty());
@@ -247,15 +250,175 @@ fn agent_runs_from_a_file_with_the_environment_over_it() {
         TcpStream::connect_timeout(&file_admin, Duration::from_secs(1)).is_err(),
         "the file's admin address is in use"
     );
-    let log = agent.log();
+    // (The log writer runs beside the server: wait for the line.)
+    let warned = eventually(Duration::from_secs(10), || {
+        agent
+            .log()
+            .contains("holds a secret and others can read it")
+    });
     assert!(
-        log.contains("holds a secret and others can read it"),
-        "no warning about a world-readable secret:\n{log}"
+        warned,
+        "no warning about a world-readable secret:\n{}",
+        agent.log()
     );
     // It registered with the control plane under the file's node id and labels.
     let agents = admin_ctl_ok(&control.grpc_url(), &["agents"]).to_string();
     assert!(
         agents.contains("edge-from-file") && agents.contains("eu-1"),
         "{agents}"
+    );
+}
+
+/// Whether `log` has the audit line (its message: the record, a JSON document) of request `id`.
+fn audited(log: &str, id: &str) -> bool {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "tlsfleet::audit")
+        .filter_map(|v| serde_json::from_str::<serde_json::Value>(v["message"].as_str()?).ok())
+        .any(|record| record["request_id"] == id)
+}
+
+/// The JSON log lines of `log` whose `request_id` is `id`.
+fn lines_of(log: &str, id: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["request_id"] == id)
+        .collect()
+}
+
+/// The request line (target `tlsfleet::request`) of request `id`, once it is written.
+fn request_line(server: &Server, id: &str) -> serde_json::Value {
+    let mut found = None;
+    eventually(Duration::from_secs(10), || {
+        found = lines_of(&server.log(), id)
+            .into_iter()
+            .find(|v| v["target"] == "tlsfleet::request");
+        found.is_some()
+    });
+    found.unwrap_or_else(|| panic!("no request line for {id}:\n{}", server.log()))
+}
+
+#[tokio::test]
+async fn every_request_logs_one_json_line_with_the_request_id_it_answered() {
+    use tlsfleet_proto::{
+        signer::signed_request,
+        v1::{methods, GetRequest, PutRequest},
+    };
+    use tlsfleet_testkit::{
+        grpc::{admin_as, https_config, signed},
+        rest::oss,
+    };
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let [http, grpc] = [(); 2].map(|()| loopback(free_port()));
+    let config = control_file(dir.path(), http, grpc);
+    let server = Server::spawn(
+        Command::new(bin("tlsfleet-control"))
+            .arg("--config")
+            .arg(&config),
+        dir.path().join("control.log"),
+    );
+    let ready = eventually(ready_timeout(), || {
+        matches!(http_get(http, "/-/readyz"), Ok((200, _)))
+    });
+    assert!(ready, "not ready:\n{}", server.log());
+
+    // REST: the x-oss-request-id answered is the one logged, with who, what and how it went.
+    let xml = "<HttpsConfiguration><TLS><Enable>true</Enable><TLSVersion>TLSv1.3</TLSVersion>\
+               </TLS></HttpsConfiguration>";
+    let put = oss(http, "PUT", "logs-bucket", xml, keys::ADMIN).expect("REST PUT");
+    assert_eq!(put.status, 200, "{}", put.body);
+    let id = put
+        .header("x-oss-request-id")
+        .expect("request id")
+        .to_owned();
+    let line = request_line(&server, &id);
+    assert_eq!(line["via"], "rest", "{line}");
+    assert_eq!(line["key"], keys::ADMIN.0, "{line}");
+    assert_eq!(line["method"], "PUT", "{line}");
+    assert_eq!(line["bucket"], "logs-bucket", "{line}");
+    assert_eq!(line["status"], 200, "{line}");
+    assert!(
+        line["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "{line}"
+    );
+    assert!(
+        line["duration_ms"].as_f64().is_some_and(|d| d >= 0.0),
+        "{line}"
+    );
+    // The change's audit line has the same id.
+    assert!(audited(&server.log(), &id), "no audit line for {id}");
+    // A refused request: its status and OSS code, and no key (the signature is wrong).
+    let bad = oss(http, "GET", "logs-bucket", "", (keys::ADMIN.0, "wrong")).expect("REST GET");
+    assert_eq!(bad.status, 403);
+    let id = bad
+        .header("x-oss-request-id")
+        .expect("request id")
+        .to_owned();
+    let line = request_line(&server, &id);
+    assert_eq!(
+        (line["status"].clone(), line["key"].clone()),
+        (403.into(), "-".into()),
+        "{line}"
+    );
+    assert_eq!(line["code"], "SignatureDoesNotMatch", "{line}");
+
+    // gRPC: the response's x-tlsfleet-request-id is the one logged.
+    let url = format!("http://{grpc}");
+    let mut admin = admin_as(&url, keys::ADMIN).await;
+    let req = PutRequest {
+        bucket: "grpc-bucket".into(),
+        config: Some(https_config(&["TLSv1.3"], &[], &[])),
+        ..Default::default()
+    };
+    let answer = admin.put(signed_request(req)).await.expect("gRPC put");
+    let id = answer
+        .metadata()
+        .get("x-tlsfleet-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("request id")
+        .to_owned();
+    let line = request_line(&server, &id);
+    assert_eq!(line["via"], "grpc", "{line}");
+    assert_eq!(line["method"], methods::HTTPS_CONFIG_SERVICE_PUT, "{line}");
+    assert_eq!(line["key"], keys::ADMIN.0, "{line}");
+    assert_eq!(line["bucket"], "grpc-bucket", "{line}");
+    assert_eq!(line["status"], "Ok", "{line}");
+    assert!(audited(&server.log(), &id), "no audit line for {id}");
+    // A call signed with a wrong secret: Unauthenticated, no key, its id answered all the same.
+    let mut plain =
+        tlsfleet_proto::v1::https_config_service_client::HttpsConfigServiceClient::connect(
+            url.clone(),
+        )
+        .await
+        .expect("connect");
+    let refused = plain
+        .get(signed(
+            GetRequest {
+                bucket: "grpc-bucket".into(),
+            },
+            methods::HTTPS_CONFIG_SERVICE_GET,
+            (keys::ADMIN.0, "wrong"),
+        ))
+        .await
+        .expect_err("a wrong signature is refused");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let id = refused
+        .metadata()
+        .get("x-tlsfleet-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("request id on a refusal")
+        .to_owned();
+    let line = request_line(&server, &id);
+    assert_eq!(
+        (
+            line["status"].clone(),
+            line["key"].clone(),
+            line["bucket"].clone()
+        ),
+        ("Unauthenticated".into(), "-".into(), "-".into()),
+        "{line}"
     );
 }
