@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what it needs (etcd, protoc, openssl,
 # the official OSS Python SDKs, pytest, nginx and HAProxy for the benchmark smoke run,
+# Prometheus' promtool for the alert rules and dashboards,
 # cargo-nextest, cargo-machete, cargo-deny, cargo-fuzz),
 # checks formatting, lints, the module shape (tests/scripts/shape.py) and the dependencies
 # (no unused one; licenses, one crypto provider, no unchosen second major: deny.toml), builds,
@@ -23,6 +24,8 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # The peers of the benchmark smoke run (tlsfleet-bench handshakes --smoke).
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+# promtool checks the alert rules and every dashboard query.
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   as_root apt-get update -qq
@@ -63,6 +66,9 @@ python3 tests/scripts/shape.py
 echo "==> dependencies: none unused (cargo machete); licenses, bans, sources (cargo deny)"
 cargo machete
 cargo deny --log-level error check bans licenses sources
+echo "==> alert rules: promtool check rules, promtool test rules (deploy/prometheus)"
+promtool check rules deploy/prometheus/tlsfleet-alerts.yml
+(cd deploy/prometheus && promtool test rules tlsfleet-alerts.test.yml)
 echo "==> build"
 cargo build --workspace --bins --tests
 echo "==> Rust tests (unit, property, end-to-end)"

@@ -94,6 +94,7 @@ fn route(
             ),
         },
         "/metrics" => {
+            metrics.set_certificate_not_after(table.factory().resolver().not_after_unix());
             let body = metrics.encode(Some(&table.snapshot()), Some(readiness.sync_state()));
             let mut response = text(StatusCode::OK, body);
             response.headers_mut().insert(

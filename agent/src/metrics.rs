@@ -125,6 +125,8 @@ pub struct Metrics {
     upstream_errors: Counter,
     cert_reloads: Family<OutcomeLabels, Counter>,
     applied_revision: Gauge,
+    cache_revision: Gauge,
+    certificate_not_after: Gauge,
     policies_loaded: Gauge,
     distinct_configs: Gauge,
     sync_state_gauges: [Gauge; 4],
@@ -237,6 +239,17 @@ impl Metrics {
             "Store revision of the policy table being enforced (-1: none)",
         );
         applied_revision.set(-1);
+        let cache_revision: Gauge = register(
+            &mut registry,
+            "cache_revision",
+            "Store revision last written to the last-known-good cache (-1: none this run)",
+        );
+        cache_revision.set(-1);
+        let certificate_not_after: Gauge = register(
+            &mut registry,
+            "certificate_not_after_timestamp_seconds",
+            "When the served certificate expires (its notAfter, Unix seconds)",
+        );
         let policies_loaded: Gauge =
             register(&mut registry, "policies_loaded", "Buckets with a policy");
         let distinct_configs: Gauge = register(
@@ -283,6 +296,8 @@ impl Metrics {
             upstream_errors,
             cert_reloads,
             applied_revision,
+            cache_revision,
+            certificate_not_after,
             policies_loaded,
             distinct_configs,
             sync_state_gauges,
@@ -290,6 +305,16 @@ impl Metrics {
             snapshots,
             deltas,
         }
+    }
+
+    /// Records when the served certificate expires (refreshed at each scrape).
+    pub fn set_certificate_not_after(&self, unix_seconds: i64) {
+        self.certificate_not_after.set(unix_seconds);
+    }
+
+    /// Records the revision the cache now holds.
+    pub fn set_cache_revision(&self, revision: i64) {
+        self.cache_revision.set(revision);
     }
 
     /// Records the revision the agent applied (also refreshed from the table at each scrape).

@@ -8,6 +8,7 @@ pub mod compaction;
 pub mod config;
 pub mod grpc;
 pub mod index;
+pub mod metrics;
 pub mod registry;
 pub mod rest;
 pub mod server;

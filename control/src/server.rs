@@ -166,6 +166,8 @@ impl ControlServer {
             .with_audit(audit)
             .with_usage(usage.clone());
         let flusher = registry.spawn_flusher(shutdown.child_token());
+        let convergence =
+            spawn_convergence(index.clone(), registry.clone(), shutdown.child_token());
         let compaction = args
             .compaction_interval
             .0
@@ -316,7 +318,7 @@ impl ControlServer {
                 "sync streams still ending after the grace period"
             );
         }
-        let _ = tokio::join!(index_task, flusher, ready, audit_task);
+        let _ = tokio::join!(index_task, flusher, ready, audit_task, convergence);
         if let Some(task) = compaction {
             let _ = task.await;
         }
@@ -324,6 +326,44 @@ impl ControlServer {
         rest_result.map_err(ServerError::Rest)?;
         Ok(())
     }
+}
+
+/// Tells the registry of every change the index takes, so that it measures how long the
+/// change takes to reach this server's agents (`convergence_seconds`). Ends on `shutdown`.
+fn spawn_convergence(
+    index: crate::index::Index,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            // Once the index has loaded (subscribing waits a few seconds at most).
+            let subscribed = tokio::select! {
+                () = shutdown.cancelled() => return,
+                s = async {
+                    let _ = index.ready_view(std::time::Duration::MAX).await;
+                    index.subscribe(index.revision()).await
+                } => s,
+            };
+            let Ok((_, mut sub)) = subscribed else {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+                }
+            };
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    update = sub.next() => match update {
+                        Ok(u) if !u.is_empty() => registry.committed(u.revision),
+                        Ok(_) => {}
+                        // Fell behind: those changes go unmeasured; subscribe again from now.
+                        Err(_) => break,
+                    },
+                }
+            }
+        }
+    })
 }
 
 /// How this server asks the other control servers (fleet-wide usage).

@@ -148,7 +148,48 @@ pub fn metrics(policies: &Policies) -> String {
             "Agents on this server's Sync streams, by phase",
             agents,
         );
+        let open: usize = counts.iter().take(3).sum();
+        gauge(
+            &mut registry,
+            "sync_streams",
+            "Agent Sync streams open on this server",
+            i64::try_from(open).unwrap_or(i64::MAX),
+        );
+        if let Some(n) = fleet.stored_agents() {
+            gauge(
+                &mut registry,
+                "registry_agents",
+                "Agent records in the registry (every control server's), as last read",
+                n,
+            );
+        }
+        let convergence = fleet.convergence();
+        registry.register(
+            "convergence_seconds",
+            "From a change reaching this server's index to the last ACK of this server's agents",
+            convergence.seconds.clone(),
+        );
+        registry.register(
+            "convergence_abandoned",
+            "Changes dropped before their last ACK (over 4,096 waiting, or an hour old)",
+            convergence.abandoned.clone(),
+        );
+        let (waiting, oldest) = convergence.waiting();
+        gauge(
+            &mut registry,
+            "rollout_pending_revisions",
+            "Changes some agent on this server has not acknowledged yet",
+            i64::try_from(waiting).unwrap_or(i64::MAX),
+        );
+        let g = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        g.set(oldest.as_secs_f64());
+        registry.register(
+            "rollout_oldest_pending_seconds",
+            "How long the oldest change not yet acknowledged by every agent here has waited",
+            g,
+        );
     }
+    crate::metrics::register(&mut registry);
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = encode(&mut out, &registry);

@@ -160,6 +160,16 @@ impl Agent {
         eventually(timeout, || self.applied_revision() >= Some(revision))
     }
 
+    /// Waits until the agent's last-known-good cache holds `revision` or later (the cache is
+    /// written beside the sync path, just after the revision applies): before killing an agent
+    /// that is to come back from its cache.
+    pub fn wait_cached(&self, revision: i64, timeout: Duration) -> bool {
+        eventually(timeout, || {
+            self.metric("cache_revision")
+                .is_some_and(|r| r as i64 >= revision)
+        })
+    }
+
     /// The `tlsfleet_agent_applied_revision` gauge.
     pub fn applied_revision(&self) -> Option<i64> {
         self.metric("applied_revision").map(|v| v as i64)

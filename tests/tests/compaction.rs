@@ -56,6 +56,10 @@ where
     put(&url, "keep", "TLSv1.2,TLSv1.3");
     let away_at = put(&url, "doomed", "TLSv1.3");
     ctl_ok(&url, &["rollout", "status", "--wait", "--timeout", "20s"]);
+    assert!(
+        agent.wait_cached(away_at, WAIT),
+        "revision {away_at} never cached"
+    );
     agent.kill();
 
     // While it is away: a change, a delete, and enough writes for the history to go.

@@ -95,6 +95,10 @@ async fn the_default_policy_reaches_every_agent_and_holds_buckets_without_one() 
     assert_eq!(get["policy"]["mod_revision"].as_i64(), Some(rev));
 
     // An agent restarted without the control plane serves the default from its cache.
+    assert!(
+        agents[0].wait_cached(rev, WAIT),
+        "the default never reached the cache"
+    );
     let mut control = control;
     control.kill();
     agents[0].restart();

@@ -391,6 +391,10 @@ async fn losing_the_control_plane_changes_nothing_at_the_edge() {
         assert!(s_client(a.tls, &host("kept"), &["-tls1_3"]).0);
     }
     // An agent restarted while the control plane is down serves from its cache.
+    assert!(
+        f.agents[0].wait_cached(rev, WAIT),
+        "revision {rev} never cached"
+    );
     f.agents[0].restart();
     f.agents[0].wait_ready();
     assert_eq!(f.agents[0].applied_revision(), Some(rev));
@@ -668,6 +672,7 @@ async fn an_agent_resuming_from_a_wiped_store_gets_a_snapshot() {
     );
     a.wait_ready();
     assert!(a.wait_revision(old, WAIT));
+    assert!(a.wait_cached(old, WAIT), "revision {old} never cached");
 
     // The store is lost and made anew; its history passes the agent's revision. A delta
     // "since revision 4" of this other history would leave the old buckets in place.

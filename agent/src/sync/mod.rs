@@ -187,7 +187,8 @@ impl SyncClient {
             warn!("no access key configured: the Sync calls are unsigned");
         }
         let shared = &self.shared;
-        let persister = cache.map(|cache| Persister::spawn(cache, shared.table.clone()));
+        let persister = cache
+            .map(|cache| Persister::spawn(cache, shared.table.clone(), shared.metrics.clone()));
         let mut progress = Progress {
             table: shared.table.clone(),
             metrics: shared.metrics.clone(),

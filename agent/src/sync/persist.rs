@@ -11,6 +11,7 @@ use tracing::{debug, error, info, Instrument};
 
 use crate::{
     cache::{Cache, CachedSnapshot},
+    metrics::Metrics,
     table::PolicyTable,
 };
 
@@ -24,10 +25,10 @@ pub(super) struct Persister {
 }
 
 impl Persister {
-    pub(super) fn spawn(cache: Cache, table: Arc<PolicyTable>) -> Self {
+    pub(super) fn spawn(cache: Cache, table: Arc<PolicyTable>, metrics: Arc<Metrics>) -> Self {
         let (tx, rx) = watch::channel(table.snapshot().revision().unwrap_or(0));
         let span = tracing::info_span!("cache_writer", dir = %cache.dir().display());
-        let task = tokio::spawn(write_loop(cache, table, rx).instrument(span));
+        let task = tokio::spawn(write_loop(cache, table, metrics, rx).instrument(span));
         Self { tx, task }
     }
 
@@ -46,7 +47,12 @@ impl Persister {
     }
 }
 
-async fn write_loop(cache: Cache, table: Arc<PolicyTable>, mut rx: watch::Receiver<i64>) {
+async fn write_loop(
+    cache: Cache,
+    table: Arc<PolicyTable>,
+    metrics: Arc<Metrics>,
+    mut rx: watch::Receiver<i64>,
+) {
     let mut failing = false;
     // `changed` reports a value sent before the sender was dropped before it reports the
     // close, so the final revision is written on shutdown too.
@@ -56,6 +62,7 @@ async fn write_loop(cache: Cache, table: Arc<PolicyTable>, mut rx: watch::Receiv
         let stored = tokio::task::spawn_blocking(move || store(&cache, &table)).await;
         match stored {
             Ok(Ok(Some(revision))) => {
+                metrics.set_cache_revision(revision);
                 if failing {
                     info!(revision, "cache writes work again");
                 } else {

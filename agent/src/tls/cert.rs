@@ -56,6 +56,8 @@ fn key_type(key: &CertifiedKey) -> Result<CertKeyType, CertError> {
 struct Loaded {
     key: Arc<CertifiedKey>,
     kind: CertKeyType,
+    /// The end-entity certificate's notAfter (Unix seconds; 0 if it does not parse as X.509).
+    not_after: i64,
 }
 
 /// Serves the current certificate for every handshake (one lock-free pointer load).
@@ -124,6 +126,11 @@ impl CertResolver {
     pub fn key_kind(&self) -> CertKeyType {
         self.current.load().kind
     }
+
+    /// When the served certificate expires (its notAfter, Unix seconds).
+    pub fn not_after_unix(&self) -> i64 {
+        self.current.load().not_after
+    }
 }
 
 impl ResolvesServerCert for CertResolver {
@@ -158,6 +165,10 @@ fn parse(
         what: "key file",
         message: e.to_string(),
     })?;
+    let not_after = chain
+        .first()
+        .and_then(|der| x509_parser::parse_x509_certificate(der).ok())
+        .map_or(0, |(_, cert)| cert.validity().not_after.timestamp());
     let certified = CertifiedKey::from_der(chain, key, provider).map_err(CertError::Key)?;
     let kind = key_type(&certified)?;
     for domain in domains {
@@ -178,6 +189,7 @@ fn parse(
     Ok(Loaded {
         key: Arc::new(certified),
         kind,
+        not_after,
     })
 }
 

@@ -20,6 +20,7 @@ use std::{
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tracing::{info, warn};
 
+use super::calls::Call;
 use crate::audit::request_id;
 
 /// The response header that carries a call's request id.
@@ -145,7 +146,9 @@ fn write_line(
     let key = log.key.get().map_or("-", String::as_str);
     let bucket = log.bucket.get().map_or("-", String::as_str);
     let peer = peer.map_or_else(|| "-".to_owned(), |p| p.to_string());
-    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let took = started.elapsed();
+    crate::metrics::grpc_request(method_name(method), status, took);
+    let duration_ms = took.as_secs_f64() * 1000.0;
     let code = format!("{status:?}");
     let server_side = matches!(
         status,
@@ -164,7 +167,36 @@ fn write_line(
     }
 }
 
+/// A gRPC method's name (`HttpsConfigService/Put` -> `Put`), `health`, `reflection`, or
+/// `other`.
+fn method_name(path: &str) -> &'static str {
+    if let Some(call) = Call::of(path) {
+        return call.path.rsplit('/').next().unwrap_or("other");
+    }
+    if path.starts_with("/grpc.health.") {
+        "health"
+    } else if path.starts_with("/grpc.reflection.") {
+        "reflection"
+    } else {
+        "other"
+    }
+}
+
 /// The call's log, from a request's extensions (None without the layer: in unit tests).
 pub fn of(ext: &http::Extensions) -> Option<&Arc<CallLog>> {
     ext.get::<Arc<CallLog>>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_a_client_makes_up_are_one_label_value() {
+        assert_eq!(method_name("/tlsfleet.v1.HttpsConfigService/Put"), "Put");
+        assert_eq!(method_name("/tlsfleet.v1.FleetService/Sync"), "Sync");
+        assert_eq!(method_name("/grpc.health.v1.Health/Check"), "health");
+        assert_eq!(method_name("/x/y"), "other");
+        assert_eq!(method_name(&"a".repeat(10_000)), "other");
+    }
 }

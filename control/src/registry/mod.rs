@@ -21,8 +21,11 @@ use tracing::{debug, warn};
 
 use crate::{clock::now_ms, store::AgentLeases};
 
+pub mod convergence;
 mod record;
 mod rollout;
+
+use convergence::Convergence;
 
 pub use record::{AgentRecord, BucketFailure, Phase};
 pub use rollout::{selects, Rollout};
@@ -45,6 +48,8 @@ const FLUSH_EVERY: Duration = Duration::from_millis(200);
 struct Entry {
     status: AgentRecord,
     session: u64,
+    /// The session counts for the convergence of revisions after this one.
+    counted_from: i64,
     dirty: bool,
     /// When the agent disconnected: the entry is written once more as disconnected (if this
     /// server still holds it), shown for [`ENTRY_TTL`], then removed.
@@ -60,6 +65,9 @@ struct Inner {
     sessions: AtomicU64,
     /// The store's records as last read for [`Registry::key_types`], and when.
     stored: tokio::sync::Mutex<Option<(tokio::time::Instant, StoredRecords)>>,
+    convergence: Convergence,
+    /// Agent records in the store (every server's), as last read; -1 before the first read.
+    stored_agents: std::sync::atomic::AtomicI64,
 }
 
 /// The agent records read from the store: (node id, encoded record).
@@ -97,6 +105,8 @@ impl Registry {
                 changed: Notify::new(),
                 sessions: AtomicU64::new(1),
                 stored: tokio::sync::Mutex::new(None),
+                convergence: Convergence::default(),
+                stored_agents: std::sync::atomic::AtomicI64::new(-1),
             }),
         }
     }
@@ -128,21 +138,56 @@ impl Registry {
                 .map(|k| k.as_str().to_owned())
                 .collect(),
         };
-        self.lock().insert(
+        let mut local = self.lock();
+        let counted_from = self.inner.convergence.newest();
+        let replaced = local.insert(
             hello.node_id.clone(),
             Entry {
                 status,
                 session: id,
+                counted_from,
                 dirty: true,
                 gone: None,
             },
         );
+        // The stream this one replaces will not answer for what it was counted for.
+        if let Some(old) = replaced.filter(|e| e.gone.is_none()) {
+            self.inner
+                .convergence
+                .left(old.status.applied_revision, old.counted_from);
+        }
+        drop(local);
         self.inner.changed.notify_one();
         Session {
             inner: self.inner.clone(),
             node_id: hello.node_id,
             id,
         }
+    }
+
+    /// A change at `revision` reached this server's index: the agents on its streams that are
+    /// behind it are waited for (`convergence_seconds`).
+    pub fn committed(&self, revision: i64) {
+        // Counted and recorded under the lock the ACKs take: none falls between.
+        let local = self.lock();
+        let connected = local.values().filter(|e| e.gone.is_none());
+        let (mut agents, mut behind) = (0, 0);
+        for e in connected {
+            agents += 1;
+            behind += usize::from(e.status.applied_revision < revision);
+        }
+        self.inner.convergence.committed(revision, agents, behind);
+    }
+
+    /// Agent records in the store, every server's, as last read (read at least every
+    /// [`ENTRY_TTL`] / 3 by the flusher); None before the first read.
+    pub fn stored_agents(&self) -> Option<i64> {
+        Some(self.inner.stored_agents.load(Ordering::Relaxed)).filter(|n| *n >= 0)
+    }
+
+    /// How long changes took to reach this server's agents, and what is still waiting.
+    pub fn convergence(&self) -> &Convergence {
+        &self.inner.convergence
     }
 
     /// This server's agents by phase (for its metrics): applying, in sync, degraded,
@@ -173,6 +218,10 @@ impl Registry {
         let mut all: BTreeMap<String, AgentRecord> = BTreeMap::new();
         match entries {
             Ok(entries) => {
+                self.inner.stored_agents.store(
+                    i64::try_from(entries.len()).unwrap_or(i64::MAX),
+                    Ordering::Relaxed,
+                );
                 for (node, bytes) in entries.iter() {
                     let node = node.clone();
                     match AgentRecord::decode(bytes) {
@@ -259,7 +308,15 @@ impl Registry {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = inner.changed.notified() => {}
-                    _ = refresh.tick() => keep_alive(&inner).await,
+                    _ = refresh.tick() => {
+                        keep_alive(&inner).await;
+                        if let Ok(entries) = inner.store.list_agents().await {
+                            inner.stored_agents.store(
+                                i64::try_from(entries.len()).unwrap_or(i64::MAX),
+                                Ordering::Relaxed,
+                            );
+                        }
+                    }
                 };
                 flush(&inner).await;
                 tokio::select! {
@@ -364,7 +421,12 @@ impl Session {
             .get_mut(&self.node_id)
             .filter(|e| e.session == self.id)
         {
+            let before = e.status.applied_revision;
             f(&mut e.status);
+            // Under the same lock as `committed` counts who is behind a change.
+            self.inner
+                .convergence
+                .advanced(before, e.status.applied_revision, e.counted_from);
             e.status.last_seen_unix_ms = now_ms();
             e.dirty = true;
         }
@@ -419,6 +481,11 @@ impl Session {
             .get_mut(&self.node_id)
             .filter(|e| e.session == self.id)
         {
+            if e.gone.is_none() {
+                self.inner
+                    .convergence
+                    .left(e.status.applied_revision, e.counted_from);
+            }
             e.status.phase = Phase::Disconnected;
             e.status.last_seen_unix_ms = now_ms();
             e.dirty = true;

@@ -184,7 +184,9 @@ fn log_request(
     started: tokio::time::Instant,
 ) {
     let path: String = parts.uri.path().chars().take(120).collect();
-    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let took = started.elapsed();
+    crate::metrics::rest_request(parts.method.as_str(), status.as_u16(), took);
+    let duration_ms = took.as_secs_f64() * 1000.0;
     let key = key.unwrap_or("-");
     let bucket = bucket.unwrap_or("-");
     let peer = parts

@@ -228,13 +228,14 @@ impl EtcdStore {
         loop {
             let member = self.members.pick();
             let left = deadline.saturating_duration_since(Instant::now());
+            let started = Instant::now();
             let why = match tokio::time::timeout(left.min(ATTEMPT_TIMEOUT), attempt()).await {
                 Ok(Ok(value)) => {
-                    self.members.answered(member);
+                    self.members.answered(member, what, started.elapsed());
                     return Ok(value);
                 }
                 Ok(Err(Attempt::Fail(e))) => {
-                    self.members.answered(member);
+                    self.members.answered(member, what, started.elapsed());
                     return Err(e);
                 }
                 Ok(Err(Attempt::Retry(why))) => why,

@@ -112,11 +112,11 @@ impl Members {
         self.list[i % self.list.len()].lease.clone()
     }
 
-    /// Member `i` answered.
-    pub(super) fn answered(&self, i: usize) {
-        self.list[i % self.list.len()]
-            .down_since_ms
-            .store(0, Ordering::Relaxed);
+    /// Member `i` answered call `op` (range, get, txn, ...) after `took`.
+    pub(super) fn answered(&self, i: usize, op: &str, took: std::time::Duration) {
+        let m = &self.list[i % self.list.len()];
+        m.down_since_ms.store(0, Ordering::Relaxed);
+        crate::metrics::store_call(&m.endpoint, op, took);
     }
 
     /// Member `i` failed a call: pass it over for a while. Whether another member can take

@@ -130,13 +130,14 @@ impl EtcdStore {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let member = self.members.pick();
+            let started = Instant::now();
             let attempt = tokio::time::timeout(
                 left.min(WRITE_ATTEMPT_TIMEOUT),
                 self.write_once(key, &guard, &write, extra.as_ref(), base),
             )
             .await;
             if matches!(attempt, Ok(Ok(_) | Err(Attempt::Fail(_)))) {
-                self.members.answered(member);
+                self.members.answered(member, what, started.elapsed());
             }
             let why = match attempt {
                 Ok(Ok(Outcome::Done(revision))) => return Ok((revision, true)),
