@@ -180,23 +180,58 @@ impl ControlServer {
         health
             .set_not_serving::<FleetServiceServer<FleetServer>>()
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // Reflection as grpc.reflection.v1 and, for older grpcurl, evans and GUI clients,
+        // grpc.reflection.v1alpha.
+        let reflection_builder = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection = reflection_builder()
             .build_v1()
+            .map_err(|e| ServerError::Tls(format!("reflection: {e}")))?;
+        let reflection_v1alpha = reflection_builder()
+            .build_v1alpha()
             .map_err(|e| ServerError::Tls(format!("reflection: {e}")))?;
 
         // Report SERVING once the index has loaded.
+        // Health per service: FleetService serves once the index has loaded (streams are fed
+        // from memory); HttpsConfigService while, besides, a store member answers (its writes
+        // and reads need the store). Checked every second, as /-/readyz would answer.
         let ready = tokio::spawn({
             let index = index.clone();
+            let policies = policies.clone();
             let shutdown = shutdown.clone();
             async move {
                 tokio::select! {
-                    () = shutdown.cancelled() => {}
-                    r = index.ready_view(std::time::Duration::MAX) => if r.is_ok() {
-                        health.set_serving::<HttpsConfigServiceServer<AdminService>>().await;
-                        health.set_serving::<FleetServiceServer<FleetServer>>().await;
-                    },
+                    () = shutdown.cancelled() => return,
+                    r = index.ready_view(std::time::Duration::MAX) => if r.is_err() { return },
+                }
+                health
+                    .set_serving::<FleetServiceServer<FleetServer>>()
+                    .await;
+                let mut serving = None;
+                let mut tick = tokio::time::interval(HEALTH_EVERY);
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        _ = tick.tick() => {}
+                    }
+                    let (ok, _) = crate::status::readiness(&policies);
+                    if serving == Some(ok) {
+                        continue;
+                    }
+                    serving = Some(ok);
+                    if ok {
+                        health
+                            .set_serving::<HttpsConfigServiceServer<AdminService>>()
+                            .await;
+                    } else {
+                        warn!("store unreachable: HttpsConfigService reports NOT_SERVING");
+                        health
+                            .set_not_serving::<HttpsConfigServiceServer<AdminService>>()
+                            .await;
+                    }
                 }
             }
         });
@@ -233,6 +268,7 @@ impl ControlServer {
             .layer(calls::layer())
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(
                 HttpsConfigServiceServer::new(
                     AdminService::new(policies.clone(), auth.clone(), control_id.clone())
@@ -327,6 +363,9 @@ impl ControlServer {
         Ok(())
     }
 }
+
+/// How often the gRPC health of HttpsConfigService follows the store's reachability.
+const HEALTH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Tells the registry of every change the index takes, so that it measures how long the
 /// change takes to reach this server's agents (`convergence_seconds`). Ends on `shutdown`.

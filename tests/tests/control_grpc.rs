@@ -424,6 +424,137 @@ async fn health_reports_serving() {
     );
 }
 
+/// The health of `service` ("" for the server as a whole).
+async fn health_of(url: &str, service: &str) -> i32 {
+    let channel = tonic::transport::Channel::from_shared(url.to_owned())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .expect("health")
+        .into_inner()
+        .status
+}
+
+#[tokio::test]
+async fn health_is_per_service_and_follows_the_store() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut etcd = tlsfleet_testkit::etcd::Etcd::start();
+    let control = Control::on_etcd(&etcd.endpoint());
+    let url = control.grpc_url();
+    for service in [
+        "",
+        "tlsfleet.v1.HttpsConfigService",
+        "tlsfleet.v1.FleetService",
+    ] {
+        assert_eq!(
+            health_of(&url, service).await,
+            ServingStatus::Serving as i32,
+            "{service:?}"
+        );
+    }
+    // Without its store the admin API cannot answer; the agents' streams still can.
+    etcd.kill();
+    let mut admin_status = 0;
+    for _ in 0..200 {
+        admin_status = health_of(&url, "tlsfleet.v1.HttpsConfigService").await;
+        if admin_status == ServingStatus::NotServing as i32 {
+            break;
+        }
+        // A store call must fail before the server knows: ask it something.
+        let mut c = admin(&url).await;
+        let _ = c
+            .get(signed(
+                GetRequest {
+                    bucket: "any".into(),
+                },
+                tlsfleet_proto::v1::methods::HTTPS_CONFIG_SERVICE_GET,
+                keys::ADMIN,
+            ))
+            .await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(admin_status, ServingStatus::NotServing as i32);
+    assert_eq!(
+        health_of(&url, "tlsfleet.v1.FleetService").await,
+        ServingStatus::Serving as i32
+    );
+    // And back once etcd is.
+    etcd.restart();
+    let mut back = false;
+    for _ in 0..200 {
+        let mut c = admin(&url).await;
+        let _ = c
+            .get(signed(
+                GetRequest {
+                    bucket: "any".into(),
+                },
+                tlsfleet_proto::v1::methods::HTTPS_CONFIG_SERVICE_GET,
+                keys::ADMIN,
+            ))
+            .await;
+        if health_of(&url, "tlsfleet.v1.HttpsConfigService").await == ServingStatus::Serving as i32
+        {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(back, "HttpsConfigService never served again");
+}
+
+#[tokio::test]
+async fn reflection_v1alpha_answers_for_older_clients() {
+    use tonic_reflection::pb::v1alpha::{
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        ServerReflectionRequest,
+    };
+    let control = Control::embedded();
+    let channel = tonic::transport::Channel::from_shared(control.grpc_url())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = ServerReflectionClient::new(channel);
+    let requests = [
+        MessageRequest::ListServices(String::new()),
+        MessageRequest::FileContainingSymbol("tlsfleet.v1.HttpsConfigService".into()),
+    ]
+    .map(|m| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(m),
+    });
+    let mut stream = client
+        .server_reflection_info(futures::stream::iter(requests))
+        .await
+        .expect("reflection v1alpha")
+        .into_inner();
+    let first = stream.message().await.expect("message").expect("a listing");
+    let Some(MessageResponse::ListServicesResponse(list)) = first.message_response else {
+        panic!("unexpected reflection answer: {first:?}");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for want in [
+        "tlsfleet.v1.HttpsConfigService",
+        "tlsfleet.v1.FleetService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    let second = stream.message().await.expect("message").expect("a file");
+    let Some(MessageResponse::FileDescriptorResponse(files)) = second.message_response else {
+        panic!("unexpected reflection answer: {second:?}");
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
+}
+
 #[tokio::test]
 async fn reflection_lists_the_services() {
     use tonic_reflection::pb::v1::{
