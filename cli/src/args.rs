@@ -195,6 +195,37 @@ pub enum Command {
     /// Show which agents enforce a revision, which are pending and which failed; `rollout
     /// status --wait` waits until they all do.
     Rollout(RolloutArgs),
+    /// Print a shell completion script, e.g. `tlsfleetctl completion bash >
+    /// /etc/bash_completion.d/tlsfleetctl` (no control plane needed).
+    Completion(CompletionArgs),
+    /// Print the manual page (roff: `tlsfleetctl man | man -l -`), or write one page per
+    /// command into a directory with --dir (no control plane needed).
+    Man(ManArgs),
+}
+
+/// `tlsfleetctl completion SHELL`.
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `tlsfleetctl man [--dir DIR]`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write tlsfleetctl.1 and tlsfleetctl-COMMAND.1 for every command here instead.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// Where tlsfleetctl reads its settings besides its flags.
+pub fn sources() -> tlsfleet_settings::Sources {
+    tlsfleet_settings::Sources {
+        config_env: "TLSFLEET_CLI_CONFIG",
+        default_file: default_config_file(),
+        print_config: false,
+    }
 }
 
 impl Command {

@@ -148,6 +148,11 @@ pub async fn execute(
                 .await?,
         },
         Command::Agents => Outcome::Agents(client.list_agents().await?),
+        Command::Completion(_) | Command::Man(_) => {
+            return Err(CliError::Usage(
+                "completion and man print without a control plane (main handles them)".into(),
+            ))
+        }
         Command::Rollout(args) => match &args.action {
             None => Outcome::Rollout(
                 client

@@ -143,6 +143,13 @@ pub fn load_from<T: FromArgMatches>(
     })
 }
 
+/// `cmd` as [`load`] parses it: with an environment variable for every long flag that has
+/// none, `--config` and (for the servers) `--print-config`. For generated completions and
+/// manual pages.
+pub fn command(cmd: Command, sources: &Sources) -> Command {
+    with_settings_flags(cmd, sources)
+}
+
 /// `cmd` with an environment variable for every long flag that has none, `--config` and
 /// `--print-config`.
 fn with_settings_flags(cmd: Command, sources: &Sources) -> Command {
