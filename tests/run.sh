@@ -26,6 +26,9 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 # promtool checks the alert rules and every dashboard query.
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# The Debian package check (tests/scripts/deb_check.sh).
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v dpkg-deb >/dev/null 2>&1 || missing+=(dpkg)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   as_root apt-get update -qq
@@ -79,6 +82,8 @@ target/debug/tlsfleet-bench control --smoke > /dev/null
 target/debug/tlsfleet-bench convergence --smoke > /dev/null
 echo "==> official SDK tests (pytest)"
 TLSFLEET_BIN_DIR="$PWD/target/debug" python3 -m pytest -q tests/sdk
+echo "==> Debian package: build, dpkg -i, check (systemd-analyze verify), purge"
+as_root tests/scripts/deb_check.sh
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
   echo "==> fuzz smoke: ${FUZZ_SECONDS}s per target over fuzz/corpus (tests/fuzz.sh for long runs)"
   bash tests/fuzz.sh "$FUZZ_SECONDS"
