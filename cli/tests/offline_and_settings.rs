@@ -1,4 +1,5 @@
-//! `tlsfleetctl completion` and `tlsfleetctl man`, run as the binary: no control plane, no key.
+//! What tlsfleetctl does without a control plane (`completion`, `man`) and where it reads its
+//! settings (flags, environment, `~/.config/tlsfleet/tlsfleetctl.toml`, `--config`), as the binary.
 
 use std::process::Command;
 
@@ -109,4 +110,75 @@ fn the_manual_documents_every_command_and_writes_a_page_each() {
         let title = name.trim_end_matches(".1");
         assert!(text.contains(&format!(".TH {title} 1")), "{name}: {text}");
     }
+}
+
+/// tlsfleetctl with only `envs` (and its config dir) set.
+fn ctl_env(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tlsfleetctl"));
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run tlsfleetctl")
+}
+
+#[test]
+fn settings_come_from_flags_then_the_environment_then_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("tlsfleet");
+    std::fs::create_dir_all(&conf).expect("mkdir");
+    let file = conf.join("tlsfleetctl.toml");
+    // Nothing listens on port 1: the error names the URL the command used.
+    std::fs::write(
+        &file,
+        "control = \"http://127.0.0.1:1\"\naccess-key-id = \"AKIDFILE\"\naccess-key-secret = \"s\"\n",
+    )
+    .expect("write");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    let xdg = dir.path().to_str().expect("path");
+    let said = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+
+    // The per-user file, found through XDG_CONFIG_HOME.
+    let out = ctl_env(&["agents"], &[("XDG_CONFIG_HOME", xdg)]);
+    assert_eq!(out.status.code(), Some(5), "{}", said(&out));
+    assert!(said(&out).contains("http://127.0.0.1:1/"), "{}", said(&out));
+    // The environment over the file, the flag over both.
+    let out = ctl_env(
+        &["agents"],
+        &[
+            ("XDG_CONFIG_HOME", xdg),
+            ("TLSFLEET_CONTROL", "http://127.0.0.1:2"),
+        ],
+    );
+    assert!(said(&out).contains("http://127.0.0.1:2/"), "{}", said(&out));
+    let out = ctl_env(
+        &["agents", "--control", "http://127.0.0.1:3"],
+        &[
+            ("XDG_CONFIG_HOME", xdg),
+            ("TLSFLEET_CONTROL", "http://127.0.0.1:2"),
+        ],
+    );
+    assert!(said(&out).contains("http://127.0.0.1:3/"), "{}", said(&out));
+    // --config names another file; an unknown key there is a usage error naming it.
+    let other = dir.path().join("other.toml");
+    std::fs::write(&other, "contrl = \"http://127.0.0.1:4\"\n").expect("write");
+    let out = ctl_env(
+        &["--config", other.to_str().expect("path"), "agents"],
+        &[("XDG_CONFIG_HOME", xdg)],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", said(&out));
+    assert!(
+        said(&out).contains("unknown setting \"contrl\"") && said(&out).contains("other.toml"),
+        "{}",
+        said(&out)
+    );
+    // Without a key anywhere: the usage error of old.
+    let out = ctl_env(&["agents"], &[("XDG_CONFIG_HOME", "/nonexistent")]);
+    assert_eq!(out.status.code(), Some(2), "{}", said(&out));
 }
