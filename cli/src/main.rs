@@ -16,24 +16,17 @@ async fn main() -> ExitCode {
     }
     let cli = loaded.args;
     // Completions and the manual need no control plane.
-    if let Some(done) = docs::offline(&cli.command) {
-        return match done {
-            Ok(out) => match std::io::stdout().lock().write_all(&out) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("tlsfleetctl: cannot write the output: {e}");
-                    ExitCode::from(error::Exit::Other as u8)
-                }
-            },
-            Err(err) => {
-                eprintln!("tlsfleetctl: error: {err}");
-                ExitCode::from(err.exit() as u8)
-            }
-        };
-    }
-    match app::run(cli).await {
-        Ok(out) => match std::io::stdout().lock().write_all(out.as_bytes()) {
+    let outcome = match docs::offline(&cli.command) {
+        Some(done) => done,
+        None => app::run(cli).await.map(String::into_bytes),
+    };
+    finish(outcome)
+}
+
+/// Prints what the command answered, or its error; the exit code.
+fn finish(outcome: Result<Vec<u8>, error::CliError>) -> ExitCode {
+    match outcome {
+        Ok(out) => match std::io::stdout().lock().write_all(&out) {
             Ok(()) => ExitCode::SUCCESS,
             // `tlsfleetctl list | head` closes the pipe early: not a failure of the command.
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,

@@ -441,6 +441,20 @@ async fn health_of(url: &str, service: &str) -> i32 {
         .status
 }
 
+/// A GET, whatever its answer: a store call must fail (or succeed) before the server knows.
+async fn ask_the_store(url: &str) {
+    let mut c = admin(url).await;
+    let _ = c
+        .get(signed(
+            GetRequest {
+                bucket: "any".into(),
+            },
+            tlsfleet_proto::v1::methods::HTTPS_CONFIG_SERVICE_GET,
+            keys::ADMIN,
+        ))
+        .await;
+}
+
 #[tokio::test]
 async fn health_is_per_service_and_follows_the_store() {
     use tonic_health::pb::health_check_response::ServingStatus;
@@ -466,17 +480,7 @@ async fn health_is_per_service_and_follows_the_store() {
         if admin_status == ServingStatus::NotServing as i32 {
             break;
         }
-        // A store call must fail before the server knows: ask it something.
-        let mut c = admin(&url).await;
-        let _ = c
-            .get(signed(
-                GetRequest {
-                    bucket: "any".into(),
-                },
-                tlsfleet_proto::v1::methods::HTTPS_CONFIG_SERVICE_GET,
-                keys::ADMIN,
-            ))
-            .await;
+        ask_the_store(&url).await;
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(admin_status, ServingStatus::NotServing as i32);
@@ -488,16 +492,7 @@ async fn health_is_per_service_and_follows_the_store() {
     etcd.restart();
     let mut back = false;
     for _ in 0..200 {
-        let mut c = admin(&url).await;
-        let _ = c
-            .get(signed(
-                GetRequest {
-                    bucket: "any".into(),
-                },
-                tlsfleet_proto::v1::methods::HTTPS_CONFIG_SERVICE_GET,
-                keys::ADMIN,
-            ))
-            .await;
+        ask_the_store(&url).await;
         if health_of(&url, "tlsfleet.v1.HttpsConfigService").await == ServingStatus::Serving as i32
         {
             back = true;

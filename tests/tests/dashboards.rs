@@ -318,24 +318,20 @@ fn promtool_accepts_every_dashboard_query_and_the_alert_rules() {
     }
     std::fs::write(&rules, text).expect("write rules");
     let alerts = repo().join("deploy/prometheus/tlsfleet-alerts.yml");
-    let out = Command::new("promtool")
-        .arg("check")
-        .arg("rules")
-        .arg(&rules)
-        .arg(&alerts)
-        .output()
-        .expect("promtool");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = Command::new("promtool")
-        .current_dir(repo().join("deploy/prometheus"))
-        .args(["test", "rules", "tlsfleet-alerts.test.yml"])
-        .output()
-        .expect("promtool");
+    let mut check = Command::new("promtool");
+    check.arg("check").arg("rules").arg(&rules).arg(&alerts);
+    promtool_passes(&mut check);
+    let mut test = Command::new("promtool");
+    test.current_dir(repo().join("deploy/prometheus")).args([
+        "test",
+        "rules",
+        "tlsfleet-alerts.test.yml",
+    ]);
+    promtool_passes(&mut test);
+}
+
+fn promtool_passes(cmd: &mut Command) {
+    let out = cmd.output().expect("promtool");
     assert!(
         out.status.success(),
         "{}{}",
