@@ -474,33 +474,36 @@ async fn health_is_per_service_and_follows_the_store() {
     }
     // Without its store the admin API cannot answer; the agents' streams still can.
     etcd.kill();
-    let mut admin_status = 0;
-    for _ in 0..200 {
-        admin_status = health_of(&url, "tlsfleet.v1.HttpsConfigService").await;
-        if admin_status == ServingStatus::NotServing as i32 {
-            break;
-        }
-        ask_the_store(&url).await;
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(admin_status, ServingStatus::NotServing as i32);
+    assert!(
+        admin_health_becomes(&url, ServingStatus::NotServing).await,
+        "HttpsConfigService still serving without its store"
+    );
     assert_eq!(
         health_of(&url, "tlsfleet.v1.FleetService").await,
         ServingStatus::Serving as i32
     );
     // And back once etcd is.
     etcd.restart();
-    let mut back = false;
-    for _ in 0..200 {
-        ask_the_store(&url).await;
-        if health_of(&url, "tlsfleet.v1.HttpsConfigService").await == ServingStatus::Serving as i32
-        {
-            back = true;
-            break;
+    assert!(
+        admin_health_becomes(&url, ServingStatus::Serving).await,
+        "HttpsConfigService never served again"
+    );
+}
+
+/// Whether HttpsConfigService's health comes to `want` within 20 s, asking the store between
+/// checks (the server learns of the store's state from its calls).
+async fn admin_health_becomes(
+    url: &str,
+    want: tonic_health::pb::health_check_response::ServingStatus,
+) -> bool {
+    tlsfleet_testkit::eventually::until(std::time::Duration::from_secs(20), || async {
+        if health_of(url, "tlsfleet.v1.HttpsConfigService").await == want as i32 {
+            return true;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(back, "HttpsConfigService never served again");
+        ask_the_store(url).await;
+        false
+    })
+    .await
 }
 
 #[tokio::test]
