@@ -28,16 +28,9 @@ fn main() -> ExitCode {
         default_file: None,
         print_config: true,
     };
-    let loaded = tlsfleet_settings::load::<Args>(&sources).unwrap_or_else(|e| e.exit());
-    if let Some(text) = loaded.print {
-        print!("{text}");
+    let Some((args, _logs)) = tlsfleet_settings::start::<Args>(&sources, |a| a.log_format) else {
         return ExitCode::SUCCESS;
-    }
-    let _logs = tlsfleet_settings::logs::init(loaded.args.log_format);
-    for w in &loaded.warnings {
-        warn!("{w}");
-    }
-    let args = loaded.args;
+    };
     // Fails only if a provider is already installed, which is then the one in use.
     let _ = tlsfleet_policy::tls::provider().install_default();
     let outcome = tokio::runtime::Builder::new_multi_thread()

@@ -18,17 +18,12 @@ async fn main() -> std::process::ExitCode {
         default_file: None,
         print_config: true,
     };
-    let loaded = tlsfleet_settings::load::<ControlArgs>(&sources).unwrap_or_else(|e| e.exit());
-    if let Some(text) = loaded.print {
-        print!("{text}");
+    let Some((args, _logs)) = tlsfleet_settings::start::<ControlArgs>(&sources, |a| a.log_format)
+    else {
         return std::process::ExitCode::SUCCESS;
-    }
-    let _logs = tlsfleet_settings::logs::init(loaded.args.log_format);
-    for w in &loaded.warnings {
-        tracing::warn!("{w}");
-    }
+    };
     let _ = tlsfleet_policy::tls::provider().install_default();
-    match run(loaded.args).await {
+    match run(args).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // In the log's own format (a JSON line with --log-format json).

@@ -106,6 +106,26 @@ pub fn load<T: clap::CommandFactory + FromArgMatches>(
     load_from(T::command(), std::env::args_os().collect(), sources)
 }
 
+/// How a server starts: its settings ([`load`]; on an error, says it and exits 2), then with
+/// `--print-config` prints them and returns None (the binary exits 0); else installs the log
+/// writer in the format the settings chose (`log_format`), logs the settings' warnings, and
+/// returns the settings with the writer's guard (hold it until the process exits).
+pub fn start<T: clap::CommandFactory + FromArgMatches>(
+    sources: &Sources,
+    log_format: impl FnOnce(&T) -> LogFormat,
+) -> Option<(T, logs::LogGuard)> {
+    let loaded = load::<T>(sources).unwrap_or_else(|e| e.exit());
+    if let Some(text) = loaded.print {
+        print!("{text}");
+        return None;
+    }
+    let guard = logs::init(log_format(&loaded.args));
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    Some((loaded.args, guard))
+}
+
 /// [`load`] from `argv` (its first item is the binary's name) for `cmd`.
 pub fn load_from<T: FromArgMatches>(
     cmd: Command,
@@ -124,17 +144,19 @@ pub fn load_from<T: FromArgMatches>(
         None => sources.default_file.clone().filter(|p| p.is_file()),
     };
     let mut full = argv.clone();
-    let mut from_file = Vec::new();
+    let mut from_file = FileSettings::default();
     if let Some(path) = &file {
-        let (injected, ids) = file_flags(&cmd, &first, path)?;
-        full.splice(1..1, injected);
-        from_file = ids;
+        from_file = file_flags(&cmd, &first, path)?;
+        full.splice(1..1, from_file.flags.drain(..));
     }
     let matches = cmd.clone().try_get_matches_from(full)?;
     let args = T::from_arg_matches(&matches)?;
     let print = (sources.print_config && matches.get_flag("print_config"))
-        .then(|| print::effective(&cmd, &matches, file.as_deref(), &from_file));
-    let warnings = file.as_deref().map(readable_secret).unwrap_or_default();
+        .then(|| print::effective(&cmd, &matches, file.as_deref(), &from_file.ids));
+    let warnings = match &file {
+        Some(path) if from_file.holds_secret => readable_secret(path),
+        _ => vec![],
+    };
     Ok(Loaded {
         args,
         file,
@@ -197,26 +219,21 @@ fn with_settings_flags(cmd: Command, sources: &Sources) -> Command {
     }))
 }
 
-/// A warning when a config file that holds a secret can be read by others than its owner.
+/// A warning when the config file (which holds a secret) can be read by others than its owner.
 fn readable_secret(path: &Path) -> Vec<String> {
     use std::os::unix::fs::PermissionsExt as _;
-    let Ok(meta) = std::fs::metadata(path) else {
-        return vec![];
-    };
-    let holds_secret = std::fs::read_to_string(path).is_ok_and(|t| {
-        t.lines().any(|l| {
-            l.split('=')
-                .next()
-                .is_some_and(|k| k.trim().ends_with("secret"))
-        })
-    });
-    if holds_secret && meta.permissions().mode() & 0o077 != 0 {
-        return vec![format!(
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.permissions().mode() & 0o077 != 0 => vec![format!(
             "{} holds a secret and others can read it: chmod 600 it",
             path.display()
-        )];
+        )],
+        _ => vec![],
     }
-    vec![]
+}
+
+/// Whether a setting is a secret (masked by `--print-config`, warned about in a readable file).
+fn is_secret(arg: &Arg) -> bool {
+    arg.get_id().as_str().ends_with("secret")
 }
 
 /// Whether an argument is a setting (not help, version, or the settings flags themselves).
@@ -236,13 +253,22 @@ fn is_switch(arg: &Arg) -> bool {
     matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse)
 }
 
-/// The file's settings as flags, for the keys the command line and the environment left
-/// unset; and the ids of the flags they set.
+/// What a config file contributes.
+#[derive(Default)]
+struct FileSettings {
+    /// Its settings as flags, for the keys the command line and the environment left unset.
+    flags: Vec<OsString>,
+    /// The ids of the flags those set.
+    ids: Vec<String>,
+    /// Whether it holds a secret (whether or not something else overrides it).
+    holds_secret: bool,
+}
+
 fn file_flags(
     cmd: &Command,
     first: &ArgMatches,
     path: &Path,
-) -> Result<(Vec<OsString>, Vec<String>), SettingsError> {
+) -> Result<FileSettings, SettingsError> {
     let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
         path: path.to_owned(),
         source,
@@ -253,6 +279,7 @@ fn file_flags(
     })?;
     let mut flags = Vec::new();
     let mut ids = Vec::new();
+    let mut holds_secret = false;
     for (key, value) in table {
         let long = key.replace('_', "-");
         let Some(arg) = cmd
@@ -265,6 +292,7 @@ fn file_flags(
                 key,
             });
         };
+        holds_secret |= is_secret(arg);
         let set_elsewhere = matches!(
             first.value_source(arg.get_id().as_str()),
             Some(ValueSource::CommandLine | ValueSource::EnvVariable)
@@ -300,7 +328,11 @@ fn file_flags(
             flags.push(OsString::from(text));
         }
     }
-    Ok((flags, ids))
+    Ok(FileSettings {
+        flags,
+        ids,
+        holds_secret,
+    })
 }
 
 fn scalar(v: toml::Value) -> Option<String> {

@@ -4,7 +4,7 @@ use std::{fmt::Write as _, path::Path};
 
 use clap::{parser::ValueSource, ArgMatches, Command};
 
-use super::{is_repeatable, is_switch, takes_setting};
+use super::{is_repeatable, is_secret, is_switch, takes_setting};
 
 /// What a secret's value prints as.
 pub const MASK: &str = "<masked>";
@@ -40,7 +40,7 @@ pub(super) fn effective(
             let _ = writeln!(out, "# {long} =  ({source})");
             continue;
         }
-        let secret = id.ends_with("secret");
+        let secret = is_secret(arg);
         let value = |v: &str| -> String {
             match (secret, v.parse::<i64>()) {
                 (true, _) => toml::Value::String(MASK.to_owned()).to_string(),
