@@ -55,46 +55,17 @@ pub fn coalesce(first: &Update, rest: &[Arc<Update>]) -> Update {
 
 #[cfg(test)]
 mod tests {
-    use tlsfleet_policy::HttpsConfig;
-
     use super::*;
-    use crate::{
-        index::state::State,
-        store::{Event, KeyValue, Revision, StoredPolicy},
+    use crate::index::{
+        state::State,
+        test_events::{del, kv, names, put},
     };
-
-    fn put(bucket: &str, rev: Revision) -> Event {
-        let stored = StoredPolicy {
-            config: HttpsConfig::disabled(),
-            updated_by: "t".into(),
-            ..Default::default()
-        };
-        Event::Put(KeyValue {
-            key: bucket.into(),
-            value: stored.encode().unwrap(),
-            create_revision: rev,
-            mod_revision: rev,
-        })
-    }
-
-    fn del(bucket: &str, rev: Revision) -> Event {
-        Event::Delete {
-            key: bucket.into(),
-            mod_revision: rev,
-        }
-    }
-
-    fn names(u: &Update) -> (Vec<&str>, Vec<&str>) {
-        (
-            u.upserts.iter().map(|e| e.bucket.as_str()).collect(),
-            u.deletes.iter().map(String::as_str).collect(),
-        )
-    }
+    use crate::store::Revision;
 
     #[test]
     fn consecutive_updates_net_out_per_bucket() {
         let mut s = State::default();
-        s.replace_all(1, &[put_kv("aaa", 1)]);
+        s.replace_all(1, &[kv("aaa", 1)]);
         let steps = [
             vec![put("bbb", 2)],
             vec![del("aaa", 3)],
@@ -117,12 +88,5 @@ mod tests {
         let one = coalesce(&updates[1], &[]);
         assert_eq!((one.from_revision, one.revision), (2, 3));
         assert_eq!(names(&one), (vec![], vec!["aaa"]));
-    }
-
-    fn put_kv(bucket: &str, rev: Revision) -> KeyValue {
-        match put(bucket, rev) {
-            Event::Put(kv) => kv,
-            Event::Delete { .. } => unreachable!(),
-        }
     }
 }

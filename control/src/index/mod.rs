@@ -27,6 +27,8 @@ mod entry;
 pub mod shared;
 pub mod state;
 mod subscription;
+#[cfg(test)]
+mod test_events;
 mod writer;
 
 pub use state::{DefaultChange, DefaultEntry, PolicyEntry, Start, Update, View};

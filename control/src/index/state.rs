@@ -513,43 +513,8 @@ impl State {
 
 #[cfg(test)]
 mod tests {
-    use tlsfleet_policy::HttpsConfig;
-
     use super::*;
-    use crate::store::StoredPolicy;
-
-    fn kv(bucket: &str, rev: Revision) -> KeyValue {
-        let stored = StoredPolicy {
-            config: HttpsConfig::disabled(),
-            updated_by: "t".into(),
-            updated_at_unix_ms: 0,
-            ..Default::default()
-        };
-        KeyValue {
-            key: bucket.into(),
-            value: stored.encode().unwrap(),
-            create_revision: rev,
-            mod_revision: rev,
-        }
-    }
-
-    fn put(bucket: &str, rev: Revision) -> Event {
-        Event::Put(kv(bucket, rev))
-    }
-
-    fn del(bucket: &str, rev: Revision) -> Event {
-        Event::Delete {
-            key: bucket.into(),
-            mod_revision: rev,
-        }
-    }
-
-    fn names(u: &Update) -> (Vec<&str>, Vec<&str>) {
-        (
-            u.upserts.iter().map(|e| e.bucket.as_str()).collect(),
-            u.deletes.iter().map(String::as_str).collect(),
-        )
-    }
+    use crate::index::test_events::{del, kv, names, put};
 
     #[test]
     fn the_first_listing_loads_and_later_ones_are_diffs() {
