@@ -147,9 +147,9 @@ fn write_line(
     let bucket = log.bucket.get().map_or("-", String::as_str);
     let peer = peer.map_or_else(|| "-".to_owned(), |p| p.to_string());
     let took = started.elapsed();
-    crate::metrics::grpc_request(method_name(method), status, took);
-    let duration_ms = took.as_secs_f64() * 1000.0;
     let code = format!("{status:?}");
+    crate::metrics::grpc_request(method_name(method), &code, took);
+    let duration_ms = took.as_secs_f64() * 1000.0;
     let server_side = matches!(
         status,
         tonic::Code::Internal

@@ -82,9 +82,14 @@ impl Convergence {
             }
             return;
         }
-        let agents = behind;
         let now = Instant::now();
-        p.waiting.insert(revision, Waiting { since: now, agents });
+        p.waiting.insert(
+            revision,
+            Waiting {
+                since: now,
+                agents: behind,
+            },
+        );
         while p.waiting.len() > MAX_PENDING {
             p.waiting.pop_first();
             self.abandoned.inc();
