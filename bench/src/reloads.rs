@@ -54,25 +54,31 @@ pub async fn refused_after(
     }
 }
 
-/// [`refused_after`] for a TLS 1.2 handshake offering only `suite` (IANA id), within
-/// [`RELOAD_TIMEOUT`].
-async fn suite_refused_from(
+/// The time from `since` until bucket `i`'s name refuses a TLS 1.2 handshake offering only
+/// [`OTHER_TLS12_SUITE`] ([`refused_after`], within [`RELOAD_TIMEOUT`]): a reload's change seen.
+fn other_suite_refused(
+    runtime: &tokio::runtime::Runtime,
     addr: SocketAddr,
-    sni: &str,
+    i: usize,
     ca: &CertificateDer<'static>,
-    suite: u16,
     since: Instant,
 ) -> anyhow::Result<f64> {
-    let offer = ClientOffer::tls12().with_suites(&[suite]);
-    refused_after(
+    let sni = format!("{}.{DOMAIN}", crate::data::bucket(i));
+    let offer = ClientOffer::tls12().with_suites(&[OTHER_TLS12_SUITE]);
+    runtime.block_on(refused_after(
         addr,
-        sni,
+        &sni,
         ca,
         (&offer, "the suite is"),
         since,
         RELOAD_TIMEOUT,
-    )
-    .await
+    ))
+}
+
+/// `text` with its `old` (which must be there: `what` names it otherwise) replaced by `new`.
+fn rewrite(text: &str, old: &str, new: &str, what: &str) -> anyhow::Result<String> {
+    anyhow::ensure!(text.contains(old), "no {what}");
+    Ok(text.replace(old, new))
 }
 
 /// ECDHE-ECDSA-AES256-GCM-SHA384: a TLS 1.2 suite every name serves until its ciphers are
@@ -128,22 +134,17 @@ pub fn nginx(
             "server_name {}.{DOMAIN}; ssl_protocols TLSv1.2 TLSv1.3;",
             crate::data::bucket(i)
         );
-        anyhow::ensure!(text.contains(&line), "no server block for bucket {i}");
-        text = text.replace(
+        let restricted = format!("{line} ssl_ciphers {};", crate::data::CUSTOM_TLS12_SUITE);
+        text = rewrite(
+            &text,
             &line,
-            &format!("{line} ssl_ciphers {};", crate::data::CUSTOM_TLS12_SUITE),
-        );
+            &restricted,
+            &format!("server block for bucket {i}"),
+        )?;
         let since = Instant::now();
         std::fs::write(&conf, &text)?;
         signal(master, "HUP")?;
-        let sni = format!("{}.{DOMAIN}", crate::data::bucket(i));
-        let seen = runtime.block_on(suite_refused_from(
-            addr,
-            &sni,
-            &ca.der(),
-            OTHER_TLS12_SUITE,
-            since,
-        ));
+        let seen = other_suite_refused(&runtime, addr, i, &ca.der(), since);
         samples.push(seen.with_context(|| {
             format!(
                 "nginx reload; its error log:\n{}",
@@ -198,27 +199,22 @@ pub fn haproxy(
             "[ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3] {}.{DOMAIN}\n",
             crate::data::bucket(i)
         );
-        anyhow::ensure!(text.contains(&old), "no crt-list line for bucket {i}");
-        text = text.replace(
-            &old,
-            &format!(
-                "[ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3 ciphers {}] {}.{DOMAIN}\n",
-                crate::data::CUSTOM_TLS12_SUITE,
-                crate::data::bucket(i)
-            ),
+        let restricted = format!(
+            "[ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3 ciphers {}] {}.{DOMAIN}\n",
+            crate::data::CUSTOM_TLS12_SUITE,
+            crate::data::bucket(i)
         );
+        text = rewrite(
+            &text,
+            &old,
+            &restricted,
+            &format!("crt-list line for bucket {i}"),
+        )?;
         let since = Instant::now();
         std::fs::write(&list, &text)?;
         let previous = procs.last().and_then(Proc::pid);
         procs.push(start(previous));
-        let sni = format!("{}.{DOMAIN}", crate::data::bucket(i));
-        let seen = runtime.block_on(suite_refused_from(
-            addr,
-            &sni,
-            &ca.der(),
-            OTHER_TLS12_SUITE,
-            since,
-        ));
+        let seen = other_suite_refused(&runtime, addr, i, &ca.der(), since);
         let last = procs.last().map(Proc::log_tail).unwrap_or_default();
         samples.push(seen.with_context(|| format!("haproxy reload; it printed:\n{last}"))?);
     }
