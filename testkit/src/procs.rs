@@ -72,7 +72,17 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(name: &str, cmd: &mut Command) -> Self {
         let quiet = std::env::var_os("TLSFLEET_TEST_LOGS").is_none();
-        let log = if quiet {
+        Self::spawn_logging(name, cmd, quiet)
+    }
+
+    /// [`Proc::spawn`], logging to the file even with `TLSFLEET_TEST_LOGS`: for tests that
+    /// read what the process wrote ([`Proc::log_text`]).
+    pub fn spawn_logged(name: &str, cmd: &mut Command) -> Self {
+        Self::spawn_logging(name, cmd, true)
+    }
+
+    fn spawn_logging(name: &str, cmd: &mut Command, to_file: bool) -> Self {
+        let log = if to_file {
             let log = tempfile::Builder::new()
                 .prefix(&format!("tlsfleet-{name}-"))
                 .suffix(".log")
@@ -93,6 +103,14 @@ impl Proc {
             name: name.to_owned(),
             log,
         }
+    }
+
+    /// Everything the process printed so far (empty when it does not log to a file).
+    pub fn log_text(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|log| std::fs::read_to_string(log.path()).ok())
+            .unwrap_or_default()
     }
 
     /// The last few kilobytes the process printed (empty when `TLSFLEET_TEST_LOGS` sends

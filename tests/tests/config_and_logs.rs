@@ -6,45 +6,16 @@ use std::{
     net::{SocketAddr, TcpStream},
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output, Stdio},
     time::Duration,
 };
 
 use tlsfleet_testkit::{
     control::{admin_ctl_ok, keys, write_credentials, Control, DOMAIN},
     ports::free_port,
-    procs::{bin, eventually, http_get, ready_timeout},
+    procs::{bin, eventually, http_get, ready_timeout, Proc},
     tls::{KeyKind, TestCert},
 };
-
-/// A server started by a test, killed on drop; its stderr goes to `log`.
-struct Server {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Server {
-    fn spawn(cmd: &mut Command, log: PathBuf) -> Self {
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("start the server");
-        Self { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -124,14 +95,14 @@ fn control_takes_the_command_line_over_the_environment_over_the_file() {
     assert!(!printed.contains(keys::ADMIN.1), "{printed}");
 
     // And the server does what it said.
-    let server = Server::spawn(&mut control(&[]), dir.path().join("control.log"));
+    let server = Proc::spawn_logged("tlsfleet-control", &mut control(&[]));
     let ready = eventually(ready_timeout(), || {
         matches!(http_get(env_http, "/-/readyz"), Ok((200, _)))
     });
     assert!(
         ready,
         "not ready on the environment's address:\n{}",
-        server.log()
+        server.log_text()
     );
     assert!(
         TcpStream::connect(cli_grpc).is_ok(),
@@ -145,9 +116,9 @@ fn control_takes_the_command_line_over_the_environment_over_the_file() {
     }
     // log-format = "json" from the file: every line is one JSON object.
     eventually(Duration::from_secs(10), || {
-        server.log().contains("tlsfleet-control serving")
+        server.log_text().contains("tlsfleet-control serving")
     });
-    let log = server.log();
+    let log = server.log_text();
     let lines: Vec<&str> = log.lines().collect();
     assert!(!lines.is_empty());
     for line in &lines {
@@ -236,16 +207,16 @@ fn agent_runs_from_a_file_with_the_environment_over_it() {
         "{said}"
     );
 
-    let agent = Server::spawn(
+    let agent = Proc::spawn_logged(
+        "tlsfleet-agent",
         Command::new(bin("tlsfleet-agent"))
             .env("TLSFLEET_AGENT_CONFIG", &config)
             .env("TLSFLEET_ADMIN_LISTEN", env_admin.to_string()),
-        dir.path().join("agent.log"),
     );
     let ready = eventually(ready_timeout(), || {
         matches!(http_get(env_admin, "/readyz"), Ok((200, _)))
     });
-    assert!(ready, "agent not ready:\n{}", agent.log());
+    assert!(ready, "agent not ready:\n{}", agent.log_text());
     assert!(
         TcpStream::connect_timeout(&file_admin, Duration::from_secs(1)).is_err(),
         "the file's admin address is in use"
@@ -253,13 +224,13 @@ fn agent_runs_from_a_file_with_the_environment_over_it() {
     // (The log writer runs beside the server: wait for the line.)
     let warned = eventually(Duration::from_secs(10), || {
         agent
-            .log()
+            .log_text()
             .contains("holds a secret and others can read it")
     });
     assert!(
         warned,
         "no warning about a world-readable secret:\n{}",
-        agent.log()
+        agent.log_text()
     );
     // It registered with the control plane under the file's node id and labels.
     let agents = admin_ctl_ok(&control.grpc_url(), &["agents"]).to_string();
@@ -287,15 +258,15 @@ fn lines_of(log: &str, id: &str) -> Vec<serde_json::Value> {
 }
 
 /// The request line (target `tlsfleet::request`) of request `id`, once it is written.
-fn request_line(server: &Server, id: &str) -> serde_json::Value {
+fn request_line(server: &Proc, id: &str) -> serde_json::Value {
     let mut found = None;
     eventually(Duration::from_secs(10), || {
-        found = lines_of(&server.log(), id)
+        found = lines_of(&server.log_text(), id)
             .into_iter()
             .find(|v| v["target"] == "tlsfleet::request");
         found.is_some()
     });
-    found.unwrap_or_else(|| panic!("no request line for {id}:\n{}", server.log()))
+    found.unwrap_or_else(|| panic!("no request line for {id}:\n{}", server.log_text()))
 }
 
 #[tokio::test]
@@ -312,16 +283,16 @@ async fn every_request_logs_one_json_line_with_the_request_id_it_answered() {
     let dir = tempfile::tempdir().expect("tempdir");
     let [http, grpc] = [(); 2].map(|()| loopback(free_port()));
     let config = control_file(dir.path(), http, grpc);
-    let server = Server::spawn(
+    let server = Proc::spawn_logged(
+        "tlsfleet-control",
         Command::new(bin("tlsfleet-control"))
             .arg("--config")
             .arg(&config),
-        dir.path().join("control.log"),
     );
     let ready = eventually(ready_timeout(), || {
         matches!(http_get(http, "/-/readyz"), Ok((200, _)))
     });
-    assert!(ready, "not ready:\n{}", server.log());
+    assert!(ready, "not ready:\n{}", server.log_text());
 
     // REST: the x-oss-request-id answered is the one logged, with who, what and how it went.
     let xml = "<HttpsConfiguration><TLS><Enable>true</Enable><TLSVersion>TLSv1.3</TLSVersion>\
@@ -349,7 +320,7 @@ async fn every_request_logs_one_json_line_with_the_request_id_it_answered() {
         "{line}"
     );
     // The change's audit line has the same id.
-    assert!(audited(&server.log(), &id), "no audit line for {id}");
+    assert!(audited(&server.log_text(), &id), "no audit line for {id}");
     // A refused request: its status and OSS code, and no key (the signature is wrong).
     let bad = oss(http, "GET", "logs-bucket", "", (keys::ADMIN.0, "wrong")).expect("REST GET");
     assert_eq!(bad.status, 403);
@@ -386,7 +357,7 @@ async fn every_request_logs_one_json_line_with_the_request_id_it_answered() {
     assert_eq!(line["key"], keys::ADMIN.0, "{line}");
     assert_eq!(line["bucket"], "grpc-bucket", "{line}");
     assert_eq!(line["status"], "Ok", "{line}");
-    assert!(audited(&server.log(), &id), "no audit line for {id}");
+    assert!(audited(&server.log_text(), &id), "no audit line for {id}");
     // A call signed with a wrong secret: Unauthenticated, no key, its id answered all the same.
     let mut plain =
         tlsfleet_proto::v1::https_config_service_client::HttpsConfigServiceClient::connect(
