@@ -143,7 +143,7 @@ pub fn nginx(
         )?;
         let since = Instant::now();
         std::fs::write(&conf, &text)?;
-        signal(master, "HUP")?;
+        tlsfleet_testkit::procs::signal(master, "HUP")?;
         let seen = other_suite_refused(&runtime, addr, i, &ca.der(), since);
         samples.push(seen.with_context(|| {
             format!(
@@ -232,15 +232,6 @@ fn version_word(line: &str) -> String {
         .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))
         .unwrap_or(line)
         .to_owned()
-}
-
-fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()?;
-    anyhow::ensure!(status.success(), "kill -{name} {pid} failed");
-    Ok(())
 }
 
 #[cfg(test)]

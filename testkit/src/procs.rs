@@ -57,6 +57,19 @@ pub fn ready_timeout() -> Duration {
     Duration::from_secs(secs)
 }
 
+/// Sends signal `name` (`HUP`, `STOP`, `CONT`, ...) to process `pid` with kill(1).
+pub fn signal(pid: u32, name: &str) -> std::io::Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!("kill -{name} {pid} failed")))
+    }
+}
+
 /// Starts tried when a server exits because a port it was given was taken meanwhile.
 pub const START_ATTEMPTS: usize = 3;
 
@@ -105,6 +118,14 @@ impl Proc {
         }
     }
 
+    /// Sends signal `name` (`HUP`, `STOP`, `CONT`, ...) to the process with kill(1).
+    pub fn signal(&self, name: &str) -> std::io::Result<()> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| std::io::Error::other(format!("{} has exited", self.name)))?;
+        signal(pid, name)
+    }
+
     /// Everything the process printed so far (empty when it does not log to a file).
     pub fn log_text(&self) -> String {
         self.log
@@ -151,10 +172,7 @@ impl Proc {
         let Some(mut c) = self.child.take() else {
             return false;
         };
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(c.id().to_string())
-            .status();
+        let _ = signal(c.id(), "TERM");
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(st)) = c.try_wait() {

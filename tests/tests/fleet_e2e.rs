@@ -701,16 +701,6 @@ async fn an_agent_resuming_from_a_wiped_store_gets_a_snapshot() {
     assert!(!s_client(a.tls, &host("new-0"), &["-tls1_3"]).0);
 }
 
-/// Sends `signal` (e.g. `STOP`, `CONT`) to the agent's process with kill(1).
-fn signal(a: &Agent, signal: &str) {
-    let pid = a.process().pid().expect("agent pid");
-    let status = Command::new("kill")
-        .args([format!("-{signal}"), pid.to_string()])
-        .status()
-        .expect("kill(1)");
-    assert!(status.success(), "kill -{signal} {pid}");
-}
-
 #[tokio::test]
 async fn an_agent_that_fell_behind_catches_up_in_one_delta_not_one_per_revision() {
     let f = fleet(1, KeyKind::EcdsaP256);
@@ -718,7 +708,7 @@ async fn an_agent_that_fell_behind_catches_up_in_one_delta_not_one_per_revision(
     let deltas = || a.metric("sync_deltas_total").expect("deltas metric");
     let before = deltas();
     // The agent cannot read or answer while 50 revisions are written.
-    signal(a, "STOP");
+    a.process().signal("STOP").expect("kill -STOP");
     let mut rev = 0;
     for i in 0..50 {
         rev = grpc_put(
@@ -728,7 +718,7 @@ async fn an_agent_that_fell_behind_catches_up_in_one_delta_not_one_per_revision(
         )
         .await;
     }
-    signal(a, "CONT");
+    a.process().signal("CONT").expect("kill -CONT");
     f.converge(rev);
     let taken = deltas() - before;
     // One delta in flight before the stop, then what queued up behind it: a few, not 50.
