@@ -217,7 +217,7 @@ impl ControlServer {
                         () = shutdown.cancelled() => return,
                         _ = tick.tick() => {}
                     }
-                    let (ok, _) = crate::status::readiness(&policies);
+                    let ok = crate::status::is_ready(&policies);
                     if serving == Some(ok) {
                         continue;
                     }

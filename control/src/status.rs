@@ -20,12 +20,22 @@ struct PhaseLabel {
     phase: &'static str,
 }
 
+/// Whether a store member answered its last call (always, for the embedded store).
+fn store_reachable(members: &[crate::store::MemberHealth]) -> bool {
+    members.is_empty() || members.iter().any(|m| m.up)
+}
+
+/// Ready as `/-/readyz` says it, without its body (the gRPC health follows it every second).
+pub fn is_ready(policies: &Policies) -> bool {
+    policies.index().is_loaded() && store_reachable(&policies.store_members())
+}
+
 /// `/-/readyz`: ready once the index has loaded, unless every store member failed its last
 /// call (then writes cannot succeed). The body names the members and their state.
 pub fn readiness(policies: &Policies) -> (bool, String) {
     let loaded = policies.index().is_loaded();
     let members = policies.store_members();
-    let reachable = members.is_empty() || members.iter().any(|m| m.up);
+    let reachable = store_reachable(&members);
     let mut body = String::new();
     body.push_str(if !loaded {
         "index not loaded\n"
