@@ -8,6 +8,7 @@
 //! one, never a mix; a temporary file left by a crash is simply overwritten by the next store.
 
 use std::{
+    cell::Cell,
     fs::{self, File, OpenOptions},
     io::{self, Write},
     path::{Path, PathBuf},
@@ -15,6 +16,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use tlsfleet_policy::{BucketName, HttpsConfig};
+
+use crate::table::TableSnapshot;
 
 /// The version of the on-disk format this build reads and writes. A file of any other
 /// version is refused (as corrupt) rather than misread.
@@ -129,25 +132,53 @@ impl Cache {
     /// Replaces the stored snapshot atomically and durably (see the module docs). Blocking:
     /// call it from a blocking-capable thread.
     pub fn store(&self, snapshot: &CachedSnapshot) -> Result<(), CacheError> {
+        let policies = snapshot
+            .policies
+            .iter()
+            .map(|(bucket, config)| (bucket.as_str(), config));
+        self.write(&FileRefV1 {
+            format: FORMAT_VERSION,
+            revision: snapshot.revision,
+            policies: Entries::new(policies),
+            store_id: snapshot.store_id.as_deref(),
+            refused: &snapshot.refused,
+            default: snapshot.default.as_ref(),
+        })
+    }
+
+    /// [`Cache::store`] of the published table, written as it is walked: a million policies
+    /// are never copied out of the table first. `None` when the table has no revision yet.
+    pub fn store_table(
+        &self,
+        table: &TableSnapshot,
+        store_id: Option<&str>,
+    ) -> Result<Option<i64>, CacheError> {
+        let Some(revision) = table.revision() else {
+            return Ok(None);
+        };
+        let refused = table.refused_without_policy();
+        self.write(&FileRefV1 {
+            format: FORMAT_VERSION,
+            revision,
+            policies: Entries::new(table.stored_policies()),
+            store_id,
+            refused: &refused,
+            default: table.default_config(),
+        })?;
+        Ok(Some(revision))
+    }
+
+    fn write<'a, I>(&self, file: &FileRefV1<'a, I>) -> Result<(), CacheError>
+    where
+        I: Iterator<Item = (&'a str, &'a HttpsConfig)>,
+    {
         let io_err = |path: &Path| {
             let path = path.to_owned();
             move |source| CacheError::Io { path, source }
         };
         fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
-        let file = FileRefV1 {
-            format: FORMAT_VERSION,
-            revision: snapshot.revision,
-            policies: snapshot
-                .policies
-                .iter()
-                .map(|(bucket, config)| EntryRef { bucket, config })
-                .collect(),
-            store_id: snapshot.store_id.as_deref(),
-            refused: &snapshot.refused,
-            default: snapshot.default.as_ref(),
-        };
         let temp = self.dir.join(TEMP_NAME);
-        let written = write_synced(&temp, &file);
+        let written = write_synced(&temp, file);
         if let Err(source) = written {
             // Best effort: the next store truncates it anyway.
             let _ = fs::remove_file(&temp);
@@ -161,7 +192,10 @@ impl Cache {
     }
 }
 
-fn write_synced(path: &Path, file: &FileRefV1<'_>) -> io::Result<()> {
+fn write_synced<'a, I>(path: &Path, file: &FileRefV1<'a, I>) -> io::Result<()>
+where
+    I: Iterator<Item = (&'a str, &'a HttpsConfig)>,
+{
     let out = OpenOptions::new()
         .write(true)
         .create(true)
@@ -200,10 +234,11 @@ struct Entry {
 }
 
 #[derive(Serialize)]
-struct FileRefV1<'a> {
+#[serde(bound = "")]
+struct FileRefV1<'a, I: Iterator<Item = (&'a str, &'a HttpsConfig)>> {
     format: u32,
     revision: i64,
-    policies: Vec<EntryRef<'a>>,
+    policies: Entries<I>,
     #[serde(skip_serializing_if = "Option::is_none")]
     store_id: Option<&'a str>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
@@ -212,8 +247,28 @@ struct FileRefV1<'a> {
     default: Option<&'a HttpsConfig>,
 }
 
+/// The policies, serialised as a sequence straight from whatever holds them. `Serialize`
+/// takes `&self`, so the iterator (used once) sits in a cell.
+struct Entries<I>(Cell<Option<I>>);
+
+impl<I> Entries<I> {
+    fn new(policies: I) -> Self {
+        Self(Cell::new(Some(policies)))
+    }
+}
+
+impl<'a, I: Iterator<Item = (&'a str, &'a HttpsConfig)>> Serialize for Entries<I> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let policies = self
+            .0
+            .take()
+            .ok_or_else(|| serde::ser::Error::custom("the policies were already written"))?;
+        serializer.collect_seq(policies.map(|(bucket, config)| EntryRef { bucket, config }))
+    }
+}
+
 #[derive(Serialize)]
 struct EntryRef<'a> {
-    bucket: &'a BucketName,
+    bucket: &'a str,
     config: &'a HttpsConfig,
 }

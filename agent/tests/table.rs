@@ -164,6 +164,68 @@ fn a_snapshot_replaces_the_table() {
 }
 
 #[test]
+fn a_large_snapshot_keeps_every_bucket_in_order_and_each_distinct_policy_once() {
+    let pki = Pki::new();
+    let table = table_for(&pki.leaf(KeyType::Ecdsa));
+    // More buckets than one block of the received snapshot holds, three distinct policies,
+    // and a bucket sent twice: the later one stands, as in a delta.
+    let kinds = [tls13_only(), tls12_and_13(), versions(&[TlsVersion::Tls12])];
+    let mut policies: Vec<_> = (0..10_000)
+        .map(|i| (bucket(&format!("bucket-{i:05}")), kinds[i % 3].clone()))
+        .collect();
+    policies.push((bucket("bucket-00000"), kinds[1].clone()));
+    let received: tlsfleet_agent::table::Policies = policies.into_iter().collect();
+    assert_eq!((received.len(), received.distinct()), (10_001, 3));
+    let outcome = table.apply_snapshot(9, received);
+    assert!(outcome.is_ack(), "{outcome:?}");
+    let snap = table.snapshot();
+    assert_eq!((snap.len(), snap.distinct_configs()), (10_000, 3));
+    assert_eq!(snap.config("bucket-00000"), Some(&kinds[1]));
+    for i in [1, 4095, 4096, 4097, 9_999] {
+        let name = format!("bucket-{i:05}");
+        assert_eq!(snap.config(&name), Some(&kinds[i % 3]), "{name}");
+    }
+    // Equal policies are one stored value, whichever block their buckets arrived in.
+    assert!(std::ptr::eq(
+        snap.config("bucket-00003").unwrap(),
+        snap.config("bucket-09999").unwrap()
+    ));
+}
+
+#[test]
+fn the_cache_written_from_the_table_loads_back_as_the_table() {
+    let pki = Pki::new();
+    let table = table_for(&pki.leaf(KeyType::Ecdsa));
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tlsfleet_agent::cache::Cache::new(dir.path());
+    // Nothing applied yet: nothing to write.
+    assert_eq!(cache.store_table(&table.snapshot(), None).unwrap(), None);
+    table.apply_snapshot(
+        5,
+        vec![
+            (bucket("aaa"), tls13_only()),
+            (bucket("bbb"), tls12_and_13()),
+            (bucket("ccc"), tls13_only()),
+        ],
+    );
+    let written = cache
+        .store_table(&table.snapshot(), Some("store-1"))
+        .unwrap();
+    assert_eq!(written, Some(5));
+    let loaded = cache.load().unwrap().unwrap();
+    let mut policies = loaded.policies.clone();
+    policies.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut expected = table.snapshot().policies();
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(policies, expected);
+    assert_eq!(
+        (loaded.revision, loaded.store_id.as_deref()),
+        (5, Some("store-1"))
+    );
+    assert!(loaded.refused.is_empty() && loaded.default.is_none());
+}
+
+#[test]
 fn an_unservable_policy_is_nacked_and_its_bucket_refused_never_served_looser() {
     let pki = Pki::new();
     let table = table_for(&pki.leaf(KeyType::Ecdsa));

@@ -55,6 +55,8 @@ fn policies_load_agents_converge_and_a_change_reaches_every_handshake() {
     let cert = TestCert::generate(dir.path(), DOMAIN, KeyKind::EcdsaP256);
     let url = control.grpc_url();
     let t = Instant::now();
+    // Each with a last-known-good cache, as the package runs them: writing a million policies
+    // to disk after every revision is part of what an agent's memory has to hold.
     let mut agents: Vec<Agent> = (0..m)
         .map(|i| {
             Agent::spawn(
@@ -62,7 +64,7 @@ fn policies_load_agents_converge_and_a_change_reaches_every_handshake() {
                 std::slice::from_ref(&url),
                 &cert.cert,
                 &cert.key,
-                None,
+                Some(dir.path().join(format!("cache-{i}"))),
             )
         })
         .collect();
@@ -83,7 +85,18 @@ fn policies_load_agents_converge_and_a_change_reaches_every_handshake() {
     for a in &agents {
         assert_eq!(policies_at(a), n, "{} holds every policy", a.node_id);
     }
-    let agent_rss: Vec<u64> = agents
+    // Every cache written before the change, so the change is timed without ten writes of a
+    // million policies competing for the two cores.
+    let loaded = agents.iter().filter_map(Agent::applied_revision).max();
+    let loaded = loaded.expect("the agents report their revision");
+    for a in &agents {
+        assert!(
+            a.wait_cached(loaded, Duration::from_secs(120)),
+            "{} cached revision {loaded}",
+            a.node_id
+        );
+    }
+    let ready_rss: Vec<u64> = agents
         .iter()
         .map(|a| a.process().rss_bytes().unwrap_or(0))
         .collect();
@@ -139,12 +152,60 @@ fn policies_load_agents_converge_and_a_change_reaches_every_handshake() {
         );
     }
 
+    // Memory once the change is applied and written to every cache (the cache is written just
+    // after a revision applies), then of an agent restarted from its cache.
+    let revision = agents.iter().filter_map(Agent::applied_revision).max();
+    let revision = revision.expect("the agents report their revision");
+    for a in &agents {
+        assert!(
+            a.wait_cached(revision, Duration::from_secs(120)),
+            "{} cached revision {revision}",
+            a.node_id
+        );
+    }
+    let agent_rss: Vec<u64> = agents
+        .iter()
+        .map(|a| a.process().rss_bytes().unwrap_or(0))
+        .zip(&ready_rss)
+        .map(|(now, ready)| now.max(*ready))
+        .collect();
+    let t = Instant::now();
+    agents[0].restart();
+    agents[0].wait_ready();
+    assert_eq!(
+        policies_at(&agents[0]),
+        n,
+        "the restarted agent holds every policy"
+    );
+    let restart_ready = t.elapsed();
+    // Ready from its cache; a second change, acknowledged by every agent, shows it is back in
+    // sync with the control plane too.
+    let out = tlsfleetctl(
+        &url,
+        keys::ADMIN,
+        &[
+            "put",
+            "--bucket",
+            &bucket(1),
+            "--tls-versions",
+            "TLSv1.3",
+            "--wait",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restarted_rss = agents[0].process().rss_bytes().unwrap_or(0);
+
     let max_agent = agent_rss.iter().copied().max().unwrap_or(0);
     eprintln!(
         "scale: {n} policies, {m} agents | control ready {control_ready:.1?}, RSS {:.0} MiB \
          ({} B/policy), peak while serving {:.0} MiB, after {:.0} MiB ({} B/policy) | agents \
          ready {agents_ready:.1?}, RSS max {:.0} MiB ({} B/policy), distinct ServerConfigs \
-         {distinct:?} | one change enforced everywhere (put --wait) in {change_enforced:.1?}",
+         {distinct:?} | one change enforced everywhere (put --wait) in {change_enforced:.1?} \
+         | restarted from its cache: ready in {restart_ready:.1?}, RSS {:.0} MiB ({} B/policy)",
         mib(control_rss),
         control_rss / n as u64,
         mib(control_peak),
@@ -152,7 +213,20 @@ fn policies_load_agents_converge_and_a_change_reaches_every_handshake() {
         control_after / n as u64,
         mib(max_agent),
         max_agent / n as u64,
+        mib(restarted_rss),
+        restarted_rss / n as u64,
     );
+    // The target of issue 10, checked where it applies: at a million policies and more (at
+    // the CI's size the process's fixed cost dominates).
+    if n >= 1_000_000 {
+        for rss in agent_rss.iter().chain([&restarted_rss]) {
+            assert!(
+                *rss / (n as u64) < 256,
+                "agent RSS {} B/policy at {n} policies, target < 256",
+                rss / n as u64
+            );
+        }
+    }
 }
 
 /// Where a control server's load time goes at scale: the paged list from etcd, then decoding

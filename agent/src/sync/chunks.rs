@@ -10,13 +10,14 @@ use tlsfleet_proto::{
     v1::{BucketPolicy, Delta, Snapshot},
 };
 
-use crate::table::BucketError;
+use crate::table::{BucketError, Policies};
 
 /// A snapshot received so far, converted.
 #[derive(Debug, Default)]
 pub(super) struct Received {
     pub(super) revision: i64,
-    pub(super) policies: Vec<(BucketName, HttpsConfig)>,
+    /// Each distinct policy held once (see [`Policies`]).
+    pub(super) policies: Policies,
     /// Policies that did not convert (NACKed, and their buckets refused).
     pub(super) bad: Vec<BucketError>,
     pub(super) default_policy: Option<BucketPolicy>,
@@ -44,9 +45,12 @@ impl Assembler {
                 ..Received::default()
             },
         };
-        let (good, bad) = convert_all(chunk.policies);
-        so_far.policies.extend(good);
-        so_far.bad.extend(bad);
+        for policy in chunk.policies {
+            match convert(policy) {
+                Ok((bucket, config)) => so_far.policies.push(bucket, config),
+                Err(e) => so_far.bad.push(e),
+            }
+        }
         so_far.more = chunk.more;
         // The default policy and the store id come with the last chunk (the id with all).
         so_far.default_policy = chunk.default_policy.or(so_far.default_policy);
@@ -55,7 +59,6 @@ impl Assembler {
             self.snapshot = Some(so_far);
             None
         } else {
-            so_far.policies.shrink_to_fit();
             Some(so_far)
         }
     }
@@ -100,16 +103,21 @@ pub(super) fn convert_all(
     let mut good = Vec::with_capacity(policies.len());
     let mut bad = Vec::new();
     for policy in policies {
-        let bucket = policy.bucket.clone();
-        match convert::bucket_policy(policy) {
+        match convert(policy) {
             Ok(entry) => good.push(entry),
-            Err(e) => bad.push(BucketError {
-                bucket,
-                reason: e.to_string(),
-            }),
+            Err(e) => bad.push(e),
         }
     }
     (good, bad)
+}
+
+/// One wire policy converted, or the NACK entry saying why not.
+fn convert(policy: BucketPolicy) -> Result<(BucketName, HttpsConfig), BucketError> {
+    let bucket = policy.bucket.clone();
+    convert::bucket_policy(policy).map_err(|e| BucketError {
+        bucket,
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]

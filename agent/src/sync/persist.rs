@@ -9,11 +9,7 @@ use std::sync::Arc;
 use tokio::{sync::watch, task::JoinHandle};
 use tracing::{debug, error, info, Instrument};
 
-use crate::{
-    cache::{Cache, CachedSnapshot},
-    metrics::Metrics,
-    table::PolicyTable,
-};
+use crate::{cache::Cache, metrics::Metrics, table::PolicyTable};
 
 /// The handle the sync loop keeps. The writer task ends once this is [`finish`]ed (or
 /// dropped), after writing any revision it has not written yet.
@@ -86,16 +82,8 @@ async fn write_loop(
 /// Stores the table; `None` when it has nothing to store yet.
 fn store(cache: &Cache, table: &PolicyTable) -> Result<Option<i64>, crate::cache::CacheError> {
     // One snapshot: the revision, the policies and the refused buckets are of one revision.
-    let snapshot = table.snapshot();
-    let Some(revision) = snapshot.revision() else {
-        return Ok(None);
-    };
-    cache.store(&CachedSnapshot {
-        revision,
-        policies: snapshot.policies(),
-        store_id: table.store_id(),
-        refused: snapshot.refused_without_policy(),
-        default: snapshot.default_config().cloned(),
-    })?;
-    Ok(Some(revision))
+    // An `Arc` of its own, not the lock-free guard: the write takes a while, and revisions
+    // published meanwhile share all but the nodes they changed with it.
+    let snapshot = Arc::clone(&table.snapshot());
+    cache.store_table(&snapshot, table.store_id().as_deref())
 }

@@ -14,6 +14,7 @@
 //! * `interner`: the writer's sharing of equal policies and configs.
 
 use std::{
+    borrow::Cow,
     collections::HashSet,
     sync::{Arc, Mutex, MutexGuard},
 };
@@ -24,9 +25,11 @@ use tlsfleet_policy::{BucketName, HttpsConfig, PolicyKey};
 use crate::tls::ConfigFactory;
 
 mod interner;
+mod policies;
 pub mod snapshot;
 
 use interner::{fingerprint, Interner};
+pub use policies::Policies;
 use snapshot::{refused, BucketMap, Entry, Policy};
 pub use snapshot::{Lookup, TableSnapshot};
 
@@ -88,8 +91,9 @@ impl std::fmt::Debug for PolicyTable {
     }
 }
 
-enum Change {
-    Upsert(BucketName, HttpsConfig),
+enum Change<'a> {
+    /// A snapshot's policies are borrowed from its distinct ones ([`Policies`]).
+    Upsert(BucketName, Cow<'a, HttpsConfig>),
     /// The control plane sent a policy for the bucket that did not convert: refuse it.
     Refuse(BucketName),
     Delete(BucketName),
@@ -128,11 +132,7 @@ impl PolicyTable {
     /// Replaces the whole table with `policies` at `revision` and makes it ready. Buckets
     /// absent from `policies` lose their policy; a bucket whose policy cannot be built keeps
     /// its previous config (none if it had none) and is reported.
-    pub fn apply_snapshot(
-        &self,
-        revision: i64,
-        policies: Vec<(BucketName, HttpsConfig)>,
-    ) -> ApplyOutcome {
+    pub fn apply_snapshot(&self, revision: i64, policies: impl Into<Policies>) -> ApplyOutcome {
         self.apply_snapshot_refusing(revision, policies, &[], DefaultChange::Clear)
     }
 
@@ -142,31 +142,37 @@ impl PolicyTable {
     pub fn apply_snapshot_refusing(
         &self,
         revision: i64,
-        policies: Vec<(BucketName, HttpsConfig)>,
+        policies: impl Into<Policies>,
         refused: &[BucketError],
         default: DefaultChange,
     ) -> ApplyOutcome {
+        let policies = policies.into();
         let mut writer = self.lock_writer();
         let current = self.current.load_full();
         let refused: Vec<BucketName> = refused
             .iter()
             .filter_map(|e| e.bucket.parse().ok())
             .collect();
-        let keep: HashSet<&str> = policies
-            .iter()
-            .map(|(b, _)| b.as_str())
-            .chain(refused.iter().map(BucketName::as_str))
-            .collect();
-        let deletes: Vec<BucketName> = current
-            .buckets
-            .keys()
-            .filter(|name| !keep.contains(&***name))
-            .filter_map(|name| BucketName::try_from(String::from(&**name)).ok())
-            .collect();
-        drop(keep);
+        // The buckets the snapshot drops; none when the table is empty (the first snapshot,
+        // where a set of a million names would only cost memory).
+        let deletes: Vec<BucketName> = if current.buckets.is_empty() {
+            Vec::new()
+        } else {
+            let keep: HashSet<&str> = policies
+                .names()
+                .map(BucketName::as_str)
+                .chain(refused.iter().map(BucketName::as_str))
+                .collect();
+            current
+                .buckets
+                .keys()
+                .filter(|name| !keep.contains(&***name))
+                .filter_map(|name| BucketName::try_from(String::from(&**name)).ok())
+                .collect()
+        };
+        let (policies, configs) = policies.into_parts();
         let changes = policies
-            .into_iter()
-            .map(|(b, c)| Change::Upsert(b, c))
+            .filter_map(|(b, i)| Some(Change::Upsert(b, Cow::Borrowed(configs.get_index(i)?))))
             .chain(refused.into_iter().map(Change::Refuse))
             .chain(deletes.into_iter().map(Change::Delete));
         self.apply(&mut writer, &current, revision, changes, default, true)
@@ -202,7 +208,7 @@ impl PolicyTable {
             .map(Change::Refuse);
         let changes = upserts
             .into_iter()
-            .map(|(b, c)| Change::Upsert(b, c))
+            .map(|(b, c)| Change::Upsert(b, Cow::Owned(c)))
             .chain(refused)
             .chain(deletes.into_iter().map(Change::Delete));
         self.apply(&mut writer, &current, revision, changes, default, false)
@@ -233,12 +239,12 @@ impl PolicyTable {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn apply(
+    fn apply<'a>(
         &self,
         interner: &mut Interner,
         current: &TableSnapshot,
         revision: i64,
-        changes: impl Iterator<Item = Change>,
+        changes: impl Iterator<Item = Change<'a>>,
         default: DefaultChange,
         snapshot: bool,
     ) -> ApplyOutcome {
@@ -251,7 +257,7 @@ impl PolicyTable {
                 Change::Upsert(bucket, config) => {
                     if buckets
                         .get(bucket.as_str())
-                        .is_some_and(|e| e.config.as_ref() == Some(&config) && !e.own)
+                        .is_some_and(|e| e.config.as_ref() == Some(&*config) && !e.own)
                     {
                         continue;
                     }
@@ -261,21 +267,23 @@ impl PolicyTable {
                     let (entry, error) = match self.entry(interner, &config) {
                         Ok(entry) => (entry, None),
                         Err(reason) => {
-                            let (entry, what) = self.fallback(interner, config, previous);
+                            let (entry, what) =
+                                self.fallback(interner, config.into_owned(), previous);
                             (entry, Some(format!("{reason}; {what}")))
                         }
                     };
                     changed += 1;
-                    let name = bucket.as_str().to_owned().into_boxed_str();
-                    if let Some(old) = buckets.insert(name, entry) {
-                        interner.release(&old);
-                    }
                     if let Some(reason) = error {
                         tracing::warn!(%bucket, revision, %reason, "policy not applied as sent");
                         errors.push(BucketError {
-                            bucket: bucket.into_string(),
+                            bucket: bucket.as_str().to_owned(),
                             reason,
                         });
+                    }
+                    // The received name becomes the key: no second copy of a million names.
+                    let name = bucket.into_string().into_boxed_str();
+                    if let Some(old) = buckets.insert(name, entry) {
+                        interner.release(&old);
                     }
                 }
                 Change::Refuse(bucket) => {

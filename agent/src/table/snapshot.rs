@@ -93,13 +93,19 @@ impl TableSnapshot {
         self.distinct
     }
 
-    /// The applied stored policies (what the last-known-good cache writes).
-    pub fn policies(&self) -> Vec<(BucketName, HttpsConfig)> {
+    /// The applied stored policies (what the last-known-good cache writes), borrowed.
+    pub fn stored_policies(&self) -> impl Iterator<Item = (&str, &HttpsConfig)> {
         self.buckets
             .iter()
-            .filter_map(|(name, e)| {
-                let bucket = BucketName::try_from(String::from(&**name)).ok()?;
-                Some((bucket, e.config.clone()?))
+            .filter_map(|(name, e)| Some((&**name, e.config.as_ref()?)))
+    }
+
+    /// The applied stored policies, copied.
+    pub fn policies(&self) -> Vec<(BucketName, HttpsConfig)> {
+        self.stored_policies()
+            .filter_map(|(name, config)| {
+                let bucket = BucketName::try_from(name.to_owned()).ok()?;
+                Some((bucket, config.clone()))
             })
             .collect()
     }
