@@ -89,13 +89,16 @@ pub async fn accept_loop(
                         continue;
                     }
                 };
-                let conn = connection(
+                // Boxed: the connection's state (TLS, HTTP) is several KiB, and the task would
+                // otherwise copy all of it when spawned and again when it finishes.
+                let conn = Box::pin(connection(
                     tcp,
+                    peer,
                     ctx.clone(),
                     handshake_timeout,
                     shutdown.clone(),
                     force.clone(),
-                );
+                ));
                 let metrics = ctx.metrics.clone();
                 metrics.connection_opened();
                 tracker.spawn(
@@ -136,12 +139,12 @@ fn bucket_of<'a>(ctx: &Context, sni: Option<&'a str>) -> Option<&'a str> {
 
 async fn connection(
     tcp: TcpStream,
+    peer: std::net::SocketAddr,
     ctx: Arc<Context>,
     handshake_timeout: Duration,
     shutdown: CancellationToken,
     force: CancellationToken,
 ) {
-    let Ok(peer) = tcp.peer_addr() else { return };
     let _ = tcp.set_nodelay(true);
     let handshake = tokio::select! {
         _ = shutdown.cancelled() => return,

@@ -14,7 +14,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 use tlsfleet_policy::TlsVersion;
-use tokio::net::TcpListener;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
 
 fn assert_oss_error(reply: &Reply, status: u16, code: &str) {
     assert_eq!(reply.status, status, "{reply:?}");
@@ -72,6 +75,47 @@ async fn the_responder_reports_what_was_negotiated() {
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(reply.json()["bucket"], serde_json::Value::Null);
     assert_eq!(reply.json()["sni"], serde_json::Value::Null);
+    agent.stop().await;
+}
+
+/// A client that closes first is not sent a `close_notify` (the write would only draw a reset
+/// from a peer that has gone, as nginx knows); one the agent closes is, after the response.
+#[tokio::test]
+async fn close_notify_is_sent_when_the_agent_closes_first_only() {
+    let agent = Agent::start().await;
+    agent
+        .table
+        .apply_snapshot(3, vec![(bucket("aaa"), tls12_and_13())]);
+    for version in [TLS12, TLS13] {
+        // The client closes right after the handshake: the agent ends the TCP connection
+        // without an alert, which a TLS client reads as an end without close_notify.
+        let mut tls = agent
+            .connect(agent.client(&[version], None), Some("aaa.oss.test"))
+            .await
+            .unwrap();
+        tls.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        let end = tls.read_to_end(&mut rest).await;
+        assert_eq!(
+            end.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::UnexpectedEof),
+            "{version:?}: no close_notify after the client's"
+        );
+
+        // `Connection: close`: the agent closes after its response, with a close_notify.
+        let mut tls = agent
+            .connect(agent.client(&[version], None), Some("aaa.oss.test"))
+            .await
+            .unwrap();
+        tls.write_all(b"GET /k HTTP/1.1\r\nhost: aaa.oss.test\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut reply = Vec::new();
+        tls.read_to_end(&mut reply)
+            .await
+            .unwrap_or_else(|e| panic!("{version:?}: a clean end after the response: {e}"));
+        assert!(reply.starts_with(b"HTTP/1.1 200"), "{version:?}");
+    }
     agent.stop().await;
 }
 

@@ -266,11 +266,14 @@ pub fn run(s: &Settings) -> anyhow::Result<Results> {
         })
         .collect::<anyhow::Result<Vec<PathBuf>>>()?;
     let mut samples = vec![vec![vec![]; CASES.len()]; servers.len()];
+    // Each case runs on every server back to back (the order turning from round to round and
+    // case to case), so the servers a ratio compares were measured seconds apart, not minutes:
+    // this machine drifts by 10 % and more over a run.
     for round in 0..s.rounds {
-        for k in 0..servers.len() {
-            let si = (k + round) % servers.len();
-            let server = &servers[si];
-            for (ci, case) in CASES.iter().enumerate() {
+        for (ci, case) in CASES.iter().enumerate() {
+            for k in 0..servers.len() {
+                let si = (k + round + ci) % servers.len();
+                let server = &servers[si];
                 let report = client(client_core, &ca_pem, &lists[ci], server, *case, s)?;
                 let o = &report.outcome;
                 anyhow::ensure!(
