@@ -20,11 +20,13 @@ use tlsfleet_testkit::{
     tls::{s_client, KeyKind, TestCa},
 };
 
+use anyhow::Context as _;
+
 use crate::{
     client::Outcome,
     cpu,
     data::{bucket, rule, write_policies},
-    peers,
+    peers, swaps,
 };
 
 /// What to run.
@@ -95,6 +97,8 @@ pub struct Sample {
 pub struct Results {
     pub servers: Vec<Server>,
     pub samples: Vec<Vec<Vec<Sample>>>,
+    /// The agent's resumed cases again while its table is swapped (by case; full cases empty).
+    pub swapped: Vec<Vec<Sample>>,
     pub enforced: Vec<Enforcement>,
     pub settings: Settings,
 }
@@ -138,7 +142,13 @@ pub fn run(s: &Settings) -> anyhow::Result<Results> {
     tokio::runtime::Runtime::new()?.block_on(write_policies(&etcd.endpoint(), s.policies))?;
     let control = Control::on_etcd(&etcd.endpoint());
     let url = control.grpc_url();
-    let mut agent = Agent::spawn("bench-edge", &[url], &cert.cert, &cert.key, None);
+    let mut agent = Agent::spawn(
+        "bench-edge",
+        std::slice::from_ref(&url),
+        &cert.cert,
+        &cert.key,
+        None,
+    );
     agent.wait_ready();
     let loaded = agent.metric("policies_loaded").unwrap_or(0.0) as usize;
     anyhow::ensure!(
@@ -265,46 +275,78 @@ pub fn run(s: &Settings) -> anyhow::Result<Results> {
             Ok(list)
         })
         .collect::<anyhow::Result<Vec<PathBuf>>>()?;
+    // The bucket whose policy the swapped runs flip: one no resumed name belongs to.
+    let resumed: std::collections::HashSet<String> = [12, 13]
+        .into_iter()
+        .flat_map(|v| names(v, RESUMED_NAMES))
+        .collect();
+    let swapped_bucket = (0..s.policies)
+        .rev()
+        .map(bucket)
+        .find(|b| !resumed.contains(&format!("{b}.{DOMAIN}")))
+        .context("no bucket outside the resumed names to swap")?;
+
+    let measure = |round: usize, server: &Server, ci: usize, what: &str| {
+        let case = CASES[ci];
+        let report = client(client_core, &ca_pem, &lists[ci], server, case, s)?;
+        let o = &report.outcome;
+        anyhow::ensure!(
+            o.handshakes > 0,
+            "{}{what} {case:?}: no handshake ({} failed: {})",
+            server.name,
+            o.failed,
+            o.error.clone().unwrap_or_default()
+        );
+        let sample = Sample {
+            rate: o.handshakes as f64 / o.seconds,
+            cpu_us: report.server_cpu_us as f64 / o.handshakes as f64,
+            resumed_share: o.resumed as f64 / o.handshakes as f64,
+        };
+        eprintln!(
+            "bench: round {round} {}{what} TLS 1.{} {}: {:.0}/s, {:.0} µs CPU a handshake, {:.0} % resumed",
+            server.name,
+            case.version % 10,
+            if case.resume { "resumed" } else { "full" },
+            sample.rate,
+            sample.cpu_us,
+            sample.resumed_share * 100.0
+        );
+        Ok(sample)
+    };
     let mut samples = vec![vec![vec![]; CASES.len()]; servers.len()];
+    let mut swapped = vec![vec![]; CASES.len()];
     // Each case runs on every server back to back (the order turning from round to round and
     // case to case), so the servers a ratio compares were measured seconds apart, not minutes:
     // this machine drifts by 10 % and more over a run.
     for round in 0..s.rounds {
-        for (ci, case) in CASES.iter().enumerate() {
+        for ci in 0..CASES.len() {
             for k in 0..servers.len() {
                 let si = (k + round + ci) % servers.len();
-                let server = &servers[si];
-                let report = client(client_core, &ca_pem, &lists[ci], server, *case, s)?;
-                let o = &report.outcome;
-                anyhow::ensure!(
-                    o.handshakes > 0,
-                    "{} {case:?}: no handshake ({} failed: {})",
-                    server.name,
-                    o.failed,
-                    o.error.clone().unwrap_or_default()
-                );
-                let sample = Sample {
-                    rate: o.handshakes as f64 / o.seconds,
-                    cpu_us: report.server_cpu_us as f64 / o.handshakes as f64,
-                    resumed_share: o.resumed as f64 / o.handshakes as f64,
-                };
-                eprintln!(
-                    "bench: round {round} {} TLS 1.{} {}: {:.0}/s, {:.0} µs CPU a handshake, {:.0} % resumed",
-                    server.name,
-                    case.version % 10,
-                    if case.resume { "resumed" } else { "full" },
-                    sample.rate,
-                    sample.cpu_us,
-                    sample.resumed_share * 100.0
-                );
-                samples[si][ci].push(sample);
+                samples[si][ci].push(measure(round, &servers[si], ci, "")?);
             }
+            if !CASES[ci].resume {
+                continue;
+            }
+            // The agent again, its table swapped every `swaps::INTERVAL` meanwhile.
+            let before = agent.applied_revision().unwrap_or(0);
+            let swapper = swaps::Swapper::start(&url, swapped_bucket.clone());
+            let sample = measure(round, &servers[0], ci, ", table swapped");
+            let puts = swapper.stop()?;
+            let sample = sample?;
+            let swapped_to = i64::try_from(puts).unwrap_or(i64::MAX) + before;
+            anyhow::ensure!(
+                puts > 0 && agent.wait_revision(swapped_to, Duration::from_secs(10)),
+                "the agent did not apply the {puts} swaps (at revision {:?}, from {before})",
+                agent.applied_revision()
+            );
+            swapped[ci].push(sample);
         }
     }
     drop(running);
     Ok(Results {
         servers,
         samples,
+        swapped,
         enforced,
         settings: s.clone(),
     })

@@ -21,3 +21,4 @@ pub mod handshakes;
 pub mod peers;
 pub mod reloads;
 pub mod report;
+pub mod swaps;
