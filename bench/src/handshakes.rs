@@ -99,6 +99,8 @@ pub struct Results {
     pub samples: Vec<Vec<Vec<Sample>>>,
     /// The agent's resumed cases again while its table is swapped (by case; full cases empty).
     pub swapped: Vec<Vec<Sample>>,
+    /// The agent's CPU per swap with no client connected (µs).
+    pub swap_cpu_us: f64,
     pub enforced: Vec<Enforcement>,
     pub settings: Settings,
 }
@@ -313,6 +315,28 @@ pub fn run(s: &Settings) -> anyhow::Result<Results> {
         );
         Ok(sample)
     };
+    // What a swap costs the agent by itself: its CPU while the bucket is flipped and no
+    // client connects.
+    let idle_start = cpu::cpu_time_of(&servers[0].pids)?;
+    std::thread::sleep(Duration::from_secs_f64(s.seconds));
+    let idle = cpu::cpu_time_of(&servers[0].pids)? - idle_start;
+    let idle_cpu = cpu::cpu_time_of(&servers[0].pids)?;
+    let before = agent.applied_revision().unwrap_or(0);
+    let swapper = swaps::Swapper::start(&url, swapped_bucket.clone());
+    std::thread::sleep(Duration::from_secs_f64(s.seconds));
+    let puts = swapper.stop()?;
+    let swapped_to = i64::try_from(puts).unwrap_or(i64::MAX) + before;
+    anyhow::ensure!(
+        puts > 0 && agent.wait_revision(swapped_to, Duration::from_secs(10)),
+        "the agent did not apply the {puts} swaps"
+    );
+    let busy = cpu::cpu_time_of(&servers[0].pids)? - idle_cpu;
+    let swap_cpu_us = busy.saturating_sub(idle).as_secs_f64() * 1e6 / puts as f64;
+    eprintln!(
+        "bench: {puts} swaps with no client: {swap_cpu_us:.0} µs of agent CPU each ({busy:?} \
+         busy, {idle:?} idle over as long)"
+    );
+
     let mut samples = vec![vec![vec![]; CASES.len()]; servers.len()];
     let mut swapped = vec![vec![]; CASES.len()];
     // Each case runs on every server back to back (the order turning from round to round and
@@ -347,6 +371,7 @@ pub fn run(s: &Settings) -> anyhow::Result<Results> {
         servers,
         samples,
         swapped,
+        swap_cpu_us,
         enforced,
         settings: s.clone(),
     })
