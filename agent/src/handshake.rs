@@ -15,7 +15,10 @@ use std::{sync::Arc, time::Duration};
 use rustls::{server::Acceptor, ServerConfig};
 use tlsfleet_net::{ConnLimiter, LimitExceeded};
 use tlsfleet_policy::{names::normalize_name, tls, BucketName};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    io::AsyncReadExt,
+    net::{TcpListener, TcpStream},
+};
 use tokio_rustls::{server::TlsStream, LazyConfigAcceptor};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
@@ -25,14 +28,15 @@ use tlsfleet_policy::usage::Offered;
 use crate::{
     http::{self, ConnInfo, Context, Domains, HostKind},
     metrics::{HandshakeFailure, Refusal},
+    rewound::Rewound,
     table::{Lookup, TableSnapshot},
     usage,
 };
 
 /// Backoff after a failed `accept` (e.g. out of file descriptors), so the loop does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
-/// ClientHello bytes looked at for the offered version (a hello is usually well under this).
-const PEEK_BYTES: usize = 2048;
+/// ClientHello bytes read first, for the offered version (a hello is usually well under this).
+const HELLO_BYTES: usize = 2048;
 
 /// The config a ClientHello's SNI selects, or why the connection is refused.
 pub fn select_config(
@@ -122,7 +126,7 @@ pub async fn accept_loop(
 }
 
 enum Handshake {
-    Done(Box<TlsStream<TcpStream>>, Option<String>),
+    Done(Box<TlsStream<Rewound<TcpStream>>>, Option<String>),
     Refused(Refusal, Option<String>),
     /// The TLS handshake itself failed (no common version or suite, or a broken client): the
     /// bucket its SNI named, and the highest version it offered.
@@ -213,12 +217,18 @@ async fn connection(
 }
 
 /// ClientHello, config choice, handshake: the caller bounds all of it with one timeout.
-async fn handshake(tcp: TcpStream, ctx: &Context) -> std::io::Result<Handshake> {
-    // A copy of the hello's first bytes, for the highest version it offers (rustls does not
-    // say); the suites it lists are the fallback when they are not all there yet.
-    let mut first = [0u8; PEEK_BYTES];
-    let peeked = tcp.peek(&mut first).await?;
-    let from_record = tlsfleet_policy::hello::offered_version(&first[..peeked]);
+async fn handshake(mut tcp: TcpStream, ctx: &Context) -> std::io::Result<Handshake> {
+    // The hello's first bytes, for the highest version it offers (rustls does not say); the
+    // suites it lists are the fallback when they are not all there yet. Read here and put
+    // back in front of the stream for rustls: one read, where a peek would be a second.
+    let mut first = [0u8; HELLO_BYTES];
+    let read = tcp.read(&mut first).await?;
+    if read == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    let first = &first[..read];
+    let from_record = tlsfleet_policy::hello::offered_version(first);
+    let tcp = Rewound::new(first.to_vec(), tcp);
     let start = LazyConfigAcceptor::new(Acceptor::default(), tcp).await?;
     let hello = start.client_hello();
     let sni = hello.server_name().map(normalize_name);

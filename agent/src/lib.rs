@@ -24,6 +24,7 @@ pub mod handshake;
 pub mod http;
 pub mod metrics;
 pub mod readiness;
+mod rewound;
 pub mod server;
 pub mod sync;
 pub mod table;
