@@ -28,7 +28,7 @@ use tlsfleet_policy::usage::Offered;
 use crate::{
     http::{self, ConnInfo, Context, Domains, HostKind},
     metrics::{HandshakeFailure, Refusal},
-    rewound::Rewound,
+    stream::Rewound,
     table::{Lookup, TableSnapshot},
     usage,
 };

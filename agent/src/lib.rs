@@ -7,7 +7,8 @@
 //! * [`sync`]: the control-plane client (the Sync stream, ACK/NACK, reconnects), and
 //!   [`cache`], the last-known-good copy it keeps on disk.
 //! * [`table`]: bucket → shared `ServerConfig`, swapped atomically once per revision.
-//! * [`handshake`]: the TLS listener: ClientHello → config by SNI → handshake → HTTP.
+//! * [`handshake`]: the TLS listener: ClientHello → config by SNI → handshake → HTTP (with
+//!   `stream`, the wrappers around the connection's stream).
 //! * [`http`]: the per-request check ([`http::enforce`]), canonicalisation, the built-in
 //!   responder and the upstream proxy.
 //!
@@ -24,8 +25,8 @@ pub mod handshake;
 pub mod http;
 pub mod metrics;
 pub mod readiness;
-mod rewound;
 pub mod server;
+mod stream;
 pub mod sync;
 pub mod table;
 pub mod tls;

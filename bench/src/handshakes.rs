@@ -317,20 +317,16 @@ pub fn run(s: &Settings) -> anyhow::Result<Results> {
     };
     // What a swap costs the agent by itself: its CPU while the bucket is flipped and no
     // client connects.
-    let idle_start = cpu::cpu_time_of(&servers[0].pids)?;
+    let agent_cpu = || cpu::cpu_time_of(&servers[0].pids);
+    let idle_start = agent_cpu()?;
     std::thread::sleep(Duration::from_secs_f64(s.seconds));
-    let idle = cpu::cpu_time_of(&servers[0].pids)? - idle_start;
-    let idle_cpu = cpu::cpu_time_of(&servers[0].pids)?;
-    let before = agent.applied_revision().unwrap_or(0);
-    let swapper = swaps::Swapper::start(&url, swapped_bucket.clone());
-    std::thread::sleep(Duration::from_secs_f64(s.seconds));
-    let puts = swapper.stop()?;
-    let swapped_to = i64::try_from(puts).unwrap_or(i64::MAX) + before;
-    anyhow::ensure!(
-        puts > 0 && agent.wait_revision(swapped_to, Duration::from_secs(10)),
-        "the agent did not apply the {puts} swaps"
-    );
-    let busy = cpu::cpu_time_of(&servers[0].pids)? - idle_cpu;
+    let swaps_start = agent_cpu()?;
+    let idle = swaps_start - idle_start;
+    let (_, puts) = swaps::applied_during(&agent, &url, &swapped_bucket, || {
+        std::thread::sleep(Duration::from_secs_f64(s.seconds));
+        Ok(())
+    })?;
+    let busy = agent_cpu()? - swaps_start;
     let swap_cpu_us = busy.saturating_sub(idle).as_secs_f64() * 1e6 / puts as f64;
     eprintln!(
         "bench: {puts} swaps with no client: {swap_cpu_us:.0} µs of agent CPU each ({busy:?} \
@@ -352,17 +348,9 @@ pub fn run(s: &Settings) -> anyhow::Result<Results> {
                 continue;
             }
             // The agent again, its table swapped every `swaps::INTERVAL` meanwhile.
-            let before = agent.applied_revision().unwrap_or(0);
-            let swapper = swaps::Swapper::start(&url, swapped_bucket.clone());
-            let sample = measure(round, &servers[0], ci, ", table swapped");
-            let puts = swapper.stop()?;
-            let sample = sample?;
-            let swapped_to = i64::try_from(puts).unwrap_or(i64::MAX) + before;
-            anyhow::ensure!(
-                puts > 0 && agent.wait_revision(swapped_to, Duration::from_secs(10)),
-                "the agent did not apply the {puts} swaps (at revision {:?}, from {before})",
-                agent.applied_revision()
-            );
+            let (sample, _) = swaps::applied_during(&agent, &url, &swapped_bucket, || {
+                measure(round, &servers[0], ci, ", table swapped")
+            })?;
             swapped[ci].push(sample);
         }
     }

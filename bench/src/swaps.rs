@@ -16,20 +16,20 @@ use tlsfleet_proto::{
     signer::{signed_request, AccessKey, Signer},
     v1::{https_config_service_client::HttpsConfigServiceClient, PutRequest},
 };
-use tlsfleet_testkit::control::keys;
+use tlsfleet_testkit::{agent::Agent, control::keys};
 use tonic::transport::Channel;
 
 /// How often the swapped bucket's policy changes.
 pub const INTERVAL: Duration = Duration::from_millis(50);
 
 /// A thread flipping `bucket` between TLS 1.3 only and TLS 1.2 + 1.3 every [`INTERVAL`].
-pub struct Swapper {
+struct Swapper {
     stop: Arc<AtomicBool>,
     thread: JoinHandle<anyhow::Result<u64>>,
 }
 
 impl Swapper {
-    pub fn start(url: &str, bucket: String) -> Self {
+    fn start(url: &str, bucket: String) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let url = url.to_owned();
         let thread = {
@@ -45,12 +45,36 @@ impl Swapper {
     }
 
     /// Stops flipping; how many PUTs were answered.
-    pub fn stop(self) -> anyhow::Result<u64> {
+    fn stop(self) -> anyhow::Result<u64> {
         self.stop.store(true, Ordering::Relaxed);
         self.thread
             .join()
             .map_err(|_| anyhow::anyhow!("the swapper thread panicked"))?
     }
+}
+
+/// Runs `during` while `bucket` is flipped, then waits until `agent` has applied every flip;
+/// what `during` returned and how many flips there were.
+pub fn applied_during<T>(
+    agent: &Agent,
+    url: &str,
+    bucket: &str,
+    during: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<(T, u64)> {
+    let before = agent.applied_revision().unwrap_or(0);
+    let swapper = Swapper::start(url, bucket.to_owned());
+    let value = during();
+    let puts = swapper.stop()?;
+    let value = value?;
+    let swapped_to = i64::try_from(puts)
+        .unwrap_or(i64::MAX)
+        .saturating_add(before);
+    anyhow::ensure!(
+        puts > 0 && agent.wait_revision(swapped_to, Duration::from_secs(10)),
+        "the agent did not apply the {puts} swaps (at revision {:?}, from {before})",
+        agent.applied_revision()
+    );
+    Ok((value, puts))
 }
 
 async fn flip(url: &str, bucket: &str, stop: &AtomicBool) -> anyhow::Result<u64> {

@@ -87,15 +87,7 @@ fn policies_load_agents_converge_and_a_change_reaches_every_handshake() {
     }
     // Every cache written before the change, so the change is timed without ten writes of a
     // million policies competing for the two cores.
-    let loaded = agents.iter().filter_map(Agent::applied_revision).max();
-    let loaded = loaded.expect("the agents report their revision");
-    for a in &agents {
-        assert!(
-            a.wait_cached(loaded, Duration::from_secs(120)),
-            "{} cached revision {loaded}",
-            a.node_id
-        );
-    }
+    wait_all_cached(&agents);
     let ready_rss: Vec<u64> = agents
         .iter()
         .map(|a| a.process().rss_bytes().unwrap_or(0))
@@ -126,23 +118,7 @@ fn policies_load_agents_converge_and_a_change_reaches_every_handshake() {
         );
     }
     let t = Instant::now();
-    let out = tlsfleetctl(
-        &url,
-        keys::ADMIN,
-        &[
-            "put",
-            "--bucket",
-            &changed,
-            "--tls-versions",
-            "TLSv1.3",
-            "--wait",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    put_tls13_only_and_wait(&url, &changed);
     let change_enforced = t.elapsed();
     for a in &agents {
         assert!(
@@ -154,15 +130,7 @@ fn policies_load_agents_converge_and_a_change_reaches_every_handshake() {
 
     // Memory once the change is applied and written to every cache (the cache is written just
     // after a revision applies), then of an agent restarted from its cache.
-    let revision = agents.iter().filter_map(Agent::applied_revision).max();
-    let revision = revision.expect("the agents report their revision");
-    for a in &agents {
-        assert!(
-            a.wait_cached(revision, Duration::from_secs(120)),
-            "{} cached revision {revision}",
-            a.node_id
-        );
-    }
+    wait_all_cached(&agents);
     let agent_rss: Vec<u64> = agents
         .iter()
         .map(|a| a.process().rss_bytes().unwrap_or(0))
@@ -180,23 +148,7 @@ fn policies_load_agents_converge_and_a_change_reaches_every_handshake() {
     let restart_ready = t.elapsed();
     // Ready from its cache; a second change, acknowledged by every agent, shows it is back in
     // sync with the control plane too.
-    let out = tlsfleetctl(
-        &url,
-        keys::ADMIN,
-        &[
-            "put",
-            "--bucket",
-            &bucket(1),
-            "--tls-versions",
-            "TLSv1.3",
-            "--wait",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    put_tls13_only_and_wait(&url, &bucket(1));
     let restarted_rss = agents[0].process().rss_bytes().unwrap_or(0);
 
     let max_agent = agent_rss.iter().copied().max().unwrap_or(0);
@@ -227,6 +179,38 @@ fn policies_load_agents_converge_and_a_change_reaches_every_handshake() {
             );
         }
     }
+}
+
+/// Waits until every agent's cache holds the newest revision any of them applied (the cache
+/// is written just after a revision applies).
+fn wait_all_cached(agents: &[Agent]) {
+    let revision = agents.iter().filter_map(Agent::applied_revision).max();
+    let revision = revision.expect("the agents report their revision");
+    for a in agents {
+        assert!(
+            a.wait_cached(revision, Duration::from_secs(120)),
+            "{} cached revision {revision}",
+            a.node_id
+        );
+    }
+}
+
+/// `tlsfleetctl put --wait`: `bucket` TLS 1.3 only, acknowledged by every agent.
+fn put_tls13_only_and_wait(url: &str, bucket: &str) {
+    let args = [
+        "put",
+        "--bucket",
+        bucket,
+        "--tls-versions",
+        "TLSv1.3",
+        "--wait",
+    ];
+    let out = tlsfleetctl(url, keys::ADMIN, &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Where a control server's load time goes at scale: the paged list from etcd, then decoding

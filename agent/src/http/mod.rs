@@ -3,7 +3,6 @@
 //! built-in [`responder`].
 
 pub mod canon;
-mod closing;
 pub mod enforce;
 pub mod proxy;
 pub mod responder;
@@ -136,7 +135,7 @@ pub async fn serve<IO>(
             )
         })
     };
-    let io = TokioIo::new(closing::PeerClosing::new(io));
+    let io = TokioIo::new(crate::stream::PeerClosing::new(io));
     let result = if conn.h2 {
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder

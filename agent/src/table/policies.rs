@@ -20,7 +20,6 @@ const BLOCK: usize = 4096;
 #[derive(Debug, Default)]
 pub struct Policies {
     blocks: Vec<Vec<(BucketName, usize)>>,
-    len: usize,
     configs: IndexSet<HttpsConfig>,
 }
 
@@ -36,17 +35,16 @@ impl Policies {
                 self.blocks.push(block);
             }
         }
-        self.len += 1;
     }
 
     /// Buckets added.
     pub fn len(&self) -> usize {
-        self.len
+        self.blocks.iter().map(Vec::len).sum()
     }
 
     /// Whether no bucket was added.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.blocks.is_empty()
     }
 
     /// Distinct policies among them.
