@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: installs what it needs (etcd, protoc, openssl,
+# The whole test suite, from a fresh machine: installs what it needs (etcd, openssl,
 # the official OSS Python SDKs, pytest, nginx and HAProxy for the benchmark smoke run,
 # Prometheus' promtool for the alert rules and dashboards,
 # cargo-nextest, cargo-machete, cargo-deny, cargo-fuzz),
@@ -19,7 +19,7 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
-command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+# No protoc: tools/protoc (.cargo/config.toml) uses the system's or installs protox.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # The peers of the benchmark smoke run (tlsfleet-bench handshakes --smoke).
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
