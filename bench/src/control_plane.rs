@@ -252,26 +252,24 @@ impl Conn {
     async fn call(&mut self, put: bool, bucket: &str, i: u64) -> anyhow::Result<()> {
         match self {
             Conn::Etcd(kv, Some(tag)) => {
-                // What a control PUT commits: the key compared with its revision and a fresh
-                // guard key absent; the policy, the guard and the audit record written; the
-                // key and the guard read back otherwise.
+                // What a control PUT commits: the key compared with its revision and its
+                // audit record's key (the write's guard) absent; the policy and the record
+                // written; the key and the record read back otherwise.
                 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
                 let key = format!("/bench/raw/{bucket}");
-                let guard = format!("/bench/writes/{tag:x}-{bucket}-{i}");
-                let audit = format!("/bench/audit/{:013}-{bucket}-{i}", i);
+                let audit = format!("/bench/audit/{:013}-{tag:x}-{bucket}-{i}", i);
                 let txn = Txn::new()
                     .when([
                         Compare::mod_revision(key.as_str(), CompareOp::NotEqual, -1),
-                        Compare::create_revision(guard.as_str(), CompareOp::Equal, 0),
+                        Compare::create_revision(audit.as_str(), CompareOp::Equal, 0),
                     ])
                     .and_then([
                         TxnOp::put(key.as_str(), raw_value(i), None),
-                        TxnOp::put(guard.as_str(), key.as_str(), None),
-                        TxnOp::put(audit, vec![b'x'; AUDIT_RECORD_BYTES], None),
+                        TxnOp::put(audit.as_str(), vec![b'x'; AUDIT_RECORD_BYTES], None),
                     ])
                     .or_else([
                         TxnOp::get(key.as_str(), None),
-                        TxnOp::get(guard.as_str(), None),
+                        TxnOp::get(audit.as_str(), None),
                     ]);
                 let resp = kv.txn(txn).await?;
                 anyhow::ensure!(resp.succeeded(), "the transaction's comparisons failed");

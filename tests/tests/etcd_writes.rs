@@ -182,3 +182,90 @@ async fn a_write_without_answers_is_sent_again_and_commits_once() {
     // One commit of the put (the revision moved by one).
     assert_eq!(r.other.revision().await.expect("revision"), before + 1);
 }
+
+/// An audit record for `put_if_recorded`, with `value` as its bytes.
+fn record(key: &str, value: &'static [u8]) -> tlsfleet_control::store::AuditWrite {
+    tlsfleet_control::store::AuditWrite {
+        key: key.to_owned(),
+        value: Box::new(move |_| value.to_vec()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_of_an_audited_write_is_recognised_by_its_record() {
+    use tlsfleet_control::store::AuditLog;
+    let r = rig().await;
+    let base = r
+        .store
+        .put("vault", b"v0".to_vec())
+        .await
+        .expect("first put");
+
+    // The answer to the write (the only request carrying the value) is lost.
+    r.proxy.blackhole_from(b"mine-marker");
+    let store = r.store.clone();
+    let pending = tokio::spawn(async move {
+        store
+            .put_if_recorded(
+                "vault",
+                b"mine-marker".to_vec(),
+                base,
+                record("0000000000001-MINE", b"mine"),
+            )
+            .await
+    });
+    assert!(committed(&r.other, "vault", b"mine-marker").await);
+    let newer = r
+        .other
+        .put("vault", b"newer".to_vec())
+        .await
+        .expect("newer put");
+    r.proxy.reset();
+
+    // The record says the lost attempt committed: acknowledged at its own revision (not a
+    // conflict with the newer write), the newer write kept, the record written once.
+    let ours = pending
+        .await
+        .expect("task")
+        .expect("our audited put is acknowledged");
+    assert!(ours < newer, "{ours} < {newer}");
+    let kv = r.other.get("vault").await.expect("get").expect("present");
+    assert_eq!(kv.value, b"newer");
+    let trail = r.other.list_audit("", None, 10).await.expect("audit");
+    assert_eq!(trail.len(), 1, "{trail:?}");
+    assert_eq!(
+        (trail[0].value.as_slice(), trail[0].revision),
+        (&b"mine"[..], ours)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_writes_record_under_the_same_key_is_not_taken_for_this_writes_commit() {
+    use tlsfleet_control::store::AuditLog;
+    let r = rig().await;
+    let base = r
+        .store
+        .put("vault", b"v0".to_vec())
+        .await
+        .expect("first put");
+    r.other
+        .append_audit(vec![("0000000000001-SAME".into(), b"theirs".to_vec())])
+        .await
+        .expect("their record");
+
+    let answer = r
+        .store
+        .put_if_recorded(
+            "vault",
+            b"mine".to_vec(),
+            base,
+            record("0000000000001-SAME", b"mine"),
+        )
+        .await;
+    assert!(
+        answer.is_err(),
+        "acknowledged without committing: {answer:?}"
+    );
+    let kv = r.other.get("vault").await.expect("get").expect("present");
+    assert_eq!(kv.value, b"v0", "the write applied after all");
+}

@@ -27,7 +27,7 @@ use super::{
 };
 use crate::store::Revision;
 
-/// Writes in one transaction at most: each has 2 comparisons, up to 3 operations on success
+/// Writes in one transaction at most: each has 2 comparisons, 2 operations on success
 /// and 2 reads on failure, all within etcd's default limit of 128 a list.
 pub const MAX_BATCH: usize = 32;
 /// Transactions in flight at once; writes arriving meanwhile wait and go together.
@@ -40,6 +40,9 @@ pub const QUEUE: usize = 1024;
 pub(super) struct Pending {
     pub key: String,
     pub guard: String,
+    /// The guard's value as this write puts it: a guard found with another value is not
+    /// this write's.
+    pub guard_value: Vec<u8>,
     pub base: Revision,
     /// What it writes when every comparison holds.
     pub ops: Vec<TxnOp>,
@@ -174,15 +177,30 @@ async fn commit(mut kv: KvClient, mut batch: Vec<Pending>) {
             return;
         }
         let mut gets = resp.op_responses().into_iter().filter_map(|op| match op {
-            TxnOpResponse::Get(get) => Some(get.kvs().first().map(|kv| kv.mod_revision())),
+            TxnOpResponse::Get(get) => Some(
+                get.kvs()
+                    .first()
+                    .map(|kv| (kv.mod_revision(), kv.value().to_vec())),
+            ),
             _ => None,
         });
         let mut again = Vec::new();
         for p in batch {
-            let (key_now, guard_now) = (gets.next().flatten(), gets.next().flatten());
+            let key_now = gets.next().flatten().map(|(revision, _)| revision);
+            let guard_now = gets.next().flatten();
             let outcome = match guard_now {
                 // An earlier attempt committed, at the guard's revision.
-                Some(committed) => Outcome::Done(committed),
+                Some((committed, value)) if value == p.guard_value => Outcome::Done(committed),
+                // Another write's guard under the same key: this write cannot commit with it.
+                Some(_) => {
+                    let _ = p.reply.send(Err(Failure::Attempt(Attempt::Fail(
+                        crate::store::StoreError::Other(format!(
+                            "the write guard {} is another write's",
+                            p.guard
+                        )),
+                    ))));
+                    continue;
+                }
                 None if key_now.unwrap_or(0) != p.base => Outcome::Moved {
                     base: key_now.unwrap_or(0),
                     absent: key_now.is_none(),

@@ -15,7 +15,8 @@
 //!   in flight, it is `OutcomeUnknown`: that attempt could apply later if the key came back to
 //!   its old revision (only possible for a create: absent again after a delete).
 //!
-//! Guards live on a lease of [`GUARD_TTL_SECS`] that is never kept alive (a new one is granted
+//! A write that carries its audit record (every policy change through the API) uses the
+//! record's own key as its guard. Other guards live on a lease of [`GUARD_TTL_SECS`] that is never kept alive (a new one is granted
 //! each [`GUARD_LEASE_EVERY_SECS`]), so they expire on their own a few minutes after the write.
 
 use std::time::Duration;
@@ -199,25 +200,35 @@ impl EtcdStore {
         extra: Option<&(String, Vec<u8>)>,
         base: Revision,
     ) -> Result<Outcome, Attempt> {
-        let lease = self.guard_lease().await?;
         let op = match write {
             Write::Put(value) => TxnOp::put(key, value.clone(), None),
             Write::Delete => TxnOp::delete(key, None),
         };
-        let mut ops = vec![
-            op,
-            TxnOp::put(guard, key, Some(PutOptions::new().with_lease(lease))),
-        ];
-        if let Some((extra_key, value)) = extra {
-            ops.push(TxnOp::put(extra_key.as_str(), value.clone(), None));
-        }
+        // With an audit record, the record is the guard: its key is unique to this write
+        // (the time and the request id) and the same in every attempt, and it is written in
+        // the same transaction. One key less a write for etcd, and none on a lease. The value
+        // is compared too when the guard is found, so a record of another write that happened
+        // to take the same key never passes for this one.
+        let (guard, guard_value, ops) = match extra {
+            Some((record_key, record)) => (
+                record_key.clone(),
+                record.clone(),
+                vec![op, TxnOp::put(record_key.as_str(), record.clone(), None)],
+            ),
+            None => {
+                let lease = self.guard_lease().await?;
+                let put = TxnOp::put(guard, key, Some(PutOptions::new().with_lease(lease)));
+                (guard.to_owned(), key.as_bytes().to_vec(), vec![op, put])
+            }
+        };
         // The transaction is `key at base and no guard yet: the ops; else read both`, shared
         // with the writes queued beside it (`batch`).
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.batcher
             .submit(Pending {
                 key: key.to_owned(),
-                guard: guard.to_owned(),
+                guard,
+                guard_value,
                 base,
                 ops,
                 reply,
