@@ -7,7 +7,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use tlsfleet_control::store::{etcd::EtcdStore, PolicyStore};
+use tlsfleet_control::store::{etcd::EtcdStore, PolicyStore, Revision, StoreError};
 use tlsfleet_testkit::{etcd::Etcd, procs::eventually, proxy::Proxy};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -47,21 +47,19 @@ async fn committed(other: &EtcdStore, key: &str, value: &[u8]) -> bool {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_answer_is_recognised_by_its_guard_and_a_newer_write_is_never_overwritten() {
-    let r = rig().await;
-    r.store
-        .put("vault", b"v0".to_vec())
-        .await
-        .expect("first put");
-
+/// Sends `write` (of "mine-marker" to "vault") with etcd's answer to it lost, and once it has
+/// committed, has the other server write and acknowledge "newer" over it; then lets answers
+/// through again. Returns what `write` answered and the newer write's revision.
+async fn lost_answer_then_newer<F>(r: &Rig, write: F) -> (Result<Revision, StoreError>, Revision)
+where
+    F: std::future::Future<Output = Result<Revision, StoreError>> + Send + 'static,
+{
     // The answer to the write itself (the only request carrying the value) is lost.
     r.proxy.blackhole_from(b"mine-marker");
-    let store = r.store.clone();
-    let pending = tokio::spawn(async move { store.put("vault", b"mine-marker".to_vec()).await });
+    let pending = tokio::spawn(write);
     assert!(
         committed(&r.other, "vault", b"mine-marker").await,
-        "the put never reached etcd"
+        "the write never reached etcd"
     );
     // Another control server writes, and acknowledges, a newer policy.
     let newer = r
@@ -70,13 +68,25 @@ async fn a_lost_answer_is_recognised_by_its_guard_and_a_newer_write_is_never_ove
         .await
         .expect("newer put");
     r.proxy.reset();
+    (pending.await.expect("task"), newer)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_is_recognised_by_its_guard_and_a_newer_write_is_never_overwritten() {
+    let r = rig().await;
+    r.store
+        .put("vault", b"v0".to_vec())
+        .await
+        .expect("first put");
+
+    let store = r.store.clone();
+    let (ours, newer) = lost_answer_then_newer(&r, async move {
+        store.put("vault", b"mine-marker".to_vec()).await
+    })
+    .await;
     // The lost write did commit (its guard says so), before the newer one: acknowledged at
     // its own revision, and not written again over the newer one.
-    let ours = pending
-        .await
-        .expect("task")
-        .expect("our put is acknowledged");
+    let ours = ours.expect("our put is acknowledged");
     assert!(ours < newer, "{ours} < {newer}");
     let kv = r.other.get("vault").await.expect("get").expect("present");
     assert_eq!(
@@ -201,10 +211,8 @@ async fn a_lost_answer_of_an_audited_write_is_recognised_by_its_record() {
         .await
         .expect("first put");
 
-    // The answer to the write (the only request carrying the value) is lost.
-    r.proxy.blackhole_from(b"mine-marker");
     let store = r.store.clone();
-    let pending = tokio::spawn(async move {
+    let (ours, newer) = lost_answer_then_newer(&r, async move {
         store
             .put_if_recorded(
                 "vault",
@@ -213,21 +221,11 @@ async fn a_lost_answer_of_an_audited_write_is_recognised_by_its_record() {
                 record("0000000000001-MINE", b"mine"),
             )
             .await
-    });
-    assert!(committed(&r.other, "vault", b"mine-marker").await);
-    let newer = r
-        .other
-        .put("vault", b"newer".to_vec())
-        .await
-        .expect("newer put");
-    r.proxy.reset();
-
+    })
+    .await;
     // The record says the lost attempt committed: acknowledged at its own revision (not a
     // conflict with the newer write), the newer write kept, the record written once.
-    let ours = pending
-        .await
-        .expect("task")
-        .expect("our audited put is acknowledged");
+    let ours = ours.expect("our audited put is acknowledged");
     assert!(ours < newer, "{ours} < {newer}");
     let kv = r.other.get("vault").await.expect("get").expect("present");
     assert_eq!(kv.value, b"newer");

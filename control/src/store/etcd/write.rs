@@ -16,8 +16,9 @@
 //!   its old revision (only possible for a create: absent again after a delete).
 //!
 //! A write that carries its audit record (every policy change through the API) uses the
-//! record's own key as its guard. Other guards live on a lease of [`GUARD_TTL_SECS`] that is never kept alive (a new one is granted
-//! each [`GUARD_LEASE_EVERY_SECS`]), so they expire on their own a few minutes after the write.
+//! record itself as its guard. Other guards live on a lease of [`GUARD_TTL_SECS`] that is
+//! never kept alive (a new one is granted each [`GUARD_LEASE_EVERY_SECS`]), so they expire on
+//! their own a few minutes after the write.
 
 use std::time::Duration;
 
@@ -44,6 +45,16 @@ pub const GUARD_LEASE_EVERY_SECS: i64 = 60;
 pub(super) enum Write {
     Put(Vec<u8>),
     Delete,
+}
+
+/// The key that tells whether an attempt of a write committed: created by the write's own
+/// transaction, the same in every attempt.
+struct Guard {
+    key: String,
+    /// What it holds: a guard found with other bytes is another write's.
+    value: Vec<u8>,
+    /// On the guard lease (an own key under `writes/`), or kept (an audit record).
+    leased: bool,
 }
 
 /// How an attempt of a write ended.
@@ -100,8 +111,9 @@ impl EtcdStore {
             .await
     }
 
-    /// [`Self::conditional_write`], also putting `extra` (a full key and its value) in the
-    /// same transaction when the write applies.
+    /// [`Self::conditional_write`], also putting `extra` (an audit record: a full key and its
+    /// value, unique to this write) in the same transaction when the write applies; the record
+    /// is then the write's guard.
     pub(super) async fn conditional_write_with(
         &self,
         what: &str,
@@ -123,7 +135,20 @@ impl EtcdStore {
             let now = self.revision().await?;
             return Ok((now, false));
         }
-        let guard = format!("{}{}", self.writes, hex::encode(rand::random::<[u8; 12]>()));
+        // With an audit record, the record is the guard: its key is unique to this write (the
+        // time and the request id), and no other key, nor a lease, is needed.
+        let guard = match extra {
+            Some((record_key, record)) => Guard {
+                key: record_key,
+                value: record,
+                leased: false,
+            },
+            None => Guard {
+                key: format!("{}{}", self.writes, hex::encode(rand::random::<[u8; 12]>())),
+                value: key.as_bytes().to_vec(),
+                leased: true,
+            },
+        };
         let deadline = Instant::now() + CALL_DEADLINE;
         let mut backoff = retry_backoff();
         // Some attempt may have reached etcd and may still apply.
@@ -134,7 +159,7 @@ impl EtcdStore {
             let started = Instant::now();
             let attempt = tokio::time::timeout(
                 left.min(WRITE_ATTEMPT_TIMEOUT),
-                self.write_once(key, &guard, &write, extra.as_ref(), base),
+                self.write_once(key, &guard, &write, base),
             )
             .await;
             if matches!(attempt, Ok(Ok(_) | Err(Attempt::Fail(_)))) {
@@ -195,40 +220,31 @@ impl EtcdStore {
     async fn write_once(
         &self,
         key: &str,
-        guard: &str,
+        guard: &Guard,
         write: &Write,
-        extra: Option<&(String, Vec<u8>)>,
         base: Revision,
     ) -> Result<Outcome, Attempt> {
         let op = match write {
             Write::Put(value) => TxnOp::put(key, value.clone(), None),
             Write::Delete => TxnOp::delete(key, None),
         };
-        // With an audit record, the record is the guard: its key is unique to this write
-        // (the time and the request id) and the same in every attempt, and it is written in
-        // the same transaction. One key less a write for etcd, and none on a lease. The value
-        // is compared too when the guard is found, so a record of another write that happened
-        // to take the same key never passes for this one.
-        let (guard, guard_value, ops) = match extra {
-            Some((record_key, record)) => (
-                record_key.clone(),
-                record.clone(),
-                vec![op, TxnOp::put(record_key.as_str(), record.clone(), None)],
-            ),
-            None => {
-                let lease = self.guard_lease().await?;
-                let put = TxnOp::put(guard, key, Some(PutOptions::new().with_lease(lease)));
-                (guard.to_owned(), key.as_bytes().to_vec(), vec![op, put])
-            }
+        let lease = if guard.leased {
+            Some(PutOptions::new().with_lease(self.guard_lease().await?))
+        } else {
+            None
         };
+        let ops = vec![
+            op,
+            TxnOp::put(guard.key.as_str(), guard.value.clone(), lease),
+        ];
         // The transaction is `key at base and no guard yet: the ops; else read both`, shared
         // with the writes queued beside it (`batch`).
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.batcher
             .submit(Pending {
                 key: key.to_owned(),
-                guard,
-                guard_value,
+                guard: guard.key.clone(),
+                guard_value: guard.value.clone(),
                 base,
                 ops,
                 reply,
