@@ -42,13 +42,31 @@ pub struct Settings {
     pub warmup_seconds: f64,
     /// Buckets stored before the run (GETs spread over them; PUTs cycle over them).
     pub buckets: usize,
+    /// The operations measured (PUT, GET), and through which APIs.
+    pub ops: Vec<Op>,
+    pub apis: Vec<Api>,
+    /// HTTP/2 connections the gRPC clients share (their calls multiplexed on them, as one
+    /// process's calls on a channel are); 0: a connection for each client.
+    pub grpc_channels: usize,
+}
+
+/// An operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Op {
+    Put,
+    Get,
+}
+
+impl Op {
+    pub const ALL: [Op; 2] = [Op::Put, Op::Get];
 }
 
 /// An API, and etcd underneath.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Api {
     Etcd,
     /// A raw etcd transaction of the shape a control PUT commits (PUTs only).
+    #[value(name = "txn")]
     EtcdTxn,
     Rest,
     Grpc,
@@ -84,6 +102,9 @@ pub struct Measured {
     /// (0 for raw etcd, which does not go through it).
     pub etcd_cpu_us: f64,
     pub control_cpu_us: f64,
+    /// The load client's (this process's) CPU time per operation: what the clients took of
+    /// the two cores the servers share with them.
+    pub client_cpu_us: f64,
 }
 
 /// Everything one run measured.
@@ -142,8 +163,11 @@ pub fn run(s: &Settings) -> anyhow::Result<Results> {
     let mut measured = Vec::new();
     for &clients in &s.clients {
         for put in [true, false] {
+            if !s.ops.contains(if put { &Op::Put } else { &Op::Get }) {
+                continue;
+            }
             for api in Api::ALL {
-                if api == Api::EtcdTxn && !put {
+                if (api == Api::EtcdTxn && !put) || !s.apis.contains(&api) {
                     continue;
                 }
                 let m = runtime.block_on(measure(s, &etcd, &control, api, put, clients))?;
@@ -196,7 +220,12 @@ enum Conn {
 type GrpcClient =
     HttpsConfigServiceClient<tonic::service::interceptor::InterceptedService<Channel, Signer>>;
 
-async fn connect(api: Api, etcd: &etcd_client::Client, control: &Control) -> anyhow::Result<Conn> {
+async fn connect(
+    api: Api,
+    etcd: &etcd_client::Client,
+    control: &Control,
+    channel: Option<&Channel>,
+) -> anyhow::Result<Conn> {
     Ok(match api {
         Api::Etcd => Conn::Etcd(Box::new(etcd.kv_client()), None),
         // Guard keys unique to this connection (and run).
@@ -218,7 +247,10 @@ async fn connect(api: Api, etcd: &etcd_client::Client, control: &Control) -> any
             Conn::Rest(send, control.http)
         }
         Api::Grpc => {
-            let channel = Channel::from_shared(control.grpc_url())?.connect().await?;
+            let channel = match channel {
+                Some(c) => c.clone(),
+                None => Channel::from_shared(control.grpc_url())?.connect().await?,
+            };
             let key = AccessKey::new(keys::ADMIN.0, keys::ADMIN.1)?;
             Conn::Grpc(Box::new(HttpsConfigServiceClient::with_interceptor(
                 channel,
@@ -368,9 +400,16 @@ async fn measure(
     let measured = Duration::from_secs_f64(s.seconds);
     let start = Instant::now() + warmup;
     let end = start + measured;
+    let mut channels = Vec::new();
+    if api == Api::Grpc {
+        for _ in 0..s.grpc_channels.min(clients) {
+            channels.push(Channel::from_shared(control.grpc_url())?.connect().await?);
+        }
+    }
     let mut tasks = Vec::with_capacity(clients);
     for client in 0..clients {
-        let mut conn = connect(api, &etcd_client, control).await?;
+        let shared = (!channels.is_empty()).then(|| &channels[client % channels.len()]);
+        let mut conn = connect(api, &etcd_client, control, shared).await?;
         let buckets = s.buckets;
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally::default();
@@ -405,12 +444,15 @@ async fn measure(
             .process()
             .pid()
             .context("the control server is not running")?,
+        std::process::id(),
     ];
     let sleep_until = |t: Instant| tokio::time::sleep_until(tokio::time::Instant::from_std(t));
+    let cpu_times =
+        || -> std::io::Result<Vec<Duration>> { pids.iter().map(|&p| cpu::cpu_time(p)).collect() };
     sleep_until(start).await;
-    let cpu_before = [cpu::cpu_time(pids[0])?, cpu::cpu_time(pids[1])?];
+    let cpu_before = cpu_times()?;
     sleep_until(end).await;
-    let cpu_after = [cpu::cpu_time(pids[0])?, cpu::cpu_time(pids[1])?];
+    let cpu_after = cpu_times()?;
     let mut all = Vec::new();
     let mut errors = 0;
     let mut first_error = None;
@@ -448,6 +490,7 @@ async fn measure(
         } else {
             per_op(1)
         },
+        client_cpu_us: per_op(2),
         ops: all.len() as u64,
         errors,
         first_error,
@@ -469,7 +512,7 @@ pub fn markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "| operation | clients | raw etcd put or get /s (p50 / p99 ms) | raw etcd guarded txn /s (p50 / p99 ms) | REST /s (p50 / p99 ms) | vs etcd (put, txn) | gRPC /s (p50 / p99 ms) | vs etcd (put, txn) | CPU µs per op: etcd for raw / txn / REST / gRPC; control for REST / gRPC |"
+        "| operation | clients | raw etcd put or get /s (p50 / p99 ms) | raw etcd guarded txn /s (p50 / p99 ms) | REST /s (p50 / p99 ms) | vs etcd (put, txn) | gRPC /s (p50 / p99 ms) | vs etcd (put, txn) | CPU µs per op: etcd for raw / txn / REST / gRPC; control for REST / gRPC; client for raw / txn / REST / gRPC |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     let cell = |m: &Measured| {
@@ -491,36 +534,42 @@ pub fn markdown(r: &Results) -> String {
                     .iter()
                     .find(|m| m.api == api && m.put == put && m.clients == clients)
             };
-            let (Some(e), Some(rest), Some(grpc)) =
-                (find(Api::Etcd), find(Api::Rest), find(Api::Grpc))
-            else {
+            let (e, rest, grpc) = (find(Api::Etcd), find(Api::Rest), find(Api::Grpc));
+            if e.is_none() && rest.is_none() && grpc.is_none() {
                 continue;
-            };
+            }
             let txn = find(Api::EtcdTxn);
             let over = |m: &Measured, base: Option<&Measured>| match base {
                 Some(b) if b.per_second > 0.0 => format!("{:.2}x", m.per_second / b.per_second),
                 _ => "–".into(),
             };
-            let ratio = |m: &Measured| match txn {
-                Some(_) => format!("{}, {}", over(m, Some(e)), over(m, txn)),
-                None => over(m, Some(e)),
+            let ratio = |m: Option<&Measured>| match (m, txn) {
+                (None, _) => "–".into(),
+                (Some(m), Some(_)) => format!("{}, {}", over(m, e), over(m, txn)),
+                (Some(m), None) => over(m, e),
             };
+            let dash = || "–".to_owned();
+            let us = |v: f64| format!("{v:.0}");
             let _ = writeln!(
                 out,
-                "| {} | {clients} | {} | {} | {} | {} | {} | {} | {:.0} / {} / {:.0} / {:.0}; {:.0} / {:.0} |",
+                "| {} | {clients} | {} | {} | {} | {} | {} | {} | {} / {} / {} / {}; {} / {}; {} / {} / {} / {} |",
                 if put { "PUT" } else { "GET" },
-                cell(e),
-                txn.map_or("–".into(), cell),
-                cell(rest),
+                e.map_or_else(dash, cell),
+                txn.map_or_else(dash, cell),
+                rest.map_or_else(dash, cell),
                 ratio(rest),
-                cell(grpc),
+                grpc.map_or_else(dash, cell),
                 ratio(grpc),
-                e.etcd_cpu_us,
-                txn.map_or("–".into(), |t| format!("{:.0}", t.etcd_cpu_us)),
-                rest.etcd_cpu_us,
-                grpc.etcd_cpu_us,
-                rest.control_cpu_us,
-                grpc.control_cpu_us
+                e.map_or_else(dash, |m| us(m.etcd_cpu_us)),
+                txn.map_or_else(dash, |m| us(m.etcd_cpu_us)),
+                rest.map_or_else(dash, |m| us(m.etcd_cpu_us)),
+                grpc.map_or_else(dash, |m| us(m.etcd_cpu_us)),
+                rest.map_or_else(dash, |m| us(m.control_cpu_us)),
+                grpc.map_or_else(dash, |m| us(m.control_cpu_us)),
+                e.map_or_else(dash, |m| us(m.client_cpu_us)),
+                txn.map_or_else(dash, |m| us(m.client_cpu_us)),
+                rest.map_or_else(dash, |m| us(m.client_cpu_us)),
+                grpc.map_or_else(dash, |m| us(m.client_cpu_us))
             );
         }
     }
@@ -572,6 +621,7 @@ mod tests {
             p99_us: 2000,
             etcd_cpu_us: 50.0,
             control_cpu_us: 0.0,
+            client_cpu_us: 20.0,
         };
         let r = Results {
             settings: Settings {
@@ -579,6 +629,9 @@ mod tests {
                 seconds: 1.0,
                 warmup_seconds: 0.0,
                 buckets: 10,
+                ops: Op::ALL.to_vec(),
+                apis: Api::ALL.to_vec(),
+                grpc_channels: 0,
             },
             etcd_version: "3.4".into(),
             measured: vec![m(Api::Etcd, 0), m(Api::Rest, 3), m(Api::Grpc, 0)],
@@ -587,5 +640,42 @@ mod tests {
         assert!(md.contains("**3 errors**"), "{md}");
         assert!(md.contains("first error: refused"), "{md}");
         assert!(md.contains("| PUT | 1 | 100 (1.00 / 2.00) | – |"), "{md}");
+    }
+
+    #[test]
+    fn apis_left_out_are_dashes() {
+        let rest = Measured {
+            api: Api::Rest,
+            put: false,
+            clients: 4,
+            ops: 10,
+            errors: 0,
+            first_error: None,
+            per_second: 250.0,
+            p50_us: 1000,
+            p99_us: 2000,
+            etcd_cpu_us: 1.0,
+            control_cpu_us: 30.0,
+            client_cpu_us: 20.0,
+        };
+        let r = Results {
+            settings: Settings {
+                clients: vec![4],
+                seconds: 1.0,
+                warmup_seconds: 0.0,
+                buckets: 10,
+                ops: vec![Op::Get],
+                apis: vec![Api::Rest],
+                grpc_channels: 0,
+            },
+            etcd_version: "3.4".into(),
+            measured: vec![rest],
+        };
+        let md = markdown(&r);
+        assert!(
+            md.contains("| GET | 4 | – | – | 250 (1.00 / 2.00) | – | – | – | – / – / 1 / –; 30 / –; – / – / 20 / – |"),
+            "{md}"
+        );
+        assert!(!md.contains("| PUT"), "{md}");
     }
 }

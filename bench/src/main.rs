@@ -3,7 +3,7 @@
 //! ```text
 //! tlsfleet-bench handshakes [--policies 100000] [--peer-names 10000] [--seconds 5] [--rounds 3]
 //! tlsfleet-bench handshakes --smoke      # what CI runs: everything, tiny
-//! tlsfleet-bench control [--clients 1,16,64] [--seconds 5]
+//! tlsfleet-bench control [--clients 1,16,64] [--seconds 5] [--ops put,get] [--apis etcd,txn,rest,grpc]
 //! tlsfleet-bench convergence [--processes 10,100] [--simulated 1000] [--puts 100] [--bursts 5]
 //! ```
 
@@ -71,6 +71,16 @@ enum Cmd {
         /// Buckets stored before the run (the GETs read them, the PUTs change them).
         #[arg(long, default_value_t = 10_000)]
         buckets: usize,
+        /// The operations measured.
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [control_plane::Op::Put, control_plane::Op::Get])]
+        ops: Vec<control_plane::Op>,
+        /// The APIs measured (`txn`: the raw etcd guarded transaction, PUTs only).
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = control_plane::Api::ALL)]
+        apis: Vec<control_plane::Api>,
+        /// HTTP/2 connections the gRPC clients share, their calls multiplexed (as one
+        /// process's calls on a tonic channel); 0: a connection of its own for each client.
+        #[arg(long, default_value_t = 0)]
+        grpc_channels: usize,
         /// A tiny run (what CI runs).
         #[arg(long)]
         smoke: bool,
@@ -195,10 +205,16 @@ fn main() -> anyhow::Result<()> {
             seconds,
             warmup_seconds,
             buckets,
+            ops,
+            apis,
+            grpc_channels,
             smoke,
         } => {
             let settings = if smoke {
                 control_plane::Settings {
+                    ops: control_plane::Op::ALL.to_vec(),
+                    apis: control_plane::Api::ALL.to_vec(),
+                    grpc_channels: 0,
                     clients: vec![1, 4],
                     seconds: 0.3,
                     warmup_seconds: 0.1,
@@ -211,7 +227,14 @@ fn main() -> anyhow::Result<()> {
                     !clients.is_empty() && !clients.contains(&0),
                     "--clients: at least one number of clients, each at least 1"
                 );
+                anyhow::ensure!(
+                    !ops.is_empty() && !apis.is_empty(),
+                    "--ops and --apis: at least one each"
+                );
                 control_plane::Settings {
+                    ops,
+                    apis,
+                    grpc_channels,
                     clients,
                     seconds,
                     warmup_seconds,

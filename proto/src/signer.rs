@@ -125,8 +125,11 @@ impl Interceptor for Signer {
             ));
         };
         // AccessKey::new admits only printable ASCII ids, and the rest is hex and digits.
-        let value = MetadataValue::try_from(self.key.header_value(&path, &digest))
+        let mut value = MetadataValue::try_from(self.key.header_value(&path, &digest))
             .map_err(|_| Status::internal("signer: unprintable authorization value"))?;
+        // Never indexed by HPACK (RFC 7541 §7.1.3): a credential, and unique to the call, so
+        // indexing it would only evict the connection's reusable headers.
+        value.set_sensitive(true);
         request.metadata_mut().insert(METADATA_KEY, value);
         Ok(request)
     }

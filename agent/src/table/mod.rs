@@ -281,14 +281,14 @@ impl PolicyTable {
                         });
                     }
                     // The received name becomes the key: no second copy of a million names.
-                    let name = bucket.into_string().into_boxed_str();
+                    let name: Arc<str> = bucket.into_string().into();
                     if let Some(old) = buckets.insert(name, entry) {
                         interner.release(&old);
                     }
                 }
                 Change::Refuse(bucket) => {
                     changed += 1;
-                    let name = bucket.into_string().into_boxed_str();
+                    let name: Arc<str> = bucket.into_string().into();
                     if let Some(old) = buckets.insert(name, refused(None)) {
                         interner.release(&old);
                     }

@@ -21,7 +21,10 @@ pub(super) struct Policy {
 
 pub(super) type Entry = Arc<Policy>;
 
-pub(super) type BucketMap = imbl::HashMap<Box<str>, Entry>;
+/// Keys are `Arc<str>`: a revision copies the map's nodes on the path to each bucket it
+/// changes, and copying a node copies its keys (a refcount each, not an allocation and a
+/// copy of the name).
+pub(super) type BucketMap = imbl::HashMap<Arc<str>, Entry>;
 
 /// One published revision of the table; cheap to clone out of [`PolicyTable::snapshot`].
 pub struct TableSnapshot {

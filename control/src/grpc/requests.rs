@@ -106,7 +106,10 @@ where
             let mut result = answer.await;
             let status = match &mut result {
                 Ok(response) => {
-                    if let Ok(v) = http::HeaderValue::from_str(&log.request_id) {
+                    if let Ok(mut v) = http::HeaderValue::from_str(&log.request_id) {
+                        // Unique to the call: HPACK-indexing it would fill the connection's
+                        // table with ids never sent again (and search them on every answer).
+                        v.set_sensitive(true);
                         response.headers_mut().insert(REQUEST_ID_HEADER, v);
                     }
                     // An error answer carries its status in the headers; an answer that

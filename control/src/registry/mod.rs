@@ -63,18 +63,26 @@ struct Inner {
     local: Mutex<HashMap<String, Entry>>,
     changed: Notify,
     sessions: AtomicU64,
-    /// The store's records as last read for [`Registry::key_types`], and when.
-    stored: tokio::sync::Mutex<Option<(tokio::time::Instant, StoredRecords)>>,
+    /// The store's records as last read (decoded once), and when: what [`Registry::key_types`],
+    /// [`Registry::rollout`] and [`Registry::list`] merge this server's agents over.
+    stored: tokio::sync::Mutex<Option<(tokio::time::Instant, StoredAgents)>>,
     convergence: Convergence,
     /// Agent records in the store (every server's), as last read; -1 before the first read.
     stored_agents: std::sync::atomic::AtomicI64,
 }
 
-/// The agent records read from the store: (node id, encoded record).
-type StoredRecords = Arc<Vec<(String, Vec<u8>)>>;
+/// The agent records read from the store, decoded, by node id.
+type StoredAgents = Arc<BTreeMap<String, AgentRecord>>;
 
 /// How long the store's records are reused for [`Registry::key_types`] (every PUT asks).
 pub const KEY_TYPES_FRESH: Duration = Duration::from_secs(1);
+
+/// How long the store's records are reused for [`Registry::rollout`] and [`Registry::list`]:
+/// other servers' agents are seen at most this much later than their servers wrote them
+/// (which is at most [`FLUSH_EVERY`] after their ACKs); this server's own agents are always
+/// current. A fleet of 1,000 agents polled by several `tlsfleetctl rollout --wait` at once
+/// costs one store read and decode per period, not one per poll.
+pub const STATUS_FRESH: Duration = Duration::from_millis(100);
 
 /// Handle to the registry; cheap to clone.
 #[derive(Clone)]
@@ -208,36 +216,70 @@ impl Registry {
 
     /// Every known agent, sorted by node id: this server's, then the store's for the rest.
     pub async fn list(&self) -> Vec<AgentRecord> {
-        let stored = self.inner.store.list_agents().await.map(Arc::new);
-        self.merged(stored)
+        let stored = self.stored(STATUS_FRESH).await;
+        let mut all = Vec::new();
+        self.visit(stored.as_deref(), |a| all.push(a.clone()));
+        all
     }
 
-    /// The store's records (`entries`, or why they could not be read) with this server's own
-    /// agents over them.
-    fn merged(&self, entries: Result<StoredRecords, crate::store::StoreError>) -> Vec<AgentRecord> {
-        let mut all: BTreeMap<String, AgentRecord> = BTreeMap::new();
-        match entries {
-            Ok(entries) => {
-                self.inner.stored_agents.store(
-                    i64::try_from(entries.len()).unwrap_or(i64::MAX),
-                    Ordering::Relaxed,
-                );
-                for (node, bytes) in entries.iter() {
-                    let node = node.clone();
-                    match AgentRecord::decode(bytes) {
-                        Ok(s) => {
-                            all.insert(node, s);
-                        }
-                        Err(e) => warn!(node, error = %e, "undecodable registry entry"),
-                    }
-                }
+    /// The store's records, read at most `fresh` ago (one read at a time: callers that come
+    /// meanwhile share it); `None` when the store cannot be read (logged).
+    async fn stored(&self, fresh: Duration) -> Option<StoredAgents> {
+        let mut cached = self.inner.stored.lock().await;
+        if let Some((at, agents)) = &*cached {
+            if at.elapsed() < fresh {
+                return Some(agents.clone());
             }
-            Err(e) => warn!(error = %e, "registry: store unreachable, listing local agents only"),
         }
-        for (node, e) in self.lock().iter() {
-            all.insert(node.clone(), e.status.clone());
+        match self.inner.store.list_agents().await {
+            Ok(entries) => {
+                let agents = Arc::new(self.decode_stored(entries));
+                *cached = Some((tokio::time::Instant::now(), agents.clone()));
+                Some(agents)
+            }
+            Err(e) => {
+                warn!(error = %e, "registry: store unreachable, listing local agents only");
+                None
+            }
         }
-        all.into_values().collect()
+    }
+
+    fn decode_stored(&self, entries: Vec<(String, Vec<u8>)>) -> BTreeMap<String, AgentRecord> {
+        self.inner.stored_agents.store(
+            i64::try_from(entries.len()).unwrap_or(i64::MAX),
+            Ordering::Relaxed,
+        );
+        let mut agents = BTreeMap::new();
+        for (node, bytes) in entries {
+            match AgentRecord::decode(&bytes) {
+                Ok(record) => {
+                    agents.insert(node, record);
+                }
+                Err(e) => warn!(node, error = %e, "undecodable registry entry"),
+            }
+        }
+        agents
+    }
+
+    /// Calls `f` with every known agent in node id order: this server's own record of it
+    /// when it has one, else the store's (`stored`); nothing is copied.
+    fn visit(
+        &self,
+        stored: Option<&BTreeMap<String, AgentRecord>>,
+        mut f: impl FnMut(&AgentRecord),
+    ) {
+        let local = self.lock();
+        let mut all: BTreeMap<&str, &AgentRecord> = stored
+            .into_iter()
+            .flatten()
+            .map(|(node, record)| (node.as_str(), record))
+            .collect();
+        for (node, e) in local.iter() {
+            all.insert(node.as_str(), &e.status);
+        }
+        for record in all.into_values() {
+            f(record);
+        }
     }
 
     /// The certificate key types of the connected agents, each with the agents that have it:
@@ -248,28 +290,16 @@ impl Registry {
     /// An agent that joined another server within that second may be missed: it then refuses
     /// (NACKs) a policy it cannot serve, keeping the bucket's previous config.
     pub async fn key_types(&self) -> BTreeMap<CertKeyType, Vec<String>> {
-        let stored = {
-            let mut cached = self.inner.stored.lock().await;
-            match &*cached {
-                Some((at, entries)) if at.elapsed() < KEY_TYPES_FRESH => Ok(entries.clone()),
-                _ => {
-                    let read = self.inner.store.list_agents().await.map(Arc::new);
-                    if let Ok(entries) = &read {
-                        *cached = Some((tokio::time::Instant::now(), entries.clone()));
-                    }
-                    read
-                }
-            }
-        };
+        let stored = self.stored(KEY_TYPES_FRESH).await;
         let mut out: BTreeMap<CertKeyType, Vec<String>> = BTreeMap::new();
-        for a in self.merged(stored) {
+        self.visit(stored.as_deref(), |a| {
             if !a.is_connected() {
-                continue;
+                return;
             }
             for kind in a.key_types.iter().filter_map(|k| CertKeyType::parse(k)) {
                 out.entry(kind).or_default().push(a.node_id.clone());
             }
-        }
+        });
         out
     }
 
@@ -290,13 +320,14 @@ impl Registry {
 
     /// The agents whose labels match `selector` (all when empty), classified for `revision`.
     pub async fn rollout(&self, revision: i64, selector: &BTreeMap<String, String>) -> Rollout {
-        let agents = self.list().await;
-        Rollout::classify(
-            revision,
-            agents
-                .iter()
-                .filter(|a| rollout::selects(selector, &a.labels)),
-        )
+        let stored = self.stored(STATUS_FRESH).await;
+        let mut out = Rollout::default();
+        self.visit(stored.as_deref(), |a| {
+            if rollout::selects(selector, &a.labels) {
+                out.add(revision, a);
+            }
+        });
+        out
     }
 
     /// Writes changed entries and keeps this server's entries alive until `shutdown`.
@@ -310,12 +341,8 @@ impl Registry {
                     () = inner.changed.notified() => {}
                     _ = refresh.tick() => {
                         keep_alive(&inner).await;
-                        if let Ok(entries) = inner.store.list_agents().await {
-                            inner.stored_agents.store(
-                                i64::try_from(entries.len()).unwrap_or(i64::MAX),
-                                Ordering::Relaxed,
-                            );
-                        }
+                        // Also keeps the count of the store's records current.
+                        let _ = Registry { inner: inner.clone() }.stored(STATUS_FRESH).await;
                     }
                 };
                 flush(&inner).await;

@@ -33,20 +33,25 @@ impl Rollout {
     pub fn classify<'a>(revision: i64, agents: impl IntoIterator<Item = &'a AgentRecord>) -> Self {
         let mut out = Self::default();
         for a in agents {
-            let id = a.node_id.clone();
-            if a.phase == Phase::Degraded && a.nack_revision >= revision {
-                out.failed.push(id);
-                if out.failures.len() < MAX_FAILURES {
-                    out.failures.push(a.clone());
-                }
-            } else if a.applied_revision >= revision && a.is_connected() {
-                out.enforcing.push(id);
-                out.last_ack_unix_ms = out.last_ack_unix_ms.max(a.acked_unix_ms);
-            } else {
-                out.pending.push(id);
-            }
+            out.add(revision, a);
         }
         out
+    }
+
+    /// Classifies one more agent for `revision`.
+    pub fn add(&mut self, revision: i64, a: &AgentRecord) {
+        let id = a.node_id.clone();
+        if a.phase == Phase::Degraded && a.nack_revision >= revision {
+            self.failed.push(id);
+            if self.failures.len() < MAX_FAILURES {
+                self.failures.push(a.clone());
+            }
+        } else if a.applied_revision >= revision && a.is_connected() {
+            self.enforcing.push(id);
+            self.last_ack_unix_ms = self.last_ack_unix_ms.max(a.acked_unix_ms);
+        } else {
+            self.pending.push(id);
+        }
     }
 
     pub fn total(&self) -> usize {
