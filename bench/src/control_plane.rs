@@ -48,6 +48,8 @@ pub struct Settings {
     /// HTTP/2 connections the gRPC clients share (their calls multiplexed on them, as one
     /// process's calls on a channel are); 0: a connection for each client.
     pub grpc_channels: usize,
+    /// The control server's `--request-log`.
+    pub request_log: tlsfleet_control::request_log::RequestLog,
 }
 
 /// An operation.
@@ -157,6 +159,9 @@ pub fn run(s: &Settings) -> anyhow::Result<Results> {
             // its replay cache) would be refused: room for a minute of them.
             "--replay-cache-per-key".to_owned(),
             "1000000".to_owned(),
+            "--request-log".to_owned(),
+            clap::ValueEnum::to_possible_value(&s.request_log)
+                .map_or_else(|| "all".to_owned(), |v| v.get_name().to_owned()),
         ],
     );
     let etcd_version = etcd_version();
@@ -507,8 +512,18 @@ pub fn markdown(r: &Results) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "etcd {}, {} buckets stored, {} s per cell after {} s of warm-up.\n",
-        r.etcd_version, r.settings.buckets, r.settings.seconds, r.settings.warmup_seconds
+        "etcd {}, {} buckets stored, {} s per cell after {} s of warm-up, control server with \
+         `--request-log {}`{}.\n",
+        r.etcd_version,
+        r.settings.buckets,
+        r.settings.seconds,
+        r.settings.warmup_seconds,
+        clap::ValueEnum::to_possible_value(&r.settings.request_log)
+            .map_or_else(|| "?".to_owned(), |v| v.get_name().to_owned()),
+        match r.settings.grpc_channels {
+            0 => String::new(),
+            n => format!(", gRPC clients sharing {n} connection(s)"),
+        }
     );
     let _ = writeln!(
         out,
@@ -632,6 +647,7 @@ mod tests {
                 ops: Op::ALL.to_vec(),
                 apis: Api::ALL.to_vec(),
                 grpc_channels: 0,
+                request_log: Default::default(),
             },
             etcd_version: "3.4".into(),
             measured: vec![m(Api::Etcd, 0), m(Api::Rest, 3), m(Api::Grpc, 0)],
@@ -667,6 +683,7 @@ mod tests {
                 ops: vec![Op::Get],
                 apis: vec![Api::Rest],
                 grpc_channels: 0,
+                request_log: Default::default(),
             },
             etcd_version: "3.4".into(),
             measured: vec![rest],

@@ -81,6 +81,9 @@ enum Cmd {
         /// process's calls on a tonic channel); 0: a connection of its own for each client.
         #[arg(long, default_value_t = 0)]
         grpc_channels: usize,
+        /// The control server's `--request-log` (`changes`: no line for a successful read).
+        #[arg(long, value_enum, default_value = "all")]
+        request_log: tlsfleet_control::request_log::RequestLog,
         /// A tiny run (what CI runs).
         #[arg(long)]
         smoke: bool,
@@ -208,6 +211,7 @@ fn main() -> anyhow::Result<()> {
             ops,
             apis,
             grpc_channels,
+            request_log,
             smoke,
         } => {
             let settings = if smoke {
@@ -215,6 +219,7 @@ fn main() -> anyhow::Result<()> {
                     ops: control_plane::Op::ALL.to_vec(),
                     apis: control_plane::Api::ALL.to_vec(),
                     grpc_channels: 0,
+                    request_log,
                     clients: vec![1, 4],
                     seconds: 0.3,
                     warmup_seconds: 0.1,
@@ -235,6 +240,7 @@ fn main() -> anyhow::Result<()> {
                     ops,
                     apis,
                     grpc_channels,
+                    request_log,
                     clients,
                     seconds,
                     warmup_seconds,

@@ -167,6 +167,12 @@ pub struct ControlArgs {
     )]
     pub rest_downgrades: crate::rest::RestDowngrades,
 
+    /// Which requests get their log line (target `tlsfleet::request`): `all`, or `changes`:
+    /// the requests that change something or fail, not the successful reads (GETs, lists,
+    /// status polls, health checks). Metrics count every request either way.
+    #[arg(long, value_enum, value_name = "all|changes", default_value = "all")]
+    pub request_log: crate::request_log::RequestLog,
+
     /// How long the audit trail keeps its records (trimmed every ten minutes).
     #[arg(long, value_name = "DURATION", default_value = "90d", value_parser = parse_duration)]
     pub audit_retention: Duration,

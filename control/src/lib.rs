@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod index;
 pub mod metrics;
 pub mod registry;
+pub mod request_log;
 pub mod rest;
 pub mod server;
 pub mod service;

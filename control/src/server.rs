@@ -263,7 +263,7 @@ impl ControlServer {
         );
         let grpc_server = builder
             // One log line per call, with the request id it answers with.
-            .layer(crate::grpc::requests::layer())
+            .layer(crate::grpc::requests::layer(args.request_log))
             // Tags each call with its entry of the method table (what it needs, what it signs).
             .layer(calls::layer())
             .add_service(health_service)
@@ -324,6 +324,7 @@ impl ControlServer {
             tls: rest_tls,
             require_signed_body: args.require_signed_body,
             downgrades: args.rest_downgrades,
+            request_log: args.request_log,
         };
         let rest_server = rest::serve(http, rest_state, shutdown.clone());
 

@@ -393,3 +393,82 @@ async fn every_request_logs_one_json_line_with_the_request_id_it_answered() {
         "{line}"
     );
 }
+
+#[tokio::test]
+async fn request_log_changes_leaves_out_only_the_successful_reads() {
+    use tlsfleet_proto::{
+        signer::signed_request,
+        v1::{GetRequest, PutRequest},
+    };
+    use tlsfleet_testkit::{
+        grpc::{admin_as, https_config},
+        rest::oss,
+    };
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let [http, grpc] = [(); 2].map(|()| loopback(free_port()));
+    let config = control_file(dir.path(), http, grpc);
+    let server = Proc::spawn_logged(
+        "tlsfleet-control",
+        Command::new(bin("tlsfleet-control"))
+            .arg("--config")
+            .arg(&config)
+            .args(["--request-log", "changes"]),
+    );
+    let ready = eventually(ready_timeout(), || {
+        matches!(http_get(http, "/-/readyz"), Ok((200, _)))
+    });
+    assert!(ready, "not ready:\n{}", server.log_text());
+    let rest_id = |r: &tlsfleet_testkit::rest::Response| {
+        r.header("x-oss-request-id").expect("request id").to_owned()
+    };
+    let grpc_id = |m: &tonic::metadata::MetadataMap| {
+        m.get("x-tlsfleet-request-id")
+            .and_then(|v| v.to_str().ok())
+            .expect("request id")
+            .to_owned()
+    };
+
+    // In this order: a read, a change, a refused read; the same through gRPC.
+    let xml = "<HttpsConfiguration><TLS><Enable>true</Enable><TLSVersion>TLSv1.3</TLSVersion>\
+               </TLS></HttpsConfiguration>";
+    let read = oss(http, "GET", "quiet-bucket", "", keys::ADMIN).expect("REST GET");
+    assert_eq!(read.status, 200, "{}", read.body);
+    let put = oss(http, "PUT", "quiet-bucket", xml, keys::ADMIN).expect("REST PUT");
+    assert_eq!(put.status, 200, "{}", put.body);
+    let refused = oss(http, "GET", "quiet-bucket", "", (keys::ADMIN.0, "wrong")).expect("GET");
+    assert_eq!(refused.status, 403);
+    let mut admin = admin_as(&format!("http://{grpc}"), keys::ADMIN).await;
+    let got = admin
+        .get(signed_request(GetRequest {
+            bucket: "quiet-bucket".into(),
+        }))
+        .await
+        .expect("gRPC get");
+    let changed = admin
+        .put(signed_request(PutRequest {
+            bucket: "quiet-grpc".into(),
+            config: Some(https_config(&["TLSv1.3"], &[], &[])),
+            ..Default::default()
+        }))
+        .await
+        .expect("gRPC put");
+
+    // Lines are written in order: once the last one is there, every earlier one would be.
+    let last = request_line(&server, &grpc_id(changed.metadata()));
+    assert_eq!(last["status"], "Ok", "{last}");
+    assert_eq!(request_line(&server, &rest_id(&put))["method"], "PUT");
+    assert_eq!(request_line(&server, &rest_id(&refused))["status"], 403);
+    let log = server.log_text();
+    for (what, id) in [
+        ("the REST GET", rest_id(&read)),
+        ("the gRPC Get", grpc_id(got.metadata())),
+    ] {
+        assert!(
+            lines_of(&log, &id)
+                .iter()
+                .all(|v| v["target"] != "tlsfleet::request"),
+            "{what} was logged:\n{log}"
+        );
+    }
+}

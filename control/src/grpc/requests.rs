@@ -21,7 +21,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tracing::{info, warn};
 
 use super::calls::Call;
-use crate::audit::request_id;
+use crate::{audit::request_id, auth::Action, request_log::RequestLog as Mode};
 
 /// The response header that carries a call's request id.
 pub const REQUEST_ID_HEADER: &str = "x-tlsfleet-request-id";
@@ -57,19 +57,24 @@ impl CallLog {
     }
 }
 
-/// The layer that logs every call of the gRPC server.
+/// The layer that logs the calls of the gRPC server (`--request-log`).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct RequestLogLayer;
+pub struct RequestLogLayer {
+    mode: Mode,
+}
 
 /// [`RequestLogLayer`].
-pub fn layer() -> RequestLogLayer {
-    RequestLogLayer
+pub fn layer(mode: Mode) -> RequestLogLayer {
+    RequestLogLayer { mode }
 }
 
 impl<S> tower::Layer<S> for RequestLogLayer {
     type Service = RequestLog<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        RequestLog { inner }
+        RequestLog {
+            inner,
+            mode: self.mode,
+        }
     }
 }
 
@@ -77,6 +82,7 @@ impl<S> tower::Layer<S> for RequestLogLayer {
 #[derive(Clone, Debug)]
 pub struct RequestLog<S> {
     inner: S,
+    mode: Mode,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -101,6 +107,7 @@ where
         req.extensions_mut().insert(log.clone());
         let method: String = req.uri().path().chars().take(MAX_PATH).collect();
         let peer = peer(req.extensions());
+        let mode = self.mode;
         let answer = self.inner.call(req);
         Box::pin(async move {
             let mut result = answer.await;
@@ -123,7 +130,12 @@ where
                 }
                 Err(_) => tonic::Code::Unavailable,
             };
-            write_line(&log, peer, &method, status, started);
+            let took = started.elapsed();
+            let name = method_name(&method);
+            crate::metrics::grpc_request(name, &format!("{status:?}"), took);
+            if mode.wants(is_read(&method), status == tonic::Code::Ok) {
+                write_line(&log, peer, &method, status, took);
+            }
             result
         })
     }
@@ -143,15 +155,13 @@ fn write_line(
     peer: Option<SocketAddr>,
     method: &str,
     status: tonic::Code,
-    started: Instant,
+    took: std::time::Duration,
 ) {
     let request_id = log.request_id.as_str();
     let key = log.key.get().map_or("-", String::as_str);
     let bucket = log.bucket.get().map_or("-", String::as_str);
     let peer = peer.map_or_else(|| "-".to_owned(), |p| p.to_string());
-    let took = started.elapsed();
     let code = format!("{status:?}");
-    crate::metrics::grpc_request(method_name(method), &code, took);
     let duration_ms = took.as_secs_f64() * 1000.0;
     let server_side = matches!(
         status,
@@ -167,6 +177,24 @@ fn write_line(
     } else {
         info!(target: "tlsfleet::request", via = "grpc", request_id, key, peer, method, bucket,
             status = code, duration_ms, "request");
+    }
+}
+
+/// Whether a call only reads: every method of the table whose action changes nothing, health
+/// checks and reflection. A Sync stream is an agent joining, not a read.
+fn is_read(path: &str) -> bool {
+    match Call::of(path) {
+        Some(call) => matches!(
+            call.action,
+            Action::GetBucketHttpsConfig
+                | Action::ListBucketHttpsConfigs
+                | Action::ListAgents
+                | Action::GetRolloutStatus
+                | Action::ListHistory
+                | Action::GetDefaultPolicy
+                | Action::GetUsage
+        ),
+        None => path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection."),
     }
 }
 
@@ -201,5 +229,25 @@ mod tests {
         assert_eq!(method_name("/grpc.health.v1.Health/Check"), "health");
         assert_eq!(method_name("/x/y"), "other");
         assert_eq!(method_name(&"a".repeat(10_000)), "other");
+    }
+
+    #[test]
+    fn reads_are_the_calls_that_change_nothing() {
+        use tlsfleet_proto::v1::methods;
+        assert!(is_read(methods::HTTPS_CONFIG_SERVICE_GET));
+        assert!(is_read(methods::FLEET_SERVICE_GET_ROLLOUT_STATUS));
+        assert!(is_read("/grpc.health.v1.Health/Check"));
+        for change in [
+            methods::HTTPS_CONFIG_SERVICE_PUT,
+            methods::HTTPS_CONFIG_SERVICE_DELETE,
+            methods::HTTPS_CONFIG_SERVICE_PUT_DEFAULT,
+            methods::HTTPS_CONFIG_SERVICE_DELETE_DEFAULT,
+            methods::HTTPS_CONFIG_SERVICE_PROMOTE_CANARY,
+            methods::HTTPS_CONFIG_SERVICE_ABORT_CANARY,
+            methods::FLEET_SERVICE_SYNC,
+            "/x/y",
+        ] {
+            assert!(!is_read(change), "{change}");
+        }
     }
 }

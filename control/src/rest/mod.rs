@@ -70,6 +70,8 @@ pub struct RestState {
     pub require_signed_body: bool,
     /// `--rest-downgrades`.
     pub downgrades: RestDowngrades,
+    /// `--request-log`.
+    pub request_log: crate::request_log::RequestLog,
 }
 
 struct Shared {
@@ -78,6 +80,7 @@ struct Shared {
     domains: Domains,
     require_signed_body: bool,
     downgrades: RestDowngrades,
+    request_log: crate::request_log::RequestLog,
 }
 
 /// The request id of a request (also its `x-oss-request-id`).
@@ -112,6 +115,7 @@ pub async fn serve(
         domains: Domains::new(&state.domains),
         require_signed_body: state.require_signed_body,
         downgrades: state.downgrades,
+        request_log: state.request_log,
     });
     let app = Router::new().fallback(handle).with_state(shared);
     conn::serve(listener, app, state.limits, state.tls, shutdown).await
@@ -167,8 +171,14 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         response.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
 
-    let who = (key_id.as_deref(), bucket.as_deref());
-    log_request(&parts, who, &request_id, response.status(), error, started);
+    let status = response.status();
+    let took = started.elapsed();
+    crate::metrics::rest_request(parts.method.as_str(), status.as_u16(), took);
+    let read = matches!(parts.method, http::Method::GET | http::Method::HEAD);
+    if shared.request_log.wants(read, status.is_success()) {
+        let who = (key_id.as_deref(), bucket.as_deref());
+        log_request(&parts, who, &request_id, status, error, took);
+    }
     response
 }
 
@@ -181,11 +191,9 @@ fn log_request(
     request_id: &str,
     status: http::StatusCode,
     error: Option<(http::StatusCode, &'static str, String)>,
-    started: tokio::time::Instant,
+    took: std::time::Duration,
 ) {
     let path: String = parts.uri.path().chars().take(120).collect();
-    let took = started.elapsed();
-    crate::metrics::rest_request(parts.method.as_str(), status.as_u16(), took);
     let duration_ms = took.as_secs_f64() * 1000.0;
     let key = key.unwrap_or("-");
     let bucket = bucket.unwrap_or("-");

@@ -46,6 +46,7 @@ async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Server {
         limits: super::RestLimits::default(),
         tls,
         downgrades: super::RestDowngrades::Allow,
+        request_log: crate::request_log::RequestLog::All,
         require_signed_body: false,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
