@@ -30,7 +30,7 @@ pub mod snapshot;
 
 use interner::{fingerprint, Interner};
 pub use policies::Policies;
-use snapshot::{refused, BucketMap, Entry, Policy};
+use snapshot::{refused, BucketKey, BucketMap, Entry, Policy};
 pub use snapshot::{Lookup, TableSnapshot};
 
 /// How a revision changes the fleet default policy.
@@ -281,14 +281,14 @@ impl PolicyTable {
                         });
                     }
                     // The received name becomes the key: no second copy of a million names.
-                    let name: Arc<str> = bucket.into_string().into();
+                    let name = BucketKey::from(bucket.into_string());
                     if let Some(old) = buckets.insert(name, entry) {
                         interner.release(&old);
                     }
                 }
                 Change::Refuse(bucket) => {
                     changed += 1;
-                    let name: Arc<str> = bucket.into_string().into();
+                    let name = BucketKey::from(bucket.into_string());
                     if let Some(old) = buckets.insert(name, refused(None)) {
                         interner.release(&old);
                     }
