@@ -5,7 +5,8 @@
 //! pinned (etcd and the control server both need a core).
 //!
 //! Every client is a connection of its own (an etcd client shares one HTTP/2 connection, as
-//! the control server's does). PUTs alternate each bucket between two policies (the
+//! the control server's does; `--grpc-channels N`: the gRPC clients share N). `--ops` and
+//! `--apis` choose the cells; each cell also reports the load client's own CPU per operation. PUTs alternate each bucket between two policies (the
 //! control server runs with `--rest-downgrades allow`, and gRPC PUTs ask `allow_downgrade`,
 //! since every other change loosens the bucket). A raw etcd put writes a stored policy's
 //! bytes to a key of its own; a control PUT reads the bucket's revision, commits the change
@@ -176,16 +177,9 @@ pub fn run(s: &Settings) -> anyhow::Result<Results> {
                     continue;
                 }
                 let m = runtime.block_on(measure(s, &etcd, &control, api, put, clients))?;
-                eprintln!(
-                    "{} {} x{}: {:.0}/s p50 {} µs p99 {} µs ({} errors)",
-                    api.label(),
-                    if put { "PUT" } else { "GET" },
-                    clients,
-                    m.per_second,
-                    m.p50_us,
-                    m.p99_us,
-                    m.errors
-                );
+                let (label, op) = (api.label(), if put { "PUT" } else { "GET" });
+                let (rate, p50, p99, errors) = (m.per_second, m.p50_us, m.p99_us, m.errors);
+                eprintln!("{label} {op} x{clients}: {rate:.0}/s p50 {p50} µs p99 {p99} µs ({errors} errors)");
                 measured.push(m);
             }
         }
