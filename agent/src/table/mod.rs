@@ -91,11 +91,16 @@ impl std::fmt::Debug for PolicyTable {
     }
 }
 
+/// A received name as the table's key.
+fn key(bucket: BucketName) -> BucketKey {
+    BucketKey::from(bucket.into_string())
+}
+
 enum Change<'a> {
     /// A snapshot's policies are borrowed from its distinct ones ([`Policies`]).
-    Upsert(BucketName, Cow<'a, HttpsConfig>),
+    Upsert(BucketKey, Cow<'a, HttpsConfig>),
     /// The control plane sent a policy for the bucket that did not convert: refuse it.
-    Refuse(BucketName),
+    Refuse(BucketKey),
     Delete(BucketName),
 }
 
@@ -160,7 +165,6 @@ impl PolicyTable {
         } else {
             let keep: HashSet<&str> = policies
                 .names()
-                .map(BucketName::as_str)
                 .chain(refused.iter().map(BucketName::as_str))
                 .collect();
             current
@@ -173,7 +177,7 @@ impl PolicyTable {
         let (policies, configs) = policies.into_parts();
         let changes = policies
             .filter_map(|(b, i)| Some(Change::Upsert(b, Cow::Borrowed(configs.get_index(i)?))))
-            .chain(refused.into_iter().map(Change::Refuse))
+            .chain(refused.into_iter().map(|b| Change::Refuse(key(b))))
             .chain(deletes.into_iter().map(Change::Delete));
         self.apply(&mut writer, &current, revision, changes, default, true)
     }
@@ -205,10 +209,10 @@ impl PolicyTable {
         let refused = refused
             .iter()
             .filter_map(|e| e.bucket.parse().ok())
-            .map(Change::Refuse);
+            .map(|b| Change::Refuse(key(b)));
         let changes = upserts
             .into_iter()
-            .map(|(b, c)| Change::Upsert(b, Cow::Owned(c)))
+            .map(|(b, c)| Change::Upsert(key(b), Cow::Owned(c)))
             .chain(refused)
             .chain(deletes.into_iter().map(Change::Delete));
         self.apply(&mut writer, &current, revision, changes, default, false)
@@ -256,14 +260,12 @@ impl PolicyTable {
             match change {
                 Change::Upsert(bucket, config) => {
                     if buckets
-                        .get(bucket.as_str())
+                        .get(&*bucket)
                         .is_some_and(|e| e.config.as_ref() == Some(&*config) && !e.own)
                     {
                         continue;
                     }
-                    let previous = buckets
-                        .get(bucket.as_str())
-                        .map_or(PolicyKey::ALL, |e| e.key);
+                    let previous = buckets.get(&*bucket).map_or(PolicyKey::ALL, |e| e.key);
                     let (entry, error) = match self.entry(interner, &config) {
                         Ok(entry) => (entry, None),
                         Err(reason) => {
@@ -274,22 +276,20 @@ impl PolicyTable {
                     };
                     changed += 1;
                     if let Some(reason) = error {
-                        tracing::warn!(%bucket, revision, %reason, "policy not applied as sent");
+                        tracing::warn!(bucket = &*bucket, revision, %reason, "policy not applied as sent");
                         errors.push(BucketError {
-                            bucket: bucket.as_str().to_owned(),
+                            bucket: bucket.to_string(),
                             reason,
                         });
                     }
-                    // The received name becomes the key: no second copy of a million names.
-                    let name = BucketKey::from(bucket.into_string());
-                    if let Some(old) = buckets.insert(name, entry) {
+                    // The received name is the key: no second copy of a million names.
+                    if let Some(old) = buckets.insert(bucket, entry) {
                         interner.release(&old);
                     }
                 }
                 Change::Refuse(bucket) => {
                     changed += 1;
-                    let name = BucketKey::from(bucket.into_string());
-                    if let Some(old) = buckets.insert(name, refused(None)) {
+                    if let Some(old) = buckets.insert(bucket, refused(None)) {
                         interner.release(&old);
                     }
                 }

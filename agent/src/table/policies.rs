@@ -9,6 +9,8 @@
 use indexmap::IndexSet;
 use tlsfleet_policy::{BucketName, HttpsConfig};
 
+use super::snapshot::BucketKey;
+
 /// Buckets per block of [`Policies`]: 128 KiB each.
 const BLOCK: usize = 4096;
 
@@ -19,7 +21,10 @@ const BLOCK: usize = 4096;
 /// halves behind, while blocks are allocated once each, and the allocator reuses them.
 #[derive(Debug, Default)]
 pub struct Policies {
-    blocks: Vec<Vec<(BucketName, usize)>>,
+    /// Names already as the table's keys: made as each name arrives, so that the decoded
+    /// string it came in is freed at once and reused by the next names decoded, instead of a
+    /// million of them freed together once the table is built.
+    blocks: Vec<Vec<(BucketKey, usize)>>,
     configs: IndexSet<HttpsConfig>,
 }
 
@@ -27,6 +32,7 @@ impl Policies {
     /// Adds a bucket's policy. A bucket added twice is applied twice: the last one stands.
     pub fn push(&mut self, bucket: BucketName, config: HttpsConfig) {
         let (index, _) = self.configs.insert_full(config);
+        let bucket = BucketKey::from(bucket.into_string());
         match self.blocks.last_mut() {
             Some(block) if block.len() < BLOCK => block.push((bucket, index)),
             _ => {
@@ -57,15 +63,15 @@ impl Policies {
     pub(super) fn into_parts(
         self,
     ) -> (
-        impl Iterator<Item = (BucketName, usize)>,
+        impl Iterator<Item = (BucketKey, usize)>,
         IndexSet<HttpsConfig>,
     ) {
         (self.blocks.into_iter().flatten(), self.configs)
     }
 
     /// The bucket names, in the order added.
-    pub(super) fn names(&self) -> impl Iterator<Item = &BucketName> {
-        self.blocks.iter().flatten().map(|(bucket, _)| bucket)
+    pub(super) fn names(&self) -> impl Iterator<Item = &str> {
+        self.blocks.iter().flatten().map(|(bucket, _)| &**bucket)
     }
 }
 

@@ -63,9 +63,10 @@ struct Inner {
     local: Mutex<HashMap<String, Entry>>,
     changed: Notify,
     sessions: AtomicU64,
-    /// The store's records as last read (decoded once), and when: what [`Registry::key_types`],
-    /// [`Registry::rollout`] and [`Registry::list`] merge this server's agents over.
-    stored: tokio::sync::Mutex<Option<(tokio::time::Instant, StoredAgents)>>,
+    /// The store's records as last read (decoded once; `None`: the read failed), and when:
+    /// what [`Registry::key_types`], [`Registry::rollout`] and [`Registry::list`] merge this
+    /// server's agents over.
+    stored: tokio::sync::Mutex<Option<(tokio::time::Instant, Option<StoredAgents>)>>,
     convergence: Convergence,
     /// Agent records in the store (every server's), as last read; -1 before the first read.
     stored_agents: std::sync::atomic::AtomicI64,
@@ -223,25 +224,25 @@ impl Registry {
     }
 
     /// The store's records, read at most `fresh` ago (one read at a time: callers that come
-    /// meanwhile share it); `None` when the store cannot be read (logged).
+    /// meanwhile share it); `None` when the store could not be read (logged), which is also
+    /// kept for `fresh`, so that callers queued behind a read that timed out do not each wait
+    /// for one of their own.
     async fn stored(&self, fresh: Duration) -> Option<StoredAgents> {
         let mut cached = self.inner.stored.lock().await;
         if let Some((at, agents)) = &*cached {
             if at.elapsed() < fresh {
-                return Some(agents.clone());
+                return agents.clone();
             }
         }
-        match self.inner.store.list_agents().await {
-            Ok(entries) => {
-                let agents = Arc::new(self.decode_stored(entries));
-                *cached = Some((tokio::time::Instant::now(), agents.clone()));
-                Some(agents)
-            }
+        let agents = match self.inner.store.list_agents().await {
+            Ok(entries) => Some(Arc::new(self.decode_stored(entries))),
             Err(e) => {
                 warn!(error = %e, "registry: store unreachable, listing local agents only");
                 None
             }
-        }
+        };
+        *cached = Some((tokio::time::Instant::now(), agents.clone()));
+        agents
     }
 
     fn decode_stored(&self, entries: Vec<(String, Vec<u8>)>) -> BTreeMap<String, AgentRecord> {
