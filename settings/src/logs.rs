@@ -1,12 +1,11 @@
 //! `--log-format`: how the servers write their logs (to stderr, filtered by `RUST_LOG`,
 //! `info` by default).
 //!
-//! Lines are handed to a writer thread through a queue of [`QUEUE_LINES`] lines, so that a
-//! request never waits on stderr; when the queue is full (stderr stopped reading) further
-//! lines are dropped and counted, not waited for. The thread writes the lines it finds queued
-//! together (up to [`WRITE_BUFFER_BYTES`]) and flushes when the queue is empty, so a line is
-//! never held back waiting for others. The returned guard flushes what is queued when the
-//! binary drops it on the way out.
+//! Lines gather in a bounded buffer that a thread of its own writes to stderr a few
+//! milliseconds after a batch's first line ([`writer`]): a request never waits on stderr nor
+//! makes a system call for its line; when stderr stops taking lines (a full pipe), further
+//! lines are dropped and counted, not waited for. The returned guard writes what waits when
+//! the binary drops it on the way out.
 
 use std::io::IsTerminal;
 
@@ -23,30 +22,16 @@ pub enum LogFormat {
     Json,
 }
 
-/// Lines queued for the writer thread, at most.
-pub const QUEUE_LINES: usize = 65_536;
+pub mod writer;
 
-/// Bytes of queued lines the writer thread gathers into one write to stderr, at most.
-pub const WRITE_BUFFER_BYTES: usize = 64 * 1024;
-
-/// Flushes the queued lines when dropped: hold it until the binary exits.
+/// Writes the waiting lines when dropped: hold it until the binary exits.
 #[must_use = "dropping the guard stops the log writer"]
-pub struct LogGuard(#[allow(dead_code)] tracing_appender::non_blocking::WorkerGuard);
+pub struct LogGuard(#[allow(dead_code)] writer::Flusher<std::io::Stderr>);
 
 /// Installs the process's log writer. Call once, before anything logs.
 pub fn init(format: LogFormat) -> LogGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(QUEUE_LINES)
-        .lossy(true)
-        .thread_name("tlsfleet-log-writer")
-        // The writer thread writes every line it finds queued, then flushes: one write for
-        // a burst of lines, not one each (a write per request line was 7 % of the control
-        // server's CPU at 20,000 GETs a second); a line alone is still written at once.
-        .finish(std::io::BufWriter::with_capacity(
-            WRITE_BUFFER_BYTES,
-            std::io::stderr(),
-        ));
+    let (writer, guard) = writer::spawn(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
