@@ -93,7 +93,7 @@ conformance!(
     agents_register_list_and_remove,
     agents_expire_after_their_ttl,
     agents_live_while_kept_alive_then_expire,
-    conditional_agent_writes_need_a_live_entry,
+    conditional_agent_writes_make_an_absent_entry_and_update_a_held_one,
     concurrent_puts_are_each_visible_at_their_revision,
     conditional_writes_happen_only_on_the_revision_expected,
     audit_records_list_in_key_order_page_and_trim,
@@ -503,24 +503,29 @@ mod suite {
         );
     }
 
-    pub async fn conditional_agent_writes_need_a_live_entry(store: Arc<dyn Store>) {
+    pub async fn conditional_agent_writes_make_an_absent_entry_and_update_a_held_one(
+        store: Arc<dyn Store>,
+    ) {
         let ttl = Duration::from_secs(60);
-        assert!(!store
-            .put_agent_if_held("absent", b"x".to_vec())
+        assert!(store
+            .put_agent_unless_taken("absent", b"x".to_vec(), ttl)
             .await
-            .expect("put_agent_if_held"));
-        assert!(store.list_agents().await.expect("list_agents").is_empty());
+            .expect("put_agent_unless_taken"));
+        assert_eq!(
+            store.list_agents().await.expect("list_agents"),
+            [agent("absent", "x")]
+        );
         store
             .put_agent("n", b"1".to_vec(), ttl)
             .await
             .expect("put_agent");
         assert!(store
-            .put_agent_if_held("n", b"2".to_vec())
+            .put_agent_unless_taken("n", b"2".to_vec(), ttl)
             .await
-            .expect("put_agent_if_held"));
+            .expect("put_agent_unless_taken"));
         assert_eq!(
             store.list_agents().await.expect("list_agents"),
-            [agent("n", "2")]
+            [agent("absent", "x"), agent("n", "2")]
         );
     }
 
@@ -982,7 +987,7 @@ mod etcd_only {
             .await
             .expect("put");
         assert!(!a
-            .put_agent_if_held("moved", b"disconnected from a".to_vec())
+            .put_agent_unless_taken("moved", b"disconnected from a".to_vec(), ttl)
             .await
             .expect("conditional put"));
         a.remove_agent("moved").await.expect("remove");

@@ -412,7 +412,10 @@ async fn flush(inner: &Inner) {
     };
     for (node, bytes, gone) in batch {
         let written = if gone {
-            inner.store.put_agent_if_held(&node, bytes).await
+            inner
+                .store
+                .put_agent_unless_taken(&node, bytes, ENTRY_TTL)
+                .await
         } else {
             inner
                 .store
@@ -521,5 +524,45 @@ impl Session {
         }
         drop(local);
         self.inner.changed.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::embedded::EmbeddedStore;
+
+    /// An agent that connects and goes again before the flusher first writes it is still
+    /// listed, as disconnected, in the store too: a rollout then counts it as pending, and
+    /// does not report the fleet complete without it.
+    #[tokio::test]
+    async fn an_agent_gone_before_its_first_write_is_listed_as_disconnected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(EmbeddedStore::open(dir.path()).expect("open"));
+        let registry = Registry::new(store.clone(), "c1".into());
+        let session = registry.connect(Hello {
+            node_id: "edge-1".into(),
+            labels: BTreeMap::new(),
+            applied_revision: 0,
+            key_types: vec![],
+        });
+        session.disconnected();
+        let shutdown = CancellationToken::new();
+        let flusher = registry.spawn_flusher(shutdown.clone());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while store.list_agents().await.expect("list").is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the disconnected agent never reached the store"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let listed = registry.list().await;
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].phase, Phase::Disconnected);
+        let rollout = registry.rollout(1, &BTreeMap::new()).await;
+        assert_eq!(rollout.pending, ["edge-1"]);
+        shutdown.cancel();
+        flusher.await.expect("flusher");
     }
 }

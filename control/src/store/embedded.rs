@@ -357,16 +357,22 @@ impl AgentLeases for EmbeddedStore {
         Ok(())
     }
 
-    async fn put_agent_if_held(&self, node_id: &str, value: Vec<u8>) -> Result<bool, StoreError> {
-        // One node: every live entry is this handle's.
+    async fn put_agent_unless_taken(
+        &self,
+        node_id: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        // One node: every live entry is this handle's, and so is an absent one.
         let now = Instant::now();
-        Ok(match self.agents().get_mut(node_id) {
+        match self.agents().get_mut(node_id) {
             Some(agent) if agent.live(now) => {
                 agent.value = value;
-                true
+                return Ok(true);
             }
-            _ => false,
-        })
+            _ => {}
+        }
+        self.put_agent(node_id, value, ttl).await.map(|()| true)
     }
 
     async fn remove_agent(&self, node_id: &str) -> Result<(), StoreError> {

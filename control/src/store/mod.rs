@@ -211,9 +211,16 @@ pub trait AgentLeases: Send + Sync + 'static {
         ttl: Duration,
     ) -> Result<(), StoreError>;
 
-    /// Writes `value` for `node_id` only if this handle still holds the entry (no other
-    /// server took the agent over since, and it did not expire); `Ok(false)` if not.
-    async fn put_agent_if_held(&self, node_id: &str, value: Vec<u8>) -> Result<bool, StoreError>;
+    /// Writes `value` for `node_id` unless another handle holds the entry (another server
+    /// took the agent over): an entry this handle holds keeps its lease; an absent one (never
+    /// written, or expired) is made on this handle's lease of `ttl`, as by
+    /// [`AgentLeases::put_agent`]. `Ok(false)` when another handle holds it.
+    async fn put_agent_unless_taken(
+        &self,
+        node_id: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
 
     /// Deletes `node_id`'s entry if this handle still holds it.
     async fn remove_agent(&self, node_id: &str) -> Result<(), StoreError>;

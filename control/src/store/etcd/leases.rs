@@ -103,15 +103,47 @@ impl AgentLeases for EtcdStore {
         .await
     }
 
-    async fn put_agent_if_held(&self, node_id: &str, value: Vec<u8>) -> Result<bool, StoreError> {
+    async fn put_agent_unless_taken(
+        &self,
+        node_id: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
         let key = format!("{}{node_id}", self.agents);
         // `ignore_lease` keeps the key on the lease it is on (the one the compare found).
         let then = TxnOp::put(
             key.clone(),
-            value,
+            value.clone(),
             Some(PutOptions::new().with_ignore_lease()),
         );
-        self.if_held("put_agent_if_held", &key, then).await
+        if self.if_held("put_agent_unless_taken", &key, then).await? {
+            return Ok(true);
+        }
+        // Not on this handle's lease: made on it only if no entry is there (a missing key's
+        // create revision compares as 0), so one another server holds is left alone.
+        let ttl_secs = ttl_seconds(ttl);
+        self.call("put_agent_unless_taken", || {
+            let (mut kv, key, value) = (self.kv(), key.clone(), value.clone());
+            async move {
+                let id = self.lease_for(ttl_secs).await?;
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(
+                        key,
+                        value,
+                        Some(PutOptions::new().with_lease(id)),
+                    )]);
+                match kv.txn(txn).await {
+                    Ok(resp) => Ok(resp.succeeded()),
+                    Err(e) if is_lease_not_found(&e) => {
+                        self.forget_lease(id);
+                        Err(Attempt::Retry("the registry lease expired".into()))
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+        })
+        .await
     }
 
     async fn remove_agent(&self, node_id: &str) -> Result<(), StoreError> {
