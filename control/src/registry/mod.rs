@@ -530,6 +530,8 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tlsfleet_testkit::eventually::eventually;
+
     use crate::store::embedded::EmbeddedStore;
 
     /// An agent that connects and goes again before the flusher first writes it is still
@@ -549,14 +551,12 @@ mod tests {
         session.disconnected();
         let shutdown = CancellationToken::new();
         let flusher = registry.spawn_flusher(shutdown.clone());
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while store.list_agents().await.expect("list").is_empty() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the disconnected agent never reached the store"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually(
+            "the disconnected agent reaches the store",
+            Duration::from_secs(10),
+            || async { !store.list_agents().await.expect("list").is_empty() },
+        )
+        .await;
         let listed = registry.list().await;
         assert_eq!(listed.len(), 1, "{listed:?}");
         assert_eq!(listed[0].phase, Phase::Disconnected);

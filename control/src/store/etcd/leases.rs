@@ -1,7 +1,7 @@
 //! The agent registry on etcd: one lease per store handle (per TTL), kept alive as a whole;
 //! conditional writes and removals that only touch entries still on this handle's lease.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, future::Future, time::Duration};
 
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
 use tonic::Code;
@@ -47,6 +47,29 @@ impl EtcdStore {
         self.leases().retain(|_, held| *held != id);
     }
 
+    /// Runs `op` with the id of this handle's lease of `ttl` (granted on first use); a lease
+    /// that expired while etcd could not be reached is forgotten and the attempt retried on a
+    /// new one.
+    async fn on_lease<T, F, Fut>(&self, what: &str, ttl: Duration, op: F) -> Result<T, StoreError>
+    where
+        F: Fn(i64) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let ttl_secs = ttl_seconds(ttl);
+        self.call(what, || async {
+            let id = self.lease_for(ttl_secs).await?;
+            match op(id).await {
+                Ok(value) => Ok(value),
+                Err(e) if is_lease_not_found(&e) => {
+                    self.forget_lease(id);
+                    Err(Attempt::Retry("the registry lease expired".into()))
+                }
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
     /// Runs `then` on `key` in a transaction that holds only if the key is on one of this
     /// handle's leases; whether it held.
     async fn if_held(&self, what: &str, key: &str, then: TxnOp) -> Result<bool, StoreError> {
@@ -80,24 +103,12 @@ impl AgentLeases for EtcdStore {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let key = format!("{}{node_id}", self.agents);
-        let ttl_secs = ttl_seconds(ttl);
-        self.call("put_agent", || {
+        self.on_lease("put_agent", ttl, |id| {
             let (mut kv, key, value) = (self.kv(), key.clone(), value.clone());
             async move {
-                let id = self.lease_for(ttl_secs).await?;
-                match kv
-                    .put(key, value, Some(PutOptions::new().with_lease(id)))
+                kv.put(key, value, Some(PutOptions::new().with_lease(id)))
                     .await
-                {
-                    Ok(_) => Ok(()),
-                    Err(e) if is_lease_not_found(&e) => {
-                        // Expired while etcd could not be reached: the next attempt grants
-                        // a new one.
-                        self.forget_lease(id);
-                        Err(Attempt::Retry("the registry lease expired".into()))
-                    }
-                    Err(e) => Err(e.into()),
-                }
+                    .map(|_| ())
             }
         })
         .await
@@ -121,11 +132,9 @@ impl AgentLeases for EtcdStore {
         }
         // Not on this handle's lease: made on it only if no entry is there (a missing key's
         // create revision compares as 0), so one another server holds is left alone.
-        let ttl_secs = ttl_seconds(ttl);
-        self.call("put_agent_unless_taken", || {
+        self.on_lease("put_agent_unless_taken", ttl, |id| {
             let (mut kv, key, value) = (self.kv(), key.clone(), value.clone());
             async move {
-                let id = self.lease_for(ttl_secs).await?;
                 let txn = Txn::new()
                     .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
                     .and_then([TxnOp::put(
@@ -133,14 +142,7 @@ impl AgentLeases for EtcdStore {
                         value,
                         Some(PutOptions::new().with_lease(id)),
                     )]);
-                match kv.txn(txn).await {
-                    Ok(resp) => Ok(resp.succeeded()),
-                    Err(e) if is_lease_not_found(&e) => {
-                        self.forget_lease(id);
-                        Err(Attempt::Retry("the registry lease expired".into()))
-                    }
-                    Err(e) => Err(e.into()),
-                }
+                Ok(kv.txn(txn).await?.succeeded())
             }
         })
         .await
