@@ -28,7 +28,7 @@ case "$profile" in
   *) echo "unknown profile $profile (release or dev)" >&2; exit 2 ;;
 esac
 
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+version=$(sed -n '/^version = "/{s/^version = "\(.*\)"/\1/p;q}' Cargo.toml)
 arch=$(dpkg --print-architecture)
 cargo build -q --profile "$profile" -p tlsfleet-control -p tlsfleet-agent -p tlsfleetctl --bins >&2
 

@@ -22,7 +22,10 @@ cleanup() {
 trap cleanup EXIT
 
 deb=$(deploy/debian/build-deb.sh --profile dev --fast --out "$out")
-dpkg-deb --info "$deb" | grep -q "Package: tlsfleet" || fail "no package metadata"
+# Whole outputs are captured before grep reads them: under pipefail, `cmd | grep -q` fails
+# whenever grep exits at its match before cmd has written everything (cmd gets SIGPIPE).
+info=$(dpkg-deb --info "$deb") || fail "dpkg-deb --info $deb failed"
+grep -q "Package: tlsfleet" <<<"$info" || fail "no package metadata: $info"
 as_root env DEBIAN_FRONTEND=noninteractive dpkg -i "$deb" >/dev/null
 
 for bin in tlsfleet-control tlsfleet-agent tlsfleetctl; do
@@ -60,10 +63,12 @@ grep -q "^NoNewPrivileges=true$" /lib/systemd/system/tlsfleet-control.service ||
 
 # The packaged settings parse (with the packaged credentials path) and, as the service user, a
 # control server starts from them on its embedded store.
-/usr/bin/tlsfleet-control --config /etc/tlsfleet/control.toml --print-config \
-  | grep -q '^store = "file:/var/lib/tlsfleet/data"  # file$' || fail "packaged control.toml"
-/usr/bin/tlsfleet-agent --config /etc/tlsfleet/agent.toml --print-config \
-  | grep -q '^cache-dir = "/var/cache/tlsfleet"  # file$' || fail "packaged agent.toml"
+control_cfg=$(/usr/bin/tlsfleet-control --config /etc/tlsfleet/control.toml --print-config) \
+  || fail "tlsfleet-control --print-config failed on the packaged control.toml"
+grep -q '^store = "file:/var/lib/tlsfleet/data"  # file$' <<<"$control_cfg" || fail "packaged control.toml"
+agent_cfg=$(/usr/bin/tlsfleet-agent --config /etc/tlsfleet/agent.toml --print-config) \
+  || fail "tlsfleet-agent --print-config failed on the packaged agent.toml"
+grep -q '^cache-dir = "/var/cache/tlsfleet"  # file$' <<<"$agent_cfg" || fail "packaged agent.toml"
 install -d -o tlsfleet -g tlsfleet -m 0750 "$scratch/state"
 printf '[[key]]\nid = "AKIDADMIN"\nsecret = "s"\nallow = ["*"]\n' > "$scratch/creds.toml"
 chmod 0644 "$scratch/creds.toml"
