@@ -8,29 +8,66 @@
 //! them) until they fall out of the window anyway.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{hash_map::RandomState, BTreeMap, HashMap},
+    hash::BuildHasher,
     sync::{Mutex, PoisonError},
 };
 
 use super::AuthError;
 
-/// Nonces remembered per access key by default (about 1 MB each).
+/// Nonces remembered per access key by default (a few dozen bytes each).
 pub const DEFAULT_PER_KEY: usize = 10_000;
+
+/// A nonce as the cache remembers it: 128 bits of two keyed SipHashes, random per process.
+/// Two nonces that share one would refuse the second as a replay (fail closed), with odds
+/// of about 2^-128 per pair; nobody outside the process knows the keys to aim for it.
+type Fingerprint = u128;
 
 /// The replay cache of every key.
 pub struct ReplayCache {
     per_key: usize,
+    hashers: (RandomState, RandomState),
     keys: Mutex<HashMap<String, KeyReplay>>,
 }
 
 #[derive(Default)]
 struct KeyReplay {
-    /// nonce -> expiry
-    seen: HashMap<String, i64>,
-    /// (expiry, nonce), to evict in expiry order.
-    by_expiry: BTreeSet<(i64, String)>,
+    /// fingerprint -> expiry
+    seen: HashMap<Fingerprint, i64>,
+    /// The fingerprints expiring at each second, to evict in expiry order (most calls of a
+    /// second share one: an integer compare and a push per call, no ordered set of strings).
+    by_expiry: BTreeMap<i64, Vec<Fingerprint>>,
     /// Calls that expire at or before this were evicted early: refuse them.
     floor: i64,
+}
+
+impl KeyReplay {
+    /// Forgets what expired by `now`.
+    fn expire(&mut self, now: i64) {
+        while let Some(entry) = self.by_expiry.first_entry() {
+            if *entry.key() > now {
+                break;
+            }
+            for f in entry.remove() {
+                self.seen.remove(&f);
+            }
+        }
+    }
+
+    /// Forgets the entry that expires first; raises the floor to its expiry.
+    fn evict_oldest(&mut self) {
+        let Some(mut entry) = self.by_expiry.first_entry() else {
+            return;
+        };
+        let expiry = *entry.key();
+        if let Some(f) = entry.get_mut().pop() {
+            self.seen.remove(&f);
+        }
+        if entry.get().is_empty() {
+            entry.remove();
+        }
+        self.floor = self.floor.max(expiry);
+    }
 }
 
 impl ReplayCache {
@@ -38,8 +75,15 @@ impl ReplayCache {
     pub fn new(per_key: usize) -> Self {
         Self {
             per_key: per_key.max(1),
+            hashers: (RandomState::new(), RandomState::new()),
             keys: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn fingerprint(&self, nonce: &str) -> Fingerprint {
+        let high = self.hashers.0.hash_one(nonce);
+        let low = self.hashers.1.hash_one(nonce);
+        (Fingerprint::from(high) << 64) | Fingerprint::from(low)
     }
 
     /// `Err(Replayed)` when `key_id` used `nonce` already within the window, or when the call
@@ -54,40 +98,35 @@ impl ReplayCache {
         expiry: i64,
         now: i64,
     ) -> Result<(), AuthError> {
+        let f = self.fingerprint(nonce);
         // A poisoned lock only means another thread panicked mid-update; the sets are still
         // consistent enough to keep refusing replays.
         let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
-        let r = keys.entry(key_id.to_owned()).or_default();
-        while let Some((first, _)) = r.by_expiry.first() {
-            if *first > now {
-                break;
-            }
-            if let Some((_, entry)) = r.by_expiry.pop_first() {
-                r.seen.remove(&entry);
-            }
-        }
-        if expiry <= r.floor || r.seen.contains_key(nonce) {
+        let r = match keys.get_mut(key_id) {
+            Some(r) => r,
+            None => keys.entry(key_id.to_owned()).or_default(),
+        };
+        r.expire(now);
+        if expiry <= r.floor || r.seen.contains_key(&f) {
             return Err(AuthError::Replayed);
         }
         if r.seen.len() >= self.per_key {
-            if let Some((oldest, evicted)) = r.by_expiry.pop_first() {
-                r.seen.remove(&evicted);
-                r.floor = r.floor.max(oldest);
-            }
+            r.evict_oldest();
             if expiry <= r.floor {
                 return Err(AuthError::Replayed);
             }
         }
-        r.seen.insert(nonce.to_owned(), expiry);
-        r.by_expiry.insert((expiry, nonce.to_owned()));
+        r.seen.insert(f, expiry);
+        r.by_expiry.entry(expiry).or_default().push(f);
         Ok(())
     }
 
     /// Whether `key_id` used `nonce` within its window (nothing is recorded).
     pub fn contains(&self, key_id: &str, nonce: &str, now: i64) -> bool {
+        let f = self.fingerprint(nonce);
         let keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
         keys.get(key_id)
-            .and_then(|r| r.seen.get(nonce))
+            .and_then(|r| r.seen.get(&f))
             .is_some_and(|expiry| *expiry > now)
     }
 

@@ -150,7 +150,7 @@ fn desired(
 pub fn snapshot_for<'a>(
     entries: impl Iterator<Item = &'a Arc<PolicyEntry>> + 'a,
     canaries: &'a OrdMap<String, Arc<CanaryEntry>>,
-    stored: &'a OrdMap<String, Arc<PolicyEntry>>,
+    stored: &'a OrdMap<Arc<str>, Arc<PolicyEntry>>,
     labels: &'a BTreeMap<String, String>,
 ) -> impl Iterator<Item = Arc<PolicyEntry>> + 'a {
     let substituted = entries.map(move |e| {

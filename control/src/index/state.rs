@@ -3,7 +3,7 @@
 //! (`writer`) and the handle (`Index`) only move data in and out under a lock.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
 };
 
@@ -33,7 +33,7 @@ pub struct View {
     /// of the default). At most `revision`, and below it on etcd, whose revision also counts
     /// writes that are not policies. A delete made before a (re)list is not known.
     last_change: Revision,
-    entries: OrdMap<String, Arc<PolicyEntry>>,
+    entries: OrdMap<Arc<str>, Arc<PolicyEntry>>,
     default: Option<Arc<DefaultEntry>>,
     /// Canaries by bucket (see `canary`).
     canaries: OrdMap<String, Arc<CanaryEntry>>,
@@ -46,7 +46,7 @@ impl View {
     }
 
     /// Every stored policy, by bucket.
-    pub fn entry_map(&self) -> &OrdMap<String, Arc<PolicyEntry>> {
+    pub fn entry_map(&self) -> &OrdMap<Arc<str>, Arc<PolicyEntry>> {
         &self.entries
     }
 
@@ -92,12 +92,12 @@ impl View {
     ) -> (Vec<Arc<PolicyEntry>>, bool) {
         use std::ops::Bound;
         let lower = match start_after {
-            Some(after) if after >= prefix => Bound::Excluded(after.to_owned()),
-            _ => Bound::Included(prefix.to_owned()),
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
         };
         let mut iter = self
             .entries
-            .range((lower, Bound::Unbounded))
+            .range::<_, str>((lower, Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(_, v)| v.clone());
         let page: Vec<_> = iter.by_ref().take(limit).collect();
@@ -120,7 +120,7 @@ pub struct Update {
     /// The canaries at `revision` (what each agent gets depends on them: `canary::for_agent`).
     pub canaries: OrdMap<String, Arc<CanaryEntry>>,
     /// The stored policies at `revision` (the policy a canary's end brings back).
-    pub entries: OrdMap<String, Arc<PolicyEntry>>,
+    pub entries: OrdMap<Arc<str>, Arc<PolicyEntry>>,
     /// The update as the Sync streams send it, encoded once per distinct content.
     pub encoded: Encodings,
 }
@@ -164,7 +164,7 @@ impl Update {
 /// A listing being decoded, page by page.
 #[derive(Default)]
 pub struct Listing {
-    entries: OrdMap<String, Arc<PolicyEntry>>,
+    entries: OrdMap<Arc<str>, Arc<PolicyEntry>>,
     default: Option<Arc<DefaultEntry>>,
     canaries: OrdMap<String, Arc<CanaryEntry>>,
     newest: Revision,
@@ -182,7 +182,7 @@ impl Listing {
                     self.canaries.insert(bucket.to_owned(), c);
                 }
             } else if let Some(e) = PolicyEntry::decode(kv) {
-                self.entries.insert(kv.key.clone(), e);
+                self.entries.insert(Arc::from(kv.key.as_str()), e);
             }
         }
     }
@@ -322,8 +322,8 @@ impl State {
         }
         for k in old.entries.keys() {
             if !self.view.entries.contains_key(k) {
-                update.deletes.push(k.clone());
-                self.tombstones.insert(k.clone(), revision);
+                update.deletes.push(k.to_string());
+                self.tombstones.insert(k.to_string(), revision);
             }
         }
         update.default = match (&old.default, &self.view.default) {
@@ -371,6 +371,9 @@ impl State {
         }
         let mut view = self.view.clone();
         let mut update = Update::between(current, revision.max(current));
+        // Each bucket's net change over the batch (its last event wins), by bucket: a watch
+        // response can carry thousands of events, so no scan of what came before per event.
+        let mut policies: BTreeMap<Arc<str>, Option<Arc<PolicyEntry>>> = BTreeMap::new();
         for event in events {
             if event.revision() <= current {
                 continue; // already applied
@@ -419,27 +422,32 @@ impl State {
                 Event::Put(kv) => {
                     if let Some(e) = PolicyEntry::decode(&kv) {
                         self.tombstones.remove(&kv.key);
-                        update.deletes.retain(|d| d != &kv.key);
-                        update.upserts.retain(|u| u.bucket.as_str() != kv.key);
-                        view.entries.insert(kv.key.clone(), e.clone());
-                        update.upserts.push(e);
+                        let key: Arc<str> = Arc::from(kv.key);
+                        view.entries.insert(key.clone(), e.clone());
+                        policies.insert(key, Some(e));
                         true
                     } else {
                         false
                     }
                 }
                 Event::Delete { key, mod_revision } => {
-                    let had = view.entries.remove(&key).is_some();
+                    let had = view.entries.remove(key.as_str()).is_some();
                     if had {
-                        update.upserts.retain(|u| u.bucket.as_str() != key);
-                        self.tombstones.insert(key.clone(), mod_revision);
-                        update.deletes.push(key);
+                        let key: Arc<str> = Arc::from(key);
+                        self.tombstones.insert(key.to_string(), mod_revision);
+                        policies.insert(key, None);
                     }
                     had
                 }
             };
             if changed {
                 view.last_change = view.last_change.max(at);
+            }
+        }
+        for (bucket, entry) in policies {
+            match entry {
+                Some(e) => update.upserts.push(e),
+                None => update.deletes.push(bucket.to_string()),
             }
         }
         view.revision = update.revision;
@@ -501,7 +509,7 @@ impl State {
                 canaries.insert(bucket.to_owned());
                 continue;
             }
-            match view.entries.get(&key) {
+            match view.entries.get(key.as_str()) {
                 Some(e) => update.upserts.push(e.clone()),
                 None => update.deletes.push(key),
             }
@@ -561,6 +569,34 @@ mod tests {
         assert_eq!(s.view().last_change(), 5);
         s.apply(9, vec![]);
         assert_eq!((s.view().revision(), s.view().last_change()), (9, 5));
+    }
+
+    #[test]
+    fn each_bucket_of_a_batch_gets_its_last_event() {
+        let mut s = State::default();
+        s.replace_all(1, &[kv("aaa", 1)]);
+        // Deleted then put again: an upsert, no delete.
+        let u = s.apply(3, vec![del("aaa", 2), put("aaa", 3)]).unwrap();
+        assert_eq!(names(&u), (vec!["aaa"], vec![]));
+        assert_eq!(u.upserts[0].mod_revision, 3);
+        // A watch response of thousands of events: one change per bucket, the last.
+        let mut events = vec![];
+        for r in 0..3_000i64 {
+            let bucket = format!("b{:03}", r % 1_000);
+            events.push(if r >= 2_000 && r % 2 == 0 {
+                del(&bucket, 10 + r)
+            } else {
+                put(&bucket, 10 + r)
+            });
+        }
+        let u = s.apply(3_009, events).unwrap();
+        let (upserts, deletes) = names(&u);
+        assert_eq!((upserts.len(), deletes.len()), (500, 500));
+        assert!(upserts
+            .iter()
+            .all(|b| b[1..].parse::<u32>().unwrap() % 2 == 1));
+        assert!(u.upserts.iter().all(|e| e.mod_revision >= 2_010));
+        assert_eq!(s.view().len(), 501);
     }
 
     #[test]
