@@ -4,6 +4,10 @@
 #[path = "../../src/bare.rs"]
 mod bare;
 
+/// The agent's allocator, so that the bare servers are compared on the same footing.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let (mut cert, mut key, mut listen) = (None, None, None);
