@@ -15,7 +15,8 @@ use std::{
 
 use super::AuthError;
 
-/// Nonces remembered per access key by default (a few dozen bytes each).
+/// Nonces remembered per access key by default (about 50 to 110 bytes each: a fingerprint
+/// and its expiry in a hash map, and in its expiry second's list).
 pub const DEFAULT_PER_KEY: usize = 10_000;
 
 /// A nonce as the cache remembers it: 128 bits of two keyed SipHashes, random per process.

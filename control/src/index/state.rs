@@ -433,9 +433,8 @@ impl State {
                 Event::Delete { key, mod_revision } => {
                     let had = view.entries.remove(key.as_str()).is_some();
                     if had {
-                        let key: Arc<str> = Arc::from(key);
-                        self.tombstones.insert(key.to_string(), mod_revision);
-                        policies.insert(key, None);
+                        policies.insert(Arc::from(key.as_str()), None);
+                        self.tombstones.insert(key, mod_revision);
                     }
                     had
                 }

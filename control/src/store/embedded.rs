@@ -365,12 +365,9 @@ impl AgentLeases for EmbeddedStore {
     ) -> Result<bool, StoreError> {
         // One node: every live entry is this handle's, and so is an absent one.
         let now = Instant::now();
-        match self.agents().get_mut(node_id) {
-            Some(agent) if agent.live(now) => {
-                agent.value = value;
-                return Ok(true);
-            }
-            _ => {}
+        if let Some(agent) = self.agents().get_mut(node_id).filter(|a| a.live(now)) {
+            agent.value = value;
+            return Ok(true);
         }
         self.put_agent(node_id, value, ttl).await.map(|()| true)
     }
