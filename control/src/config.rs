@@ -214,7 +214,8 @@ pub struct ControlArgs {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub sync_send_timeout: Duration,
 
-    /// Signatures remembered per access key to refuse replays (gRPC nonces, REST PUTs).
+    /// Signatures remembered per access key to refuse replays (gRPC nonces, one each; REST
+    /// PUTs, two each); at least 2.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub replay_cache_per_key: usize,
 

@@ -364,17 +364,9 @@ impl Authenticator {
         let now = clock::unix(now);
         let key = &auth.principal.key.id;
         let expiry = clock::expiry(auth.date);
-        let signature = format!("oss:{}", hex::encode(&auth.signature));
-        let with_body = format!("{signature}:{}", hex::encode(sha2::Sha256::digest(body)));
-        if self.replay.contains(key, &signature, now) {
-            return Err(if self.replay.contains(key, &with_body, now) {
-                AuthError::Replayed
-            } else {
-                AuthError::ReusedSignature
-            });
-        }
-        self.replay.check_and_insert(key, &signature, expiry, now)?;
-        self.replay.check_and_insert(key, &with_body, expiry, now)
+        let body = sha2::Sha256::digest(body);
+        self.replay
+            .check_and_insert_signed(key, &auth.signature, &body, expiry, now)
     }
 }
 

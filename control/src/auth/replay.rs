@@ -9,7 +9,7 @@
 
 use std::{
     collections::{hash_map::RandomState, BTreeMap, HashMap},
-    hash::BuildHasher,
+    hash::{BuildHasher, Hash},
     sync::{Mutex, PoisonError},
 };
 
@@ -69,19 +69,47 @@ impl KeyReplay {
         }
         self.floor = self.floor.max(expiry);
     }
+
+    /// Remembers every one of `fingerprints` until `expiry`, evicting the oldest entries to
+    /// make room within `per_key`; `Err(Replayed)` (nothing remembered) when one is known or
+    /// the call is too old for the cache to vouch for it.
+    fn remember(
+        &mut self,
+        fingerprints: &[Fingerprint],
+        expiry: i64,
+        per_key: usize,
+    ) -> Result<(), AuthError> {
+        if expiry <= self.floor || fingerprints.iter().any(|f| self.seen.contains_key(f)) {
+            return Err(AuthError::Replayed);
+        }
+        while !self.seen.is_empty() && self.seen.len() + fingerprints.len() > per_key {
+            self.evict_oldest();
+        }
+        if expiry <= self.floor {
+            return Err(AuthError::Replayed);
+        }
+        for &f in fingerprints {
+            self.seen.insert(f, expiry);
+        }
+        self.by_expiry
+            .entry(expiry)
+            .or_default()
+            .extend_from_slice(fingerprints);
+        Ok(())
+    }
 }
 
 impl ReplayCache {
-    /// At most `per_key` entries per access key (at least 1).
+    /// At most `per_key` entries per access key (at least 2: a REST PUT takes two).
     pub fn new(per_key: usize) -> Self {
         Self {
-            per_key: per_key.max(1),
+            per_key: per_key.max(2),
             hashers: (RandomState::new(), RandomState::new()),
             keys: Mutex::new(HashMap::new()),
         }
     }
 
-    fn fingerprint(&self, nonce: &str) -> Fingerprint {
+    fn fingerprint(&self, nonce: &(impl Hash + ?Sized)) -> Fingerprint {
         let high = self.hashers.0.hash_one(nonce);
         let low = self.hashers.1.hash_one(nonce);
         (Fingerprint::from(high) << 64) | Fingerprint::from(low)
@@ -100,6 +128,40 @@ impl ReplayCache {
         now: i64,
     ) -> Result<(), AuthError> {
         let f = self.fingerprint(nonce);
+        self.with_key(key_id, now, |r| r.remember(&[f], expiry, self.per_key))
+    }
+
+    /// A REST PUT's `signature` over a body with digest `body`, accepted once: remembers both
+    /// until `expiry`, or refuses the call, `Err(Replayed)` when this signature came with this
+    /// body already (or the call is too old for the cache to vouch for it) and
+    /// `Err(ReusedSignature)` when it came with another body. One lock for the check and the
+    /// record: two calls at once with one signature get one `Ok`, and the other the answer
+    /// its body calls for.
+    pub fn check_and_insert_signed(
+        &self,
+        key_id: &str,
+        signature: &[u8],
+        body: &[u8],
+        expiry: i64,
+        now: i64,
+    ) -> Result<(), AuthError> {
+        // Tagged: a REST signature never matches a gRPC nonce of the same key.
+        let alone = self.fingerprint(&("oss", signature));
+        let with_body = self.fingerprint(&("oss", signature, body));
+        self.with_key(key_id, now, |r| {
+            if r.seen.contains_key(&alone) {
+                return Err(if r.seen.contains_key(&with_body) {
+                    AuthError::Replayed
+                } else {
+                    AuthError::ReusedSignature
+                });
+            }
+            r.remember(&[alone, with_body], expiry, self.per_key)
+        })
+    }
+
+    /// Runs `f` on `key_id`'s cache, rid of what expired by `now`, under the lock.
+    fn with_key<T>(&self, key_id: &str, now: i64, f: impl FnOnce(&mut KeyReplay) -> T) -> T {
         // A poisoned lock only means another thread panicked mid-update; the sets are still
         // consistent enough to keep refusing replays.
         let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
@@ -108,27 +170,7 @@ impl ReplayCache {
             None => keys.entry(key_id.to_owned()).or_default(),
         };
         r.expire(now);
-        if expiry <= r.floor || r.seen.contains_key(&f) {
-            return Err(AuthError::Replayed);
-        }
-        if r.seen.len() >= self.per_key {
-            r.evict_oldest();
-            if expiry <= r.floor {
-                return Err(AuthError::Replayed);
-            }
-        }
-        r.seen.insert(f, expiry);
-        r.by_expiry.entry(expiry).or_default().push(f);
-        Ok(())
-    }
-
-    /// Whether `key_id` used `nonce` within its window (nothing is recorded).
-    pub fn contains(&self, key_id: &str, nonce: &str, now: i64) -> bool {
-        let f = self.fingerprint(nonce);
-        let keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
-        keys.get(key_id)
-            .and_then(|r| r.seen.get(&f))
-            .is_some_and(|expiry| *expiry > now)
+        f(r)
     }
 
     /// Entries remembered for `key_id`.
@@ -175,6 +217,53 @@ mod tests {
         // Once the window has passed, expired entries go.
         cache.check_and_insert("k", "late", 20_000, 19_000).unwrap();
         assert_eq!(cache.len("k"), 1);
+    }
+
+    #[test]
+    fn a_signed_put_is_accepted_once_and_its_signature_never_again() {
+        let cache = ReplayCache::new(10);
+        let now = 1_000;
+        let put =
+            |sig: &[u8], body: &[u8]| cache.check_and_insert_signed("k", sig, body, 1_900, now);
+        put(b"sig", b"body").unwrap();
+        assert_eq!(put(b"sig", b"body"), Err(AuthError::Replayed));
+        assert_eq!(put(b"sig", b"other"), Err(AuthError::ReusedSignature));
+        put(b"sig2", b"body").unwrap();
+        // Two entries each; a REST signature is no gRPC nonce.
+        assert_eq!(cache.len("k"), 4);
+        cache.check_and_insert("k", "sig", 1_900, now).unwrap();
+        // Full: the oldest entries make room for both of the next PUT's.
+        for i in 0..10_i64 {
+            cache
+                .check_and_insert_signed("k", format!("s{i}").as_bytes(), b"b", 2_000 + i, now)
+                .unwrap();
+            assert!(cache.len("k") <= 10);
+        }
+        // Evicted: refused because the cache can no longer vouch for that date.
+        assert_eq!(put(b"sig3", b"body"), Err(AuthError::Replayed));
+    }
+
+    #[test]
+    fn one_signature_sent_at_once_from_many_threads_is_accepted_once() {
+        let cache = std::sync::Arc::new(ReplayCache::new(1_000));
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let cache = cache.clone();
+                std::thread::spawn(move || {
+                    let body: &[u8] = if t % 2 == 0 { b"a" } else { b"b" };
+                    cache.check_and_insert_signed("k", b"sig", body, 1_900, 1_000)
+                })
+            })
+            .collect();
+        let results: Vec<_> = threads
+            .into_iter()
+            .map(|h| h.join().expect("no panic"))
+            .collect();
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "{results:?}"
+        );
     }
 
     #[test]
