@@ -230,8 +230,12 @@ async fn a_corrupt_cache_is_reported_and_the_agent_fails_closed() {
         })
         .await;
     assert!(body.contains("refusing TLS"), "{body}");
-    let log = agent.log();
-    assert!(log.contains("ignoring the last-known-good cache"), "{log}");
+    // The agent's log lines go out through a writer thread: the line may follow the answer.
+    let reported = tlsfleet_testkit::eventually::until(Duration::from_secs(10), || async {
+        agent.log().contains("ignoring the last-known-good cache")
+    })
+    .await;
+    assert!(reported, "no report of the corrupt cache: {}", agent.log());
     assert!(agent.terminate().await.success());
 }
 
