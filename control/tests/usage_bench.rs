@@ -6,6 +6,11 @@
 
 #![allow(clippy::unwrap_used)] // a benchmark may panic: that is how it fails
 
+/// The control server's allocator (`src/main.rs`): its resident size is the server's only
+/// with it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use tlsfleet_control::usage::FleetUsage;
 use tlsfleet_policy::{usage::Usage, ServedSuite};
 
