@@ -3,7 +3,7 @@
 # the official OSS Python SDKs, pytest, nginx and HAProxy for the benchmark smoke run,
 # Prometheus' promtool for the alert rules and dashboards,
 # cargo-nextest, cargo-machete, cargo-deny, cargo-fuzz),
-# checks formatting, lints, the module shape (tests/scripts/shape.py) and the dependencies
+# checks formatting, lints, the docs (cargo doc), the module shape (tests/scripts/shape.py) and the dependencies
 # (no unused one; licenses, one crypto provider, no unchosen second major: deny.toml), builds,
 # then runs every Rust test (unit, property, in-process and end-to-end with
 # real etcd and real processes), a tiny run of every benchmark, the official-SDK suite, and a
@@ -64,6 +64,8 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "==> cargo doc: the crates' docs build without a warning (links, HTML)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 echo "==> module shape: acyclic modules, no production file over 600 lines"
 python3 tests/scripts/shape.py
 echo "==> dependencies: none unused (cargo machete); licenses, bans, sources (cargo deny)"

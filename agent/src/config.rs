@@ -117,6 +117,8 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub upstream_max_in_flight_per_source: u32,
 
+    // `<...>` is help text for clap, not HTML.
+    #[allow(rustdoc::invalid_html_tags)]
     /// Forward virtual-hosted requests in path style (Host: <domain>, /<bucket>/<key>), for
     /// an upstream that routes by the path alone or does not know the --domain names.
     #[arg(long)]

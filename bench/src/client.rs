@@ -83,7 +83,7 @@ pub fn config(ca: &Path, load: &Load) -> anyhow::Result<(Arc<ClientConfig>, Opti
 }
 
 /// The client's sessions, counting the TLS 1.3 tickets each name was given (so that a
-/// connection waits for its tickets exactly as long as they take, see [`one`]).
+/// connection waits for its tickets exactly as long as they take, see `one`).
 #[derive(Debug)]
 pub struct Tickets {
     inner: ClientSessionMemoryCache,

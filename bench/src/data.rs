@@ -77,7 +77,7 @@ pub fn bucket(i: usize) -> String {
 }
 
 /// Writes policies `0..n` into etcd under `/tlsfleet/` (the control server's default prefix),
-/// [`OPS_PER_TXN`] per transaction, eight transactions at a time.
+/// `OPS_PER_TXN` per transaction, eight transactions at a time.
 pub async fn write_policies(endpoint: &str, n: usize) -> Result<(), etcd_client::Error> {
     let client = Client::connect([endpoint], None).await?;
     let batches: Vec<(usize, usize)> = (0..n)

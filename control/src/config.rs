@@ -105,6 +105,8 @@ pub struct ControlArgs {
     #[arg(long, value_name = "NAME")]
     pub control_id: Option<String>,
 
+    // `<...>` is help text for clap, not HTML.
+    #[allow(rustdoc::invalid_html_tags)]
     /// The gRPC URL other control servers reach this one at, for fleet-wide usage answers
     /// [default: http(s)://<the gRPC listen address>].
     #[arg(long, value_name = "URL")]

@@ -3,7 +3,7 @@
 //! * [`BucketName`]: an OSS bucket name, parsed.
 //! * [`HttpsConfig`]: the stored policy, exactly the OSS `HttpsConfiguration` schema.
 //! * [`EffectivePolicy`]: what rustls can serve of a policy, with the reasons anything was dropped.
-//! * [`downgrade`]: whether a change lets in anything the current policy keeps out.
+//! * [`mod@downgrade`]: whether a change lets in anything the current policy keeps out.
 //! * [`xml`]: the OSS XML codec.
 //! * [`names`]: endpoint domains, request hosts and paths, parsed strictly (the edge decides on
 //!   and forwards only the canonical form).

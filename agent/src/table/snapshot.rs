@@ -30,7 +30,7 @@ pub(super) type BucketMap = imbl::HashMap<BucketKey, Entry>;
 /// A bucket's name as the table's key.
 pub(super) type BucketKey = triomphe::Arc<str>;
 
-/// One published revision of the table; cheap to clone out of [`PolicyTable::snapshot`].
+/// One published revision of the table; cheap to clone out of [`PolicyTable::snapshot`](super::PolicyTable::snapshot).
 pub struct TableSnapshot {
     pub(super) revision: Option<i64>,
     pub(super) ready: bool,

@@ -1,7 +1,7 @@
 //! The in-memory index of every policy at a revision, fed by one watch on the store.
 //!
 //! * [`state`]: the view, the tombstones and the transitions (pure, unit-tested).
-//! * [`writer`]: the one task that lists and watches the store and applies what it reads.
+//! * `writer`: the one task that lists and watches the store and applies what it reads.
 //! * [`Subscription`]: what a follower (an agent's Sync stream) reads after its start.
 //!
 //! Readers take an immutable [`View`] (a persistent map: taking one is O(1), applying a

@@ -80,7 +80,7 @@ pub const KEY_TYPES_FRESH: Duration = Duration::from_secs(1);
 
 /// How long the store's records are reused for [`Registry::rollout`] and [`Registry::list`]:
 /// other servers' agents are seen at most this much later than their servers wrote them
-/// (which is at most [`FLUSH_EVERY`] after their ACKs); this server's own agents are always
+/// (which is at most `FLUSH_EVERY` after their ACKs); this server's own agents are always
 /// current. A fleet of 1,000 agents polled by several `tlsfleetctl rollout --wait` at once
 /// costs one store read and decode per period, not one per poll.
 pub const STATUS_FRESH: Duration = Duration::from_millis(100);

@@ -17,7 +17,7 @@ pub struct Rollout {
     pub pending: Vec<String>,
     /// NACKed the revision or a later one.
     pub failed: Vec<String>,
-    /// The first [`MAX_FAILURES`] failed agents' records (with their NACK errors).
+    /// The first `MAX_FAILURES` failed agents' records (with their NACK errors).
     pub failures: Vec<AgentRecord>,
     /// The latest acknowledgement among the enforcing agents (Unix ms; 0: none).
     pub last_ack_unix_ms: i64,

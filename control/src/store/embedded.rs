@@ -285,7 +285,7 @@ impl PolicyStore for EmbeddedStore {
     }
 
     /// Pages read from one read transaction (one revision) on a blocking thread and handed
-    /// over through a queue of [`PAGES_QUEUED`]: at most that many pages are held at once.
+    /// over through a queue of `PAGES_QUEUED`: at most that many pages are held at once.
     /// The reader stops if the caller goes away.
     async fn list_pages(
         &self,

@@ -72,7 +72,7 @@ fn retry_backoff() -> tlsfleet_net::Backoff {
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Keys per page of a list. etcd counts the rest of the range for every page (a cost that
 /// grows with the keys after the page), so pages are large: at a million policies, 50 pages.
-/// A stored policy is rarely over 2 KiB, so a page stays below [`MAX_MESSAGE_BYTES`]; one that
+/// A stored policy is rarely over 2 KiB, so a page stays below `MAX_MESSAGE_BYTES`; one that
 /// does not is read again in halves.
 pub const PAGE_KEYS: i64 = 20_000;
 /// The smallest page the halving goes down to.

@@ -2,12 +2,12 @@
 //!
 //! Each stream: hello → authentication (the signature covers the hello) and the node's
 //! identity (the key's `nodes` patterns; over mTLS also the client certificate) → admission
-//! ([`admit`]) → start (snapshot, or deltas since the agent's revision) → every later update
-//! as a delta ([`session`]); the agent answers each revision with ACK or NACK, which the
+//! (`admit`) → start (snapshot, or deltas since the agent's revision) → every later update
+//! as a delta (`session`); the agent answers each revision with ACK or NACK, which the
 //! registry records.
 //!
 //! Bounds: streams in total and per key ([`SyncLimits`]), one stream per node (a newer one
-//! replaces it), snapshots and deltas in chunks ([`chunks`]) of at most
+//! replaces it), snapshots and deltas in chunks (`chunks`) of at most
 //! [`SyncLimits::chunk_bytes`] with at most [`SEND_QUEUE`] chunks queued, and a peer that does
 //! not read for [`SyncLimits::send_timeout`] is dropped. Every stream runs on a task of the
 //! server's [`TaskTracker`]; they end when the server shuts down, and the server waits for them.
