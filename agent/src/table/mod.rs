@@ -259,13 +259,11 @@ impl PolicyTable {
         for change in changes {
             match change {
                 Change::Upsert(bucket, config) => {
-                    if buckets
-                        .get(&*bucket)
-                        .is_some_and(|e| e.config.as_ref() == Some(&*config) && !e.own)
-                    {
+                    let old = buckets.get(&*bucket);
+                    if old.is_some_and(|e| e.config.as_ref() == Some(&*config) && !e.own) {
                         continue;
                     }
-                    let previous = buckets.get(&*bucket).map_or(PolicyKey::ALL, |e| e.key);
+                    let previous = old.map_or(PolicyKey::ALL, |e| e.key);
                     let (entry, error) = match self.entry(interner, &config) {
                         Ok(entry) => (entry, None),
                         Err(reason) => {
