@@ -332,6 +332,11 @@ impl Metrics {
         self.deltas.inc();
     }
 
+    /// Deltas received so far.
+    pub fn deltas(&self) -> u64 {
+        self.deltas.get()
+    }
+
     /// Counts one NACK sent to the control plane.
     pub fn inc_nacks(&self) {
         self.nacks.inc();

@@ -147,3 +147,62 @@ fn usage_counters_for_ten_thousand_active_buckets_of_a_million() {
     // The bound BENCHMARKS.md states: 4 KiB per active bucket and window (40 MiB here).
     assert!(per_bucket < 4096, "{per_bucket} bytes per active bucket");
 }
+
+/// The tables of the convergence bench's 1,000 agents simulated in one process
+/// (`tlsfleet-bench convergence --simulated 1000`), without the network: 1,000 tables of 10,000
+/// policies each take a burst of 1,000 new buckets as that bench's agents receive it, 12 deltas
+/// of about 83 buckets each (what the control server's coalescing gave there), the tables
+/// taking turns. Prints the cost of one bucket's upsert: the whole burst is a million of them on
+/// this machine's two cores, so it bounds how soon the simulated fleet can converge.
+#[test]
+#[ignore = "benchmark: run with --release -- --ignored --nocapture"]
+fn a_burst_across_a_thousand_tables() {
+    const TABLES: usize = 1_000;
+    const EACH: usize = 10_000;
+    const BURST: usize = 1_000;
+    const DELTAS: usize = 12;
+    let _alone = ALONE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let pki = Pki::new();
+    let leaf = pki.leaf(KeyType::Ecdsa);
+    let before = resident_bytes();
+    let load = Instant::now();
+    let tables: Vec<_> = (0..TABLES)
+        .map(|_| {
+            let table = table_for(&leaf);
+            let all = (0..EACH)
+                .map(|i| (bucket(&format!("bucket-{i:08}")), policy(i)))
+                .collect();
+            assert!(table.apply_delta(1, all, vec![]).is_ack());
+            table
+        })
+        .collect();
+    let load = load.elapsed();
+    let per_policy = (resident_bytes() - before) / (TABLES * EACH);
+    let mut revision = 1;
+    let burst = Instant::now();
+    for d in 0..DELTAS {
+        revision += 1;
+        let names = (d * BURST / DELTAS)..((d + 1) * BURST / DELTAS);
+        for table in &tables {
+            let change = names
+                .clone()
+                .map(|k| {
+                    let name = format!("conv-s1000-b0-{}-{}", k % 16, k / 16);
+                    (bucket(&name), tls13_only())
+                })
+                .collect();
+            assert!(table.apply_delta(revision, change, vec![]).is_ack());
+        }
+    }
+    let burst = burst.elapsed();
+    for table in &tables {
+        assert_eq!(table.snapshot().len(), EACH + BURST);
+    }
+    let per_upsert = burst / (TABLES * BURST) as u32;
+    println!(
+        "{TABLES} tables of {EACH}: load {load:?}, resident {per_policy} B/policy; a burst of \
+         {BURST} new buckets in {DELTAS} deltas to each: {burst:?}, {per_upsert:?} an upsert"
+    );
+}

@@ -210,6 +210,7 @@ struct Simulated {
     runtime: tokio::runtime::Runtime,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    metrics: Vec<Arc<tlsfleet_agent::metrics::Metrics>>,
 }
 
 impl Simulated {
@@ -233,6 +234,7 @@ impl Simulated {
             .build()?;
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::with_capacity(n);
+        let mut metrics = Vec::with_capacity(n);
         for i in 0..n {
             let table = Arc::new(PolicyTable::new(ConfigFactory::new(resolver.clone())?));
             let mut cfg = SyncConfig::new(vec![url.to_owned()], format!("{label}-{i}"));
@@ -241,13 +243,10 @@ impl Simulated {
                 access_key_id: keys::AGENT.0.into(),
                 secret: keys::AGENT.1.into(),
             });
+            let m = Arc::new(Metrics::new());
+            metrics.push(m.clone());
             let client = runtime.block_on(async {
-                SyncClient::new(
-                    cfg,
-                    table,
-                    Arc::new(Metrics::new()),
-                    Arc::new(Readiness::default()),
-                )
+                SyncClient::new(cfg, table, m, Arc::new(Readiness::default()))
             })?;
             tasks.push(runtime.spawn(client.run(None, shutdown.clone())));
         }
@@ -255,7 +254,14 @@ impl Simulated {
             runtime,
             shutdown,
             tasks,
+            metrics,
         })
+    }
+
+    /// Deltas the agents received, on average.
+    fn deltas_per_agent(&self) -> f64 {
+        let total: u64 = self.metrics.iter().map(|m| m.deltas()).sum();
+        total as f64 / self.metrics.len().max(1) as f64
     }
 
     fn stop(self) {
@@ -343,6 +349,15 @@ pub fn run(s: &Settings) -> anyhow::Result<Results> {
             ca.der(),
             started,
         ));
+        // How far the control server coalesced revisions for these agents (each single PUT is
+        // one delta; a burst's thousand revisions arrive as however many deltas this says).
+        eprintln!(
+            "bench: {:.1} deltas per simulated agent ({} single PUTs, {} bursts of {})",
+            sim.deltas_per_agent(),
+            s.puts,
+            s.bursts,
+            s.burst_size
+        );
         sim.stop();
         let fleet = fleet?;
         eprintln!("{}", markdown_fleet(&fleet));
