@@ -7,8 +7,8 @@
 //! The bucket map is a persistent HAMT (`imbl::HashMap`): cloning it is O(1) and an insert
 //! copies one root-to-leaf path, so one change at a million policies costs microseconds, and
 //! the published snapshot and the one being built share every untouched node. Per bucket the
-//! map holds a boxed name and three words: the stored config and the `ServerConfig` are both
-//! interned, so buckets with equal policies share them.
+//! map holds its name (inline up to 23 bytes) and one pointer: the stored config and the
+//! `ServerConfig` are both interned, so buckets with equal policies share them.
 //!
 //! * [`snapshot`]: one published revision ([`TableSnapshot`]) and what a bucket maps to.
 //! * `interner`: the writer's sharing of equal policies and configs.
