@@ -7,7 +7,7 @@
 //! The bucket map is a persistent HAMT (`imbl::HashMap`): cloning it is O(1) and an insert
 //! copies one root-to-leaf path, so one change at a million policies costs microseconds, and
 //! the published snapshot and the one being built share every untouched node. Per bucket the
-//! map holds its name (inline up to 23 bytes) and one pointer: the stored config and the
+//! map holds a shared name and one pointer: the stored config and the
 //! `ServerConfig` are both interned, so buckets with equal policies share them.
 //!
 //! * [`snapshot`]: one published revision ([`TableSnapshot`]) and what a bucket maps to.

@@ -25,14 +25,14 @@ pub(super) type Entry = Arc<Policy>;
 /// node copies its keys (see [`BucketKey`]).
 pub(super) type BucketMap = imbl::HashMap<BucketKey, Entry>;
 
-/// A bucket's name as the table's key: up to 23 bytes held in the key itself, so copying a
-/// node copies those names with it and touches no other memory; a longer name is shared
-/// (`Arc<str>`, one refcount a copy). Copying a node with `Box<str>` keys allocated and
-/// copied every name (twice as slow a change at a million buckets). Against shared names for
-/// every key (`triomphe::Arc<str>`, before), a delta's bucket costs about 15 % less across
-/// the convergence bench's 1,000 tables of 10,000, whose nodes are cold, and the table takes
-/// 10 % less memory there and 2 % more at a million buckets (BENCHMARKS.md).
-pub(super) type BucketKey = smol_str::SmolStr;
+/// A bucket's name as the table's key, shared: copying a node copies a refcount per key, not
+/// an allocation and a copy of the name (`Box<str>` keys made a change twice as slow at a
+/// million buckets). `triomphe`'s `Arc` has no weak count: 8 bytes a bucket less than
+/// `std`'s. Names held inside the key (`SmolStr`, up to 23 bytes) made a burst's bucket about
+/// 15 % cheaper across 1,000 cold tables, but at a million buckets cost 4 B a policy more with
+/// 15-byte names and 36 B more with 39-byte ones (271 B, over the 256 B target), so they are
+/// not used (BENCHMARKS.md, "Fleet convergence").
+pub(super) type BucketKey = triomphe::Arc<str>;
 
 /// One published revision of the table; cheap to clone out of [`PolicyTable::snapshot`](super::PolicyTable::snapshot).
 pub struct TableSnapshot {
