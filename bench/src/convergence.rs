@@ -22,7 +22,8 @@ use tlsfleet_proto::{
     signer::{signed_request, AccessKey, Signer},
     v1::{
         fleet_service_client::FleetServiceClient,
-        https_config_service_client::HttpsConfigServiceClient, GetRolloutStatusRequest, PutRequest,
+        https_config_service_client::HttpsConfigServiceClient, DeleteRequest,
+        GetRolloutStatusRequest, PutRequest,
     },
 };
 use tlsfleet_testkit::{
@@ -139,6 +140,38 @@ impl Clients {
             .with_context(|| format!("PUT {bucket}"))?
             .into_inner();
         Ok((resp.revision, unix_ms(), resp.committed_unix_ms as f64))
+    }
+
+    /// Deletes the buckets a fleet's PUTs created ([`BURST_CLIENTS`] at a time), so that the
+    /// next fleet loads and applies to the same stored policies as this one did, not to the
+    /// thousands this one added.
+    async fn delete_all(&self, buckets: Vec<String>) -> anyhow::Result<()> {
+        let mut tasks = tokio::task::JoinSet::new();
+        let per = buckets.len().div_ceil(BURST_CLIENTS).max(1);
+        let mut buckets = buckets.into_iter();
+        loop {
+            let part: Vec<String> = buckets.by_ref().take(per).collect();
+            if part.is_empty() {
+                break;
+            }
+            let mut admin = self.admin.clone();
+            tasks.spawn(async move {
+                for bucket in part {
+                    admin
+                        .delete(signed_request(DeleteRequest {
+                            bucket: bucket.clone(),
+                            allow_downgrade: true,
+                        }))
+                        .await
+                        .with_context(|| format!("DELETE {bucket}"))?;
+                }
+                Ok::<_, anyhow::Error>(())
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done??;
+        }
+        Ok(())
     }
 
     /// Waits until every agent of `selector` (`agents` of them) enforces `revision`; when
@@ -332,6 +365,8 @@ pub fn run(s: &Settings) -> anyhow::Result<Results> {
         eprintln!("{}", markdown_fleet(&fleet));
         fleets.push(fleet);
         drop(agents);
+        // The next fleet (and the simulated one, always last) starts from the same store.
+        runtime.block_on(clients.delete_all(created(s, &label)))?;
     }
     if s.simulated > 0 {
         let n = s.simulated;
@@ -405,7 +440,7 @@ async fn measure(
     };
     for k in 0..s.puts {
         // A bucket of its own, without a policy: it serves TLS 1.2 until this PUT.
-        let bucket = format!("conv-{label}-{k}");
+        let bucket = single_bucket(label, k);
         let (revision, answered, committed) = clients.put_timed(&bucket).await?;
         let at = Instant::now();
         let probe = sample.map(|addr| {
@@ -431,12 +466,12 @@ async fn measure(
         let mut tasks = tokio::task::JoinSet::new();
         for c in 0..BURST_CLIENTS {
             let mut clients = clients.clone();
-            let per = s.burst_size / BURST_CLIENTS + usize::from(c < s.burst_size % BURST_CLIENTS);
+            let per = per_client(s.burst_size, c);
             let label = label.to_owned();
             tasks.spawn(async move {
                 let mut newest = (0, 0.0);
                 for k in 0..per {
-                    let bucket = format!("conv-{label}-b{b}-{c}-{k}");
+                    let bucket = burst_bucket(&label, b, c, k);
                     let (revision, answered) = clients.put_tls13_only(&bucket).await?;
                     newest = (newest.0.max(revision), f64::max(newest.1, answered));
                 }
@@ -456,6 +491,32 @@ async fn measure(
         fleet.burst.push((last_ack - answered).max(0.0));
     }
     Ok(fleet)
+}
+
+/// The bucket of a fleet's `k`th single PUT (one without a policy before it).
+fn single_bucket(label: &str, k: usize) -> String {
+    format!("conv-{label}-{k}")
+}
+
+/// The bucket of client `c`'s `k`th PUT in burst `b`.
+fn burst_bucket(label: &str, b: usize, c: usize, k: usize) -> String {
+    format!("conv-{label}-b{b}-{c}-{k}")
+}
+
+/// PUTs client `c` sends of a burst of `size`.
+fn per_client(size: usize, c: usize) -> usize {
+    size / BURST_CLIENTS + usize::from(c < size % BURST_CLIENTS)
+}
+
+/// Every bucket a fleet's PUTs create.
+fn created(s: &Settings, label: &str) -> Vec<String> {
+    let singles = (0..s.puts).map(|k| single_bucket(label, k));
+    let bursts = (0..s.bursts).flat_map(|b| {
+        (0..BURST_CLIENTS).flat_map(move |c| {
+            (0..per_client(s.burst_size, c)).map(move |k| burst_bucket(label, b, c, k))
+        })
+    });
+    singles.chain(bursts).collect()
 }
 
 /// p50, p99 and max of `v` (0 when empty).
