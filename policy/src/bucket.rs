@@ -31,10 +31,9 @@ impl BucketName {
     }
 }
 
-impl FromStr for BucketName {
-    type Err = InvalidBucketName;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
+impl BucketName {
+    /// Checks `s` against the naming rules.
+    fn check(s: &str) -> Result<(), InvalidBucketName> {
         let fail = |reason| {
             Err(InvalidBucketName {
                 // Bound what we echo back: the name comes from the network.
@@ -55,14 +54,25 @@ impl FromStr for BucketName {
         if bytes[0] == b'-' || bytes[bytes.len() - 1] == b'-' {
             return fail("must start and end with a lowercase letter or a digit");
         }
+        Ok(())
+    }
+}
+
+impl FromStr for BucketName {
+    type Err = InvalidBucketName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::check(s)?;
         Ok(Self(s.to_owned()))
     }
 }
 
+/// Takes the string as the name, without a copy.
 impl TryFrom<String> for BucketName {
     type Error = InvalidBucketName;
     fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
+        Self::check(&s)?;
+        Ok(Self(s))
     }
 }
 

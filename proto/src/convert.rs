@@ -122,16 +122,23 @@ impl From<&policy::EffectivePolicy> for v1::EffectivePolicy {
     }
 }
 
-/// The bucket and domain config of a wire `BucketPolicy` (what an agent applies).
+/// The bucket and domain config of a wire `BucketPolicy` (what an agent applies); the name
+/// is taken without a copy. An error comes with the name as sent, for the agent's NACK.
 pub fn bucket_policy(
     p: v1::BucketPolicy,
-) -> Result<(policy::BucketName, policy::HttpsConfig), ConvertError> {
-    let bucket = p.bucket.parse()?;
-    let config = p
-        .config
-        .ok_or(ConvertError::Missing("policy.config"))?
-        .try_into()?;
-    Ok((bucket, config))
+) -> Result<(policy::BucketName, policy::HttpsConfig), (String, ConvertError)> {
+    let config = match p.config.ok_or(ConvertError::Missing("policy.config")) {
+        Ok(config) => match policy::HttpsConfig::try_from(config) {
+            Ok(config) => config,
+            Err(e) => return Err((p.bucket, e)),
+        },
+        Err(e) => return Err((p.bucket, e)),
+    };
+    match policy::BucketName::try_from(p.bucket) {
+        Ok(bucket) => Ok((bucket, config)),
+        // The error holds the name (bounded: it came from the network).
+        Err(e) => Err((e.name.clone(), e.into())),
+    }
 }
 
 /// Usage on the wire (`BucketUsage`), without the bucket name.

@@ -113,8 +113,7 @@ pub(super) fn convert_all(
 
 /// One wire policy converted, or the NACK entry saying why not.
 fn convert(policy: BucketPolicy) -> Result<(BucketName, HttpsConfig), BucketError> {
-    let bucket = policy.bucket.clone();
-    convert::bucket_policy(policy).map_err(|e| BucketError {
+    convert::bucket_policy(policy).map_err(|(bucket, e)| BucketError {
         bucket,
         reason: e.to_string(),
     })

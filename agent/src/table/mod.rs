@@ -4,13 +4,15 @@
 //! (the sync client) are serialised by a mutex, start from the published map, change only the
 //! buckets a revision touches and publish the result with one pointer store (invariant 3).
 //!
-//! The bucket map is a persistent HAMT (`imbl::HashMap`): cloning it is O(1) and an insert
-//! copies one root-to-leaf path, so one change at a million policies costs microseconds, and
-//! the published snapshot and the one being built share every untouched node. Per bucket the
-//! map holds a shared name and one pointer: the stored config and the
-//! `ServerConfig` are both interned, so buckets with equal policies share them.
+//! The bucket map is persistent (`map`): cloning it is O(1) and a change copies only the
+//! shard it lands in and that shard's share of two small index levels, so one change at a
+//! million policies costs microseconds, and the published snapshot and the one being built
+//! share every untouched shard. Per bucket the map holds its name, packed with its shard's
+//! others, and one pointer: the stored config and the `ServerConfig` are both interned, so
+//! buckets with equal policies share them.
 //!
 //! * [`snapshot`]: one published revision ([`TableSnapshot`]) and what a bucket maps to.
+//! * `map`: the persistent bucket map.
 //! * `interner`: the writer's sharing of equal policies and configs.
 
 use std::{
@@ -25,6 +27,7 @@ use tlsfleet_policy::{BucketName, HttpsConfig, PolicyKey};
 use crate::tls::ConfigFactory;
 
 mod interner;
+mod map;
 mod policies;
 pub mod snapshot;
 
@@ -170,8 +173,8 @@ impl PolicyTable {
             current
                 .buckets
                 .keys()
-                .filter(|name| !keep.contains(&***name))
-                .filter_map(|name| BucketName::try_from(String::from(&**name)).ok())
+                .filter(|name| !keep.contains(name))
+                .filter_map(|name| name.parse().ok())
                 .collect()
         };
         let (policies, configs) = policies.into_parts();
@@ -259,7 +262,8 @@ impl PolicyTable {
         for change in changes {
             match change {
                 Change::Upsert(bucket, config) => {
-                    let old = buckets.get(&*bucket);
+                    let at = buckets.locate(&bucket);
+                    let old = buckets.get_at(&at);
                     if old.is_some_and(|e| e.config.as_ref() == Some(&*config) && !e.own) {
                         continue;
                     }
@@ -281,13 +285,13 @@ impl PolicyTable {
                         });
                     }
                     // The received name is the key: no second copy of a million names.
-                    if let Some(old) = buckets.insert(bucket, entry) {
+                    if let Some(old) = buckets.insert_at(at, &bucket, entry) {
                         interner.release(&old);
                     }
                 }
                 Change::Refuse(bucket) => {
                     changed += 1;
-                    if let Some(old) = buckets.insert(bucket, refused(None)) {
+                    if let Some(old) = buckets.insert(&bucket, refused(None)) {
                         interner.release(&old);
                     }
                 }
@@ -298,6 +302,10 @@ impl PolicyTable {
                     }
                 }
             }
+        }
+        if snapshot {
+            // A snapshot grew the shards it filled in place: give back their spare room.
+            buckets.shrink();
         }
         self.current.store(Arc::new(TableSnapshot {
             revision: Some(revision),

@@ -21,9 +21,8 @@ const BLOCK: usize = 4096;
 /// halves behind, while blocks are allocated once each, and the allocator reuses them.
 #[derive(Debug, Default)]
 pub struct Policies {
-    /// Names already as the table's keys: made as each name arrives, so that the decoded
-    /// string it came in is freed at once and reused by the next names decoded, instead of a
-    /// million of them freed together once the table is built.
+    /// Names as they were decoded (no copy); the table copies each into its shard, and
+    /// these are freed as each block is walked.
     blocks: Vec<Vec<(BucketKey, usize)>>,
     configs: IndexSet<HttpsConfig>,
 }

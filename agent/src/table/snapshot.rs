@@ -21,18 +21,10 @@ pub(super) struct Policy {
 
 pub(super) type Entry = Arc<Policy>;
 
-/// A revision copies the map's nodes on the path to each bucket it changes, and copying a
-/// node copies its keys (see [`BucketKey`]).
-pub(super) type BucketMap = imbl::HashMap<BucketKey, Entry>;
+pub(super) use super::map::BucketMap;
 
-/// A bucket's name as the table's key, shared: copying a node copies a refcount per key, not
-/// an allocation and a copy of the name (`Box<str>` keys made a change twice as slow at a
-/// million buckets). `triomphe`'s `Arc` has no weak count: 8 bytes a bucket less than
-/// `std`'s. Names held inside the key (`SmolStr`, up to 23 bytes) made a burst's bucket about
-/// 15 % cheaper across 1,000 cold tables, but at a million buckets cost 4 B a policy more with
-/// 15-byte names and 36 B more with 39-byte ones (271 B, over the 256 B target), so they are
-/// not used (BENCHMARKS.md, "Fleet convergence").
-pub(super) type BucketKey = triomphe::Arc<str>;
+/// A bucket's name as it arrives, until the map copies it into its shard.
+pub(super) type BucketKey = Box<str>;
 
 /// One published revision of the table; cheap to clone out of [`PolicyTable::snapshot`](super::PolicyTable::snapshot).
 pub struct TableSnapshot {
@@ -108,7 +100,7 @@ impl TableSnapshot {
     pub fn stored_policies(&self) -> impl Iterator<Item = (&str, &HttpsConfig)> {
         self.buckets
             .iter()
-            .filter_map(|(name, e)| Some((&**name, e.config.as_ref()?)))
+            .filter_map(|(name, e)| Some((name, e.config.as_ref()?)))
     }
 
     /// The applied stored policies, copied.
@@ -127,7 +119,7 @@ impl TableSnapshot {
         self.buckets
             .iter()
             .filter(|(_, e)| e.config.is_none())
-            .filter_map(|(name, _)| BucketName::try_from(String::from(&**name)).ok())
+            .filter_map(|(name, _)| name.parse().ok())
             .collect()
     }
 
