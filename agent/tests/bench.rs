@@ -44,12 +44,30 @@ fn policy(i: usize) -> HttpsConfig {
     }
 }
 
+/// The `i`th bucket's name: `bucket-00000001`, 15 bytes, or as long as
+/// `TLSFLEET_BENCH_NAME_BYTES` says (15 to 63), padded in front (`tenant-…`), to see what
+/// longer names cost.
+fn name(i: usize) -> String {
+    let short = format!("bucket-{i:08}");
+    let want = std::env::var("TLSFLEET_BENCH_NAME_BYTES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(short.len())
+        .clamp(short.len(), 63);
+    let pad = want - short.len();
+    match pad {
+        0 => short,
+        1 => format!("t{short}"),
+        _ => format!("{}-{short}", "t".repeat(pad - 1)),
+    }
+}
+
 /// Loads [`POLICIES`] policies in deltas of [`CHUNK`]; returns the last revision.
 fn load_million(table: &tlsfleet_agent::table::PolicyTable) -> i64 {
     let mut revision = 0;
     for start in (0..POLICIES).step_by(CHUNK) {
         let chunk = (start..start + CHUNK)
-            .map(|i| (bucket(&format!("bucket-{i:08}")), policy(i)))
+            .map(|i| (bucket(&name(i)), policy(i)))
             .collect();
         revision += 1;
         assert!(table.apply_delta(revision, chunk, vec![]).is_ack());
@@ -77,7 +95,7 @@ fn one_change_at_a_million_policies() {
     let mut samples: Vec<Duration> = (0..2_000)
         .map(|n| {
             let i = (n * 7919) % POLICIES;
-            let change = vec![(bucket(&format!("bucket-{i:08}")), policy(i + 1))];
+            let change = vec![(bucket(&name(i)), policy(i + 1))];
             revision += 1;
             let t = Instant::now();
             let outcome = table.apply_delta(revision, change, vec![]);
@@ -92,8 +110,9 @@ fn one_change_at_a_million_policies() {
         samples[samples.len() * 99 / 100],
     );
     println!(
-        "load {POLICIES} policies: {load:?}; resident {per_policy} B/policy; \
-         one change: p50 {p50:?}, p99 {p99:?}"
+        "load {POLICIES} policies ({}-byte names): {load:?}; resident {per_policy} B/policy; \
+         one change: p50 {p50:?}, p99 {p99:?}",
+        name(0).len()
     );
     assert!(
         p50 < Duration::from_millis(1),
