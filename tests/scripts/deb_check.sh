@@ -15,7 +15,9 @@ if dpkg -s tlsfleet >/dev/null 2>&1; then
 fi
 out=$(mktemp -d)
 scratch=$(mktemp -d)
+pid=""
 cleanup() {
+  if [ -n "$pid" ]; then as_root kill "$pid" 2>/dev/null || true; fi
   as_root dpkg --purge tlsfleet >/dev/null 2>&1 || true
   rm -rf "$out" "$scratch"
 }
@@ -75,7 +77,11 @@ chmod 0644 "$scratch/creds.toml"
 chmod 0755 "$scratch"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 gport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-as_root setpriv --reuid=tlsfleet --regid=tlsfleet --init-groups \
+# Started without the as_root function: a function put in the background runs in a subshell,
+# so $! would be that subshell's pid and killing it would leave the server running. setpriv
+# execs the server (same pid); sudo passes the kill on to it.
+if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi
+"${sudo[@]}" setpriv --reuid=tlsfleet --regid=tlsfleet --init-groups \
   /usr/bin/tlsfleet-control --config /etc/tlsfleet/control.toml \
   --store "file:$scratch/state/data" --credentials "$scratch/creds.toml" \
   --http-listen "127.0.0.1:$port" --grpc-listen "127.0.0.1:$gport" > "$scratch/control.log" 2>&1 &
@@ -87,7 +93,14 @@ for _ in $(seq 1 100); do
 done
 as_root kill "$pid" 2>/dev/null || true
 wait "$pid" 2>/dev/null || true
+pid=""
 [ "$ready" = yes ] || fail "control server as user tlsfleet not ready: $(cat "$scratch/control.log")"
+# Nothing the check started may outlive it.
+left=$(pgrep -f "^/usr/bin/tlsfleet-control .*$scratch" || true)
+if [ -n "$left" ]; then
+  as_root kill $left 2>/dev/null || true
+  fail "the packaged control server was still running after its kill (pid $left)"
+fi
 [ "$(stat -c %U "$scratch/state/data")" = tlsfleet ] || fail "store not owned by tlsfleet"
 
 as_root dpkg --purge tlsfleet >/dev/null
