@@ -82,6 +82,14 @@ echo "==> benchmark smoke: every server and case of tlsfleet-bench, tiny (BENCHM
 target/debug/tlsfleet-bench handshakes --smoke > /dev/null
 target/debug/tlsfleet-bench control --smoke > /dev/null
 target/debug/tlsfleet-bench convergence --smoke > /dev/null
+# Nothing the benchmarks started may outlive them: a peer's worker whose master was killed
+# instead of stopped is left running with parent 1.
+orphans=$(ps -eo ppid=,pid=,args= | awk '$1 == 1 && (($3 ~ /^nginx/ && /worker/) || $3 ~ /haproxy$/ || $3 ~ /tlsfleet-(agent|control)$/ || $3 ~ /etcd$/)')
+if [ -n "$orphans" ]; then
+  echo "the benchmark smoke left processes running:" >&2
+  echo "$orphans" >&2
+  exit 1
+fi
 echo "==> official SDK tests (pytest)"
 TLSFLEET_BIN_DIR="$PWD/target/debug" python3 -m pytest -q tests/sdk
 echo "==> Debian package: build, dpkg -i, check (systemd-analyze verify), purge"

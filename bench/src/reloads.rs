@@ -98,6 +98,24 @@ fn wait_listening(addr: SocketAddr) -> bool {
     })
 }
 
+/// nginx's master process, stopped with SIGTERM on drop (and waited for): it takes its
+/// workers down with it, where the SIGKILL a [`Proc`] gets on drop would leave them running
+/// with no parent.
+struct Master(Proc);
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.pid() {
+            if tlsfleet_testkit::procs::signal(pid, "TERM").is_ok() {
+                let _ = self.0.wait_exit(MASTER_EXIT);
+            }
+        }
+    }
+}
+
+/// How long nginx's master may take to stop its workers and exit.
+const MASTER_EXIT: Duration = Duration::from_secs(10);
+
 /// nginx (a master and one worker) with `peer_names` server blocks: for each reload, one
 /// name's `ssl_ciphers` restricted in the file, then SIGHUP.
 pub fn nginx(
@@ -118,13 +136,13 @@ pub fn nginx(
     let base = std::fs::read_to_string(&conf)?;
     std::fs::write(&conf, with_master(base.clone()))?;
     let mut command = peer.command;
-    let proc = Proc::spawn("nginx", &mut command);
+    let proc = Master(Proc::spawn("nginx", &mut command));
     anyhow::ensure!(
         wait_listening(addr),
         "nginx did not listen: {}",
-        proc.log_tail()
+        proc.0.log_tail()
     );
-    let master = proc.pid().context("nginx exited")?;
+    let master = proc.0.pid().context("nginx exited")?;
     let runtime = tokio::runtime::Runtime::new()?;
     let mut samples = Vec::new();
     let mut text = with_master(base);
