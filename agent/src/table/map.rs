@@ -4,7 +4,7 @@
 //!
 //! Buckets are spread by a keyed hash over `2^bits` shards; a shard is a flat array of up to
 //! about [`GROW_AT`] buckets with their names packed in one buffer, and the shards are held
-//! in groups of up to `2^(bits/2 + 1)` under a root. All three levels are shared by `Arc`:
+//! in groups of `2^ceil(bits/2)` under a root. All three levels are shared by `Arc`:
 //! a revision copies the root, each group it touches and each shard it touches, once per
 //! revision however many of its buckets it changes, and shares everything else.
 //!
