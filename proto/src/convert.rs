@@ -127,11 +127,12 @@ impl From<&policy::EffectivePolicy> for v1::EffectivePolicy {
 pub fn bucket_policy(
     p: v1::BucketPolicy,
 ) -> Result<(policy::BucketName, policy::HttpsConfig), (String, ConvertError)> {
-    let config = match p.config.ok_or(ConvertError::Missing("policy.config")) {
-        Ok(config) => match policy::HttpsConfig::try_from(config) {
-            Ok(config) => config,
-            Err(e) => return Err((p.bucket, e)),
-        },
+    let config = match p
+        .config
+        .ok_or(ConvertError::Missing("policy.config"))
+        .and_then(policy::HttpsConfig::try_from)
+    {
+        Ok(config) => config,
         Err(e) => return Err((p.bucket, e)),
     };
     match policy::BucketName::try_from(p.bucket) {

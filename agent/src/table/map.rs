@@ -65,9 +65,17 @@ impl Clone for Shard {
 const MAX_NAME: usize = tlsfleet_policy::BucketName::MAX_LEN;
 
 impl Shard {
+    /// Where the `i`th name starts in `names`.
+    fn start(&self, i: usize) -> usize {
+        if i == 0 {
+            0
+        } else {
+            self.ends[i - 1] as usize
+        }
+    }
+
     fn bytes(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        &self.names[start..self.ends[i] as usize]
+        &self.names[self.start(i)..self.ends[i] as usize]
     }
 
     fn name(&self, i: usize) -> &str {
@@ -94,7 +102,7 @@ impl Shard {
     }
 
     fn remove(&mut self, i: usize) -> Entry {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        let start = self.start(i);
         let end = self.ends[i] as usize;
         let len = u32::try_from(end - start).unwrap_or(0);
         self.names.drain(start..end);
@@ -144,30 +152,42 @@ pub(super) struct BucketMap {
     len: usize,
 }
 
-impl Default for BucketMap {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl BucketMap {
     pub(super) fn new() -> Self {
-        Self::with_hasher(std::hash::RandomState::new(), 0)
+        Self::from_shards(std::hash::RandomState::new(), 0, vec![Shard::default()], 0)
     }
 
-    fn with_hasher(hasher: std::hash::RandomState, bits: u32) -> Self {
+    /// The map of `2^bits` `shards` (in shard index order, each trimmed to its size) holding
+    /// `len` buckets.
+    fn from_shards(
+        hasher: std::hash::RandomState,
+        bits: u32,
+        shards: Vec<Shard>,
+        len: usize,
+    ) -> Self {
         let group_bits = bits.div_ceil(2);
-        let groups = 1usize << (bits - group_bits);
-        let shards = 1usize << group_bits;
-        let root = (0..groups)
-            .map(|_| Arc::new((0..shards).map(|_| Arc::new(Shard::default())).collect()))
+        let per_group = 1usize << group_bits;
+        let mut shards = shards.into_iter();
+        let root = (0..1usize << (bits - group_bits))
+            .map(|_| {
+                Arc::new(
+                    shards
+                        .by_ref()
+                        .take(per_group)
+                        .map(|mut s| {
+                            s.shrink();
+                            Arc::new(s)
+                        })
+                        .collect(),
+                )
+            })
             .collect();
         Self {
             hasher,
             bits,
             group_bits,
             root: Arc::new(root),
-            len: 0,
+            len,
         }
     }
 
@@ -180,16 +200,23 @@ impl BucketMap {
         self.len == 0
     }
 
-    /// Group, shard in the group, and the hash kept in the shard.
-    fn place(&self, name: &str) -> (usize, usize, u32) {
-        let h = self.hasher.hash_one(name);
-        let index = if self.bits == 0 {
+    /// The shard index of `name` among `2^bits` shards (its top hash bits), and the hash
+    /// kept in the shard (the low 32 bits).
+    fn index(hasher: &std::hash::RandomState, bits: u32, name: &str) -> (usize, u32) {
+        let h = hasher.hash_one(name);
+        let index = if bits == 0 {
             0
         } else {
-            (h >> (64 - self.bits)) as usize
+            (h >> (64 - bits)) as usize
         };
+        (index, h as u32)
+    }
+
+    /// Group, shard in the group, and the hash kept in the shard.
+    fn place(&self, name: &str) -> (usize, usize, u32) {
+        let (index, h) = Self::index(&self.hasher, self.bits, name);
         let mask = (1usize << self.group_bits) - 1;
-        (index >> self.group_bits, index & mask, h as u32)
+        (index >> self.group_bits, index & mask, h)
     }
 
     fn shard(&self, group: usize, shard: usize) -> &Shard {
@@ -244,9 +271,9 @@ impl BucketMap {
 
     /// Removes `name`; its entry, if it had one.
     pub(super) fn remove(&mut self, name: &str) -> Option<Entry> {
-        let (g, s, h) = self.place(name);
-        let i = self.shard(g, s).find(name, h)?;
-        let old = self.shard_mut(g, s).remove(i);
+        let at = self.locate(name);
+        let i = at.found?;
+        let old = self.shard_mut(at.g, at.s).remove(i);
         self.len -= 1;
         if self.bits > 0 && self.len < SHRINK_AT << self.bits {
             self.rebuild(self.bits - 1);
@@ -256,32 +283,12 @@ impl BucketMap {
 
     /// Rehashes every bucket into `2^bits` shards (same hasher), each shard exactly sized.
     fn rebuild(&mut self, bits: u32) {
-        let mut next = Self::with_hasher(self.hasher.clone(), bits);
         let mut shards: Vec<Shard> = (0..1usize << bits).map(|_| Shard::default()).collect();
         for (name, entry) in self.iter() {
-            let (g, s, h) = next.place(name);
-            shards[(g << next.group_bits) | s].push(name, h, entry.clone());
+            let (index, h) = Self::index(&self.hasher, bits, name);
+            shards[index].push(name, h, entry.clone());
         }
-        let per_group = 1usize << next.group_bits;
-        let mut shards = shards.into_iter();
-        next.root = Arc::new(
-            (0..1usize << (bits - next.group_bits))
-                .map(|_| {
-                    Arc::new(
-                        shards
-                            .by_ref()
-                            .take(per_group)
-                            .map(|mut s| {
-                                s.shrink();
-                                Arc::new(s)
-                            })
-                            .collect(),
-                    )
-                })
-                .collect(),
-        );
-        next.len = self.len;
-        *self = next;
+        *self = Self::from_shards(self.hasher.clone(), bits, shards, self.len);
     }
 
     /// Gives back the spare capacity of the shards this map owns alone (after a snapshot's
