@@ -48,13 +48,15 @@ fn policy(i: usize) -> HttpsConfig {
 /// `TLSFLEET_BENCH_NAME_BYTES` says (15 to 63), padded in front (`tenant-…`), to see what
 /// longer names cost.
 fn name(i: usize) -> String {
+    // Read once: the names are made inside the timed load.
+    static WANT: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let want = *WANT.get_or_init(|| {
+        std::env::var("TLSFLEET_BENCH_NAME_BYTES")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+    });
     let short = format!("bucket-{i:08}");
-    let want = std::env::var("TLSFLEET_BENCH_NAME_BYTES")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(short.len())
-        .clamp(short.len(), 63);
-    let pad = want - short.len();
+    let pad = want.unwrap_or(short.len()).clamp(short.len(), 63) - short.len();
     match pad {
         0 => short,
         1 => format!("t{short}"),
